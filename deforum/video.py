@@ -1,0 +1,535 @@
+"""Video in and out: probe a video, extract its frames, and turn numbered frames into an mp4 (and gif).
+
+Everything goes through the ffmpeg binary that imageio-ffmpeg ships (no system ffmpeg), called with
+argument lists (never a shell). Spec: v06-animation.md sections 1.5, 7, 10.7 and 12.1 #14.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from deforum.errors import MediaError, SettingsError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "extracted_frames.json"
+"""Written next to extracted frames; says which video (and which `extract_nth_frame`) they came from."""
+
+_FRAME_NAME = re.compile(r"^(\d{5,})\.jpg$")
+_HASH_CHUNK = 1 << 20
+
+
+# --------------------------------------------------------------------------------------------------
+# ffmpeg plumbing
+
+
+def ffmpeg_exe() -> str:
+    """Path of imageio-ffmpeg's bundled ffmpeg."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _run_ffmpeg(args: Sequence[str], *, what: str, path: Path | str,
+                check: bool = True) -> subprocess.CompletedProcess:
+    """Run ffmpeg with `args`; if `check` and it fails, raise MediaError naming `path` and ffmpeg's reason."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
+    log.debug("ffmpeg: %s", cmd)
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
+    if check and proc.returncode != 0:
+        raise MediaError(f"could not {what} {str(path)!r}: {_ffmpeg_reason(proc.stderr)}")
+    return proc
+
+
+def _ffmpeg_reason(stderr: bytes) -> str:
+    """The most telling line of ffmpeg's stderr, without ffmpeg's '[component @ 0x...]' prefixes."""
+    lines = [re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", ln.strip())
+             for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.search(r"error|invalid|no such|not found|denied|unable|failed", ln,
+                                              re.IGNORECASE)]
+    return (errors[0] if errors else lines[-1] if lines else "ffmpeg failed without a message")[:300]
+
+
+# --------------------------------------------------------------------------------------------------
+# Probing
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    fps: float
+    frame_count: int | None
+    width: int
+    height: int
+
+    def output_fps(self, extract_nth_frame: int = 1) -> float:
+        """The video-cell `fps` that keeps the source's timing after taking every n-th frame."""
+        return self.fps / extract_nth_frame
+
+
+_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (.*)")
+_SIZE = re.compile(r"(?<![\w/])([1-9]\d*)x([1-9]\d*)(?!\w)")
+_RATE = re.compile(r"([\d.]+)(k?) (fps|tbr)\b")
+_ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
+
+
+def _require_file(path: Path, field: str) -> None:
+    if not path.exists():
+        raise MediaError(f"{field}: video file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise MediaError(f"{field}: {str(path)!r} is not a file")
+    if not os.access(path, os.R_OK):
+        raise MediaError(f"{field}: video file {str(path)!r} is not readable")
+
+
+def _parse_stream_info(path: Path, stderr: str, field: str) -> tuple[float, int, int]:
+    """fps, width, height of the first video stream from ffmpeg's `-i` report (display orientation)."""
+    if "Invalid data found" in stderr:
+        raise MediaError(f"{field}: {str(path)!r} is not a video file ffmpeg can read "
+                         "(invalid data: a damaged file or not a video)")
+    if "Error opening input" in stderr:
+        raise MediaError(f"{field}: cannot open video {str(path)!r}: {_ffmpeg_reason(stderr.encode())}")
+    match = _STREAM.search(stderr)
+    if not match:
+        raise MediaError(f"{field}: {str(path)!r} has no video stream (an empty or audio-only file?)")
+    stream = match.group(1)
+    size = _SIZE.search(stream)
+    if not size:
+        raise MediaError(f"{field}: cannot read the frame size of {str(path)!r} from {stream!r}")
+    width, height = int(size.group(1)), int(size.group(2))
+    rates = {kind: float(value) * (1000 if k else 1) for value, k, kind in _RATE.findall(stream)}
+    fps = rates.get("fps") or rates.get("tbr")
+    if not fps:
+        raise MediaError(f"{field}: cannot read the frame rate of {str(path)!r} from {stream!r}")
+    # ffmpeg auto-rotates on decode, so extracted frames come out in display orientation.
+    rotation = _ROTATION.search(stderr[match.end():])
+    if rotation and round(abs(float(rotation.group(1)))) % 180 == 90:
+        width, height = height, width
+    return fps, width, height
+
+
+def probe_video(path: str | Path, *, count_frames: bool = True, field: str = "video_init_path") -> VideoInfo:
+    """Frame rate, size and (decoded) frame count of a video file.
+
+    The frame count comes from decoding the whole stream (ffmpeg's `-i` report has no reliable count),
+    so it is exact but costs a decode; pass `count_frames=False` to skip it (frame_count is then None).
+    Raises MediaError for a missing or unreadable file, a file that is not a video, or zero frames.
+    """
+    path = Path(path)
+    _require_file(path, field)
+    if not count_frames:
+        proc = _run_ffmpeg(["-i", str(path)], what="read", path=path, check=False)
+        fps, width, height = _parse_stream_info(path, proc.stderr.decode("utf-8", "replace"), field)
+        return VideoInfo(fps=fps, frame_count=None, width=width, height=height)
+    proc = _run_ffmpeg(["-nostats", "-progress", "pipe:1", "-i", str(path), "-map", "0:v:0?",
+                        "-fps_mode", "passthrough", "-f", "null", "-"], what="read", path=path, check=False)
+    stderr = proc.stderr.decode("utf-8", "replace")
+    fps, width, height = _parse_stream_info(path, stderr, field)
+    if proc.returncode != 0:
+        raise MediaError(f"{field}: could not decode video {str(path)!r}: {_ffmpeg_reason(proc.stderr)}")
+    counts = re.findall(r"^frame=(\d+)", proc.stdout.decode("utf-8", "replace"), re.MULTILINE)
+    frame_count = int(counts[-1]) if counts else 0
+    if frame_count == 0:
+        raise MediaError(f"{field}: video {str(path)!r} has no frames")
+    return VideoInfo(fps=fps, frame_count=frame_count, width=width, height=height)
+
+
+def read_video_frames(path: str | Path) -> list[np.ndarray]:
+    """Every frame of a video as H×W×3 uint8 RGB arrays (for checks and tests; holds all in memory)."""
+    path = Path(path)
+    info = probe_video(path, count_frames=False, field="video")
+    proc = _run_ffmpeg(["-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough",
+                        "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], what="decode", path=path)
+    frame_bytes = info.width * info.height * 3
+    data = proc.stdout
+    if len(data) % frame_bytes:
+        raise MediaError(f"decoding {str(path)!r} gave {len(data)} bytes, not a whole number of "
+                         f"{info.width}x{info.height} frames")
+    frames = np.frombuffer(data, np.uint8).reshape(-1, info.height, info.width, 3)
+    return list(frames)
+
+
+def count_video_frames(path: str | Path) -> int:
+    """Number of decodable frames of a video (0 raises MediaError)."""
+    count = probe_video(path, field="video").frame_count
+    assert count is not None
+    return count
+
+
+# --------------------------------------------------------------------------------------------------
+# Extraction (Video Input mode)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _source_identity(path: Path) -> dict:
+    stat = path.stat()
+    return {"source": str(path.resolve()), "size": stat.st_size, "sha256": _file_sha256(path)}
+
+
+def _numbered_frames(out_dir: Path) -> list[Path]:
+    return sorted((p for p in out_dir.iterdir() if _FRAME_NAME.match(p.name)),
+                  key=lambda p: int(p.stem))
+
+
+def _reusable_frames(out_dir: Path, identity: dict, extract_nth_frame: int) -> list[Path] | None:
+    """The frames of an earlier extraction of the same video with the same n, or None."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    # The content hash decides; the path may differ (a copied or re-mounted video is the same video).
+    if (manifest.get("sha256"), manifest.get("size"), manifest.get("extract_nth_frame")) != (
+            identity["sha256"], identity["size"], extract_nth_frame):
+        return None
+    count = manifest.get("count")
+    if isinstance(count, bool) or not isinstance(count, int):
+        return None
+    frames = _numbered_frames(out_dir)
+    expected = [f"{i:05d}.jpg" for i in range(1, count + 1)]
+    if [p.name for p in frames] != expected or any(p.stat().st_size == 0 for p in frames):
+        return None
+    return frames
+
+
+def extract_frames(video_path: str | Path, out_dir: str | Path, extract_nth_frame: int = 1,
+                   overwrite: bool = True, *, field: str = "video_init_path") -> list[Path]:
+    """Write every `extract_nth_frame`-th frame (0-based index divisible by n) as 00001.jpg, 00002.jpg ...
+
+    `overwrite=False` reuses an earlier extraction only when its manifest shows it came from the same
+    video content with the same n; anything else is re-extracted. Returns the frame paths in order.
+    """
+    if isinstance(extract_nth_frame, bool) or not isinstance(extract_nth_frame, int) or extract_nth_frame < 1:
+        raise SettingsError(f"extract_nth_frame must be a whole number >= 1, got {extract_nth_frame!r}")
+    video_path, out_dir = Path(video_path), Path(out_dir)
+    info = probe_video(video_path, count_frames=False, field=field)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MediaError(f"cannot create frames folder {str(out_dir)!r}: {exc.strerror or exc}") from exc
+    identity = _source_identity(video_path)
+    if not overwrite:
+        frames = _reusable_frames(out_dir, identity, extract_nth_frame)
+        if frames is not None:
+            log.info("reusing %d frames already extracted from %s in %s", len(frames), video_path, out_dir)
+            return frames
+        log.info("frames in %s are not from %s with extract_nth_frame=%d; extracting again",
+                 out_dir, video_path, extract_nth_frame)
+
+    # Remove the old manifest first, so a killed extraction is never mistaken for a complete one.
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    for old in _numbered_frames(out_dir):
+        old.unlink()
+    select = [] if extract_nth_frame == 1 else ["-vf", f"select=not(mod(n\\,{extract_nth_frame}))"]
+    _run_ffmpeg(["-i", str(video_path), "-map", "0:v:0", *select, "-fps_mode", "passthrough",
+                 "-q:v", "2", "-start_number", "1", str(out_dir).replace("%", "%%") + "/%05d.jpg"],
+                what="extract frames from", path=video_path)
+    frames = _numbered_frames(out_dir)
+    if not frames:
+        raise MediaError(f"{field}: video {str(video_path)!r} has no frames")
+    manifest = {**identity, "fps": info.fps, "extract_nth_frame": extract_nth_frame, "count": len(frames)}
+    (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    log.info("extracted %d frames from %s (%.3g fps; suggested output fps %.3g)",
+             len(frames), video_path, info.fps, info.output_fps(extract_nth_frame))
+    return frames
+
+
+# --------------------------------------------------------------------------------------------------
+# Frames -> mp4 / gif (the video cell)
+
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    """A regex matching the names of a printf-style file-name pattern with one %d / %0Nd field."""
+    specs = re.findall(r"%0?\d*d", pattern)
+    if len(specs) != 1 or pattern.count("%") != 1:
+        raise SettingsError(f"image_path must contain exactly one frame number field like %05d, "
+                            f"got {pattern!r}")
+    before, after = pattern.split(specs[0])
+    return re.compile(re.escape(before) + r"(\d+)" + re.escape(after) + "$")
+
+
+def frames_from_pattern(pattern: str | Path) -> list[Path]:
+    """The files matching a numbered printf pattern ('folder/name_%05d.png'), in number order.
+
+    The sequence starts at the lowest number present and must have no gaps: missing numbers raise a
+    MediaError that names them.
+    """
+    pattern = str(pattern)
+    folder, name = os.path.split(pattern)
+    folder_path = Path(folder or ".")
+    regex, fmt = _pattern_regex(name), name
+    if not folder_path.is_dir():
+        raise MediaError(f"image_path: folder {str(folder_path)!r} does not exist")
+    numbered = {}
+    for entry in folder_path.iterdir():
+        match = regex.match(entry.name)
+        if match and entry.is_file() and entry.name == fmt % int(match.group(1)):
+            numbered[int(match.group(1))] = entry
+    if not numbered:
+        raise MediaError(f"no frames match {pattern!r}")
+    first, last = min(numbered), max(numbered)
+    missing = [n for n in range(first, last + 1) if n not in numbered]
+    if missing:
+        shown = ", ".join(fmt % n for n in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise MediaError(f"{len(missing)} frame(s) missing from the sequence {pattern!r} "
+                         f"({fmt % first} .. {fmt % last}): {shown}")
+    return [numbered[n] for n in range(first, last + 1)]
+
+
+def _frame_list(frames: str | Path | Iterable[str | Path], pattern: str | None) -> list[Path]:
+    if isinstance(frames, (str, Path)):
+        text = str(frames)
+        if "%" in text:
+            return frames_from_pattern(text)
+        if Path(text).is_dir():
+            if pattern is None:
+                raise SettingsError(f"frames: {text!r} is a folder; also give a pattern like '%05d.png'")
+            return frames_from_pattern(os.path.join(text, pattern))
+        raise MediaError(f"frames: {text!r} is neither a numbered pattern (with %05d) nor a folder")
+    paths = [Path(p) for p in frames]
+    absent = [str(p) for p in paths if not p.is_file()]
+    if absent:
+        raise MediaError(f"{len(absent)} frame file(s) missing: {', '.join(absent[:10])}"
+                         + (" ..." if len(absent) > 10 else ""))
+    return paths
+
+
+def _check_fps(fps: object) -> float:
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (0 < fps <= 1000):
+        raise SettingsError(f"fps must be a number above 0 (at most 1000), got {fps!r}")
+    return float(fps)
+
+
+def _check_max_frames(max_frames: object) -> int | None:
+    """v0.6's video-cell max_frames is a string ("200"); accept that or an int."""
+    if max_frames is None:
+        return None
+    if isinstance(max_frames, str) and max_frames.strip().isdigit():
+        max_frames = int(max_frames.strip())
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
+        raise SettingsError(f"max_frames must be a whole number >= 1, got {max_frames!r}")
+    return max_frames
+
+
+def _rgb_frame(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise MediaError(f"cannot read frame image {str(path)!r}: {exc}") from exc
+
+
+def _temp_beside(final: Path, suffix: str) -> Path:
+    """A fresh temporary file in the folder of `final` (so os.replace is atomic); MediaError if unwritable."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=suffix)
+    except OSError as exc:
+        raise MediaError(f"cannot write to the output folder {str(final.parent)!r}: "
+                         f"{exc.strerror or exc}") from exc
+    os.close(fd)
+    # mkstemp makes the file private (0600); give the finished video the permissions of a normal file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return Path(name)
+
+
+def _encode_mp4(paths: list[Path], tmp: Path, fps: float) -> None:
+    """Pipe the frames as raw RGB into libx264, one image = one frame (no rate conversion anywhere)."""
+    first = _rgb_frame(paths[0])
+    height, width = first.shape[:2]
+    # yuv420p needs even sizes: pad odd ones with one black row/column at the bottom/right.
+    pad = ["-vf", f"pad={width + width % 2}:{height + height % 2}:0:0"] if (width % 2 or height % 2) else []
+    rate = str(Fraction(fps).limit_denominator(10_000))  # one exact rational for input and output
+    args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate,
+            "-i", "pipe:0", *pad, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "17",
+            "-preset", "veryfast", "-r", rate, "-fps_mode", "cfr", "-f", "mp4", "-y", str(tmp)]
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", *args]
+    log.debug("ffmpeg: %s", cmd)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        for path in paths:
+            frame = first if path is paths[0] else _rgb_frame(path)
+            if frame.shape[:2] != (height, width):
+                raise MediaError(f"frame {str(path)!r} is {frame.shape[1]}x{frame.shape[0]}, but the first "
+                                 f"frame {str(paths[0])!r} is {width}x{height}; all frames need one size")
+            proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # ffmpeg stopped early; its stderr below says why
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    stderr = proc.stderr.read() if proc.stderr else b""
+    if proc.wait() != 0:
+        raise MediaError(f"ffmpeg could not encode the video: {_ffmpeg_reason(stderr)}")
+
+
+def _encode_gif(mp4: Path, tmp_gif: Path) -> None:
+    """Palette-based gif of `mp4`, frame for frame (two passes so frames are not held in memory)."""
+    palette = _temp_beside(tmp_gif, ".png")
+    try:
+        _run_ffmpeg(["-i", str(mp4), "-vf", "palettegen", "-frames:v", "1", "-update", "1",
+                     "-y", str(palette)], what="make a gif palette for", path=mp4)
+        _run_ffmpeg(["-i", str(mp4), "-i", str(palette), "-lavfi", "paletteuse", "-fps_mode", "passthrough",
+                     "-f", "gif", "-y", str(tmp_gif)], what="make a gif of", path=mp4)
+    finally:
+        palette.unlink(missing_ok=True)
+
+
+def make_video(frames: str | Path | Iterable[str | Path], mp4_path: str | Path, fps: float = 12, *,
+               pattern: str | None = None, make_gif: bool = False, gif_path: str | Path | None = None,
+               max_frames: int | str | None = None) -> Path:
+    """Encode frames to an mp4 (libx264, crf 17, preset veryfast, yuv420p) with exactly one frame per image.
+
+    `frames` is a printf pattern ('out/20220903000939_%05d.png'), a folder plus `pattern`, or a list of
+    image paths. `max_frames` keeps only the first images. With `make_gif`, also writes a palette gif
+    (default: the mp4's name with .gif). Both files are written under a temporary name and renamed, so a
+    killed encode never leaves a truncated file under the final name. Returns the mp4 path.
+    """
+    fps = _check_fps(fps)
+    limit = _check_max_frames(max_frames)
+    paths = _frame_list(frames, pattern)
+    if not paths:
+        raise MediaError("no frames to make a video from")
+    if limit is not None:
+        paths = paths[:limit]
+    mp4_path = Path(mp4_path)
+    tmp = _temp_beside(mp4_path, ".mp4")
+    try:
+        _encode_mp4(paths, tmp, fps)
+        encoded = _count_packets(tmp)
+        if encoded != len(paths):
+            raise MediaError(f"encoded {encoded} frames instead of {len(paths)} into {str(mp4_path)!r}")
+        if make_gif:
+            gif_final = Path(gif_path) if gif_path is not None else mp4_path.with_suffix(".gif")
+            tmp_gif = _temp_beside(gif_final, ".gif")
+            try:
+                _encode_gif(tmp, tmp_gif)
+                os.replace(tmp_gif, gif_final)
+            finally:
+                tmp_gif.unlink(missing_ok=True)
+        os.replace(tmp, mp4_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote %s (%d frames at %g fps)", mp4_path, len(paths), fps)
+    return mp4_path
+
+
+def _count_packets(path: Path) -> int:
+    """Video frames stored in a file, counted without decoding (one packet per frame for h264/mp4)."""
+    proc = _run_ffmpeg(["-nostats", "-progress", "pipe:1", "-i", str(path), "-map", "0:v:0", "-c", "copy",
+                        "-f", "null", "-"], what="check", path=path)
+    counts = re.findall(r"^frame=(\d+)", proc.stdout.decode("utf-8", "replace"), re.MULTILINE)
+    return int(counts[-1]) if counts else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Which frames: a run, per-step images, or manual paths
+
+
+def run_frames_pattern(outdir: str | Path, timestring: str) -> Path:
+    """The frame pattern of one animation run: `{outdir}/{timestring}_%05d.png`."""
+    return Path(outdir) / f"{timestring}_%05d.png"
+
+
+def step_frames_folder(outdir: str | Path, timestring: str, path_name_modifier: str) -> Path:
+    """The newest per-step folder `{timestring}_{index:02}_{seed}` of this run holding `{modifier}_*.png`.
+
+    v0.6 took the newest sub-folder of any kind (possibly `inputframes` or another run, spec gen. 11 #25);
+    this only considers folders of this run that actually hold per-step images.
+    """
+    outdir = Path(outdir)
+    if not outdir.is_dir():
+        raise MediaError(f"output folder {str(outdir)!r} does not exist")
+    candidates = [d for d in outdir.iterdir()
+                  if d.is_dir() and d.name.startswith(f"{timestring}_")
+                  and any(d.glob(f"{path_name_modifier}_[0-9][0-9][0-9][0-9][0-9]*.png"))]
+    if not candidates:
+        raise MediaError(f"render_steps: no per-step folder '{timestring}_NN_seed' with "
+                         f"'{path_name_modifier}_00000.png'... in {str(outdir)!r}; was "
+                         "save_sample_per_step on for this run?")
+    return max(candidates, key=lambda d: d.stat().st_mtime)
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    mp4_path: Path
+    gif_path: Path | None
+    frame_count: int
+    fps: float
+
+
+PATH_NAME_MODIFIERS = ("x0_pred", "x")
+
+
+def video_cell(*, outdir: str | Path, timestring: str, skip_video_for_run_all: bool = False,
+               fps: float = 12, use_manual_settings: bool = False, image_path: str = "",
+               mp4_path: str = "", max_frames: int | str = "200", render_steps: bool = False,
+               path_name_modifier: str = "x0_pred", make_gif: bool = False) -> VideoResult | None:
+    """The v0.6 video cell (spec 10.7): frames of this run, its per-step images, or manual paths -> mp4.
+
+    Returns None when `skip_video_for_run_all` is set. Every frame on disk is used in the run and
+    render_steps modes (v0.6 capped them at max_frames / steps, which they never exceed); the manual
+    mode honours `max_frames`.
+    """
+    if skip_video_for_run_all:
+        log.info("skipping video creation (skip_video_for_run_all is on)")
+        return None
+    fps = _check_fps(fps)
+    limit = None
+    if use_manual_settings:
+        if not image_path or not mp4_path:
+            raise SettingsError("use_manual_settings needs both image_path (like '.../name_%05d.png') and "
+                                f"mp4_path, got image_path={image_path!r}, mp4_path={mp4_path!r}")
+        frames, target, limit = Path(image_path), Path(mp4_path), _check_max_frames(max_frames)
+    elif render_steps:
+        if path_name_modifier not in PATH_NAME_MODIFIERS:
+            raise SettingsError(f"path_name_modifier must be one of {PATH_NAME_MODIFIERS}, "
+                                f"got {path_name_modifier!r}")
+        folder = step_frames_folder(outdir, timestring, path_name_modifier)
+        frames = folder / f"{path_name_modifier}_%05d.png"
+        target = folder / f"{timestring}_{path_name_modifier}.mp4"
+    else:
+        frames, target = run_frames_pattern(outdir, timestring), Path(outdir) / f"{timestring}.mp4"
+    paths = frames_from_pattern(frames)
+    if limit is not None:
+        paths = paths[:limit]
+    gif = target.with_suffix(".gif") if make_gif else None
+    make_video(paths, target, fps, make_gif=make_gif, gif_path=gif)
+    return VideoResult(mp4_path=target, gif_path=gif, frame_count=len(paths), fps=fps)
+
+
+def video_html(mp4_path: str | Path, width: int | None = None) -> str:
+    """An HTML <video> tag with the mp4 embedded as a base64 data URL (how v0.6 showed it in Colab)."""
+    mp4_path = Path(mp4_path)
+    try:
+        data = base64.b64encode(mp4_path.read_bytes()).decode("ascii")
+    except OSError as exc:
+        raise MediaError(f"cannot read video {str(mp4_path)!r}: {exc.strerror or exc}") from exc
+    size = f' width="{int(width)}"' if width else ""
+    return f'<video{size} controls loop><source src="data:video/mp4;base64,{data}" type="video/mp4"></video>'
