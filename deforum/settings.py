@@ -1,0 +1,314 @@
+"""Settings files: load a v0.6 (or our) settings .txt / preset .json, apply it over the notebook cells, and
+write the per-run ``{timestring}_settings.txt`` (spec animation 10.4, 10.5, 12.1 #12).
+
+A settings file is data: JSON, read with ``json``, never executed. Keys of DeforumArgs and DeforumAnimArgs
+replace the cell values as in v0.6, with three fixes: the prompts in the file are used, ``outdir`` from
+another machine is not, and W/H are rounded down to multiples of 64. Unknown keys are kept and reported
+once. Every problem is reported at once, naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from deforum.args import (
+    ANIM_ARGS_FIELDS,
+    ARGS_FIELDS,
+    DEFAULT_ANIMATION_PROMPTS,
+    DEFAULT_PROMPTS,
+    FIELDS,
+    defaults,
+    normalize,
+    problems,
+    schedule_problems,
+    settings_error,
+    short_repr,
+    unsafe_name_problem,
+)
+from deforum.errors import SettingsError
+
+SETTINGS_SCHEMA = 1
+# Keys our files add after the v0.6 ones; "prompts" is v0.6's own (between args and anim_args).
+META_KEYS = ("prompts", "animation_prompts", "batch_prompts", "root", "deforum_version", "settings_schema")
+IGNORED_FROM_FILE = ("outdir",)  # machine-specific: a foreign path must not redirect the output
+
+
+@dataclass
+class Settings:
+    """A loaded settings file applied over base values (the v0.6 defaults for ``load_settings``).
+
+    ``prompts`` is the None-mode prompt list, ``animation_prompts`` maps frame -> prompt; both come from
+    the file when it has them (``from_file`` holds every key the file provided), else from the base.
+    ``root`` is the file's ``root`` object, if any (not applied: paths are per machine).
+    """
+
+    args: SimpleNamespace
+    anim_args: SimpleNamespace
+    prompts: list[str]
+    animation_prompts: dict[int, str]
+    root: dict[str, Any] | None = None
+    unknown_keys: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    from_file: frozenset[str] = frozenset()
+    path: str | None = None
+
+
+def read_settings_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON object in a settings file; a missing or malformed file is a SettingsError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError(f"settings file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"settings file {str(path)!r} cannot be read: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"settings file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                            f"column {exc.colno}") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"settings file {str(path)!r} must hold a JSON object {{\"key\": value, ...}}, "
+                            f"not {type(data).__name__}")
+    return data
+
+
+def load_settings(path: str | os.PathLike[str]) -> Settings:
+    """A settings file applied over the v0.6 defaults (presets hold only some keys), validated."""
+    return apply_settings_file(defaults("args"), defaults("anim_args"), path,
+                               prompts=DEFAULT_PROMPTS, animation_prompts=DEFAULT_ANIMATION_PROMPTS)
+
+
+def apply_settings_file(args: Mapping[str, Any] | SimpleNamespace,
+                        anim_args: Mapping[str, Any] | SimpleNamespace, path: str | os.PathLike[str],
+                        prompts: list[str] | None = None,
+                        animation_prompts: Mapping[Any, str] | None = None, *,
+                        check: bool = True) -> Settings:
+    """The notebook's ``override_settings_with_file``: every args/anim_args key in the file replaces the
+    cell value; prompts in the file replace the cell prompts; ``outdir`` is kept; W/H rounded to /64.
+
+    With ``check`` (default) the merged result is validated and every problem is raised at once.
+    """
+    data = read_settings_file(path)
+    return apply_settings(args, anim_args, data, prompts, animation_prompts, where=str(path), check=check)
+
+
+def apply_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: list[str] | None = None,
+                   animation_prompts: Mapping[Any, str] | None = None, *, where: str = "settings",
+                   check: bool = True) -> Settings:
+    """``apply_settings_file`` for an already parsed JSON object; ``where`` names it in errors."""
+    a = _as_dict(args)
+    anim = _as_dict(anim_args)
+    found: list[str] = []
+    unknown: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in FIELDS["args"]:
+            if key in IGNORED_FROM_FILE:
+                continue
+            if FIELDS["args"][key].type == "runtime" and value is not None:
+                found.append(f"{key}={short_repr(value)}: must be null (it is renderer state, not a setting)")
+                continue
+            a[key] = value
+        elif key in FIELDS["anim_args"]:
+            anim[key] = value
+        elif key not in META_KEYS:
+            unknown[key] = value
+
+    schema = data.get("settings_schema", SETTINGS_SCHEMA)
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema > SETTINGS_SCHEMA:
+        found.append(f"settings_schema={schema!r}: this version reads settings_schema <= {SETTINGS_SCHEMA}; "
+                     f"the file was written by a newer deforum")
+    file_prompts, file_anim_prompts = _prompts_from(data, found)
+    root = data.get("root")
+    if root is not None and not isinstance(root, dict):
+        found.append(f"root={short_repr(root)}: must be a JSON object")
+        root = None
+
+    a = normalize("args", a)
+    anim = normalize("anim_args", anim)
+    if check:
+        found += problems("args", a) + problems("anim_args", anim) + schedule_problems(anim)
+    if file_anim_prompts is None:
+        file_anim_prompts = _int_keys(animation_prompts or {}, found)
+    if found:
+        raise settings_error(found, where)
+    if unknown:
+        warnings.warn(f"{where}: ignoring unknown keys {', '.join(map(repr, unknown))} (kept in "
+                      f"Settings.unknown_keys)", UserWarning, stacklevel=3)
+    return Settings(
+        args=SimpleNamespace(**a),
+        anim_args=SimpleNamespace(**anim),
+        prompts=list(file_prompts if file_prompts is not None else (prompts or [])),
+        animation_prompts=file_anim_prompts,
+        root=root,
+        unknown_keys=list(unknown),
+        extra=unknown,
+        from_file=frozenset(data),
+        path=where,
+    )
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return dict(obj) if isinstance(obj, Mapping) else dict(vars(obj))
+
+
+_INT_KEY = re.compile(r"\s*\d+\s*")
+_INDEX = re.compile(r"\d{5,}")
+
+
+def _int_keys(prompts: Mapping[Any, Any], found: list[str], key: str = "animation_prompts") -> dict[int, str]:
+    """Frame -> prompt with int frames (JSON makes them strings); bad entries go to ``found``."""
+    out: dict[int, str] = {}
+    for frame, text in prompts.items():
+        if isinstance(frame, int) and not isinstance(frame, bool):
+            n = frame
+        elif isinstance(frame, str) and _INT_KEY.fullmatch(frame):
+            n = int(frame)
+        else:
+            found.append(f"{key}[{frame!r}]: the frame must be an integer >= 0")
+            continue
+        if n < 0:
+            found.append(f"{key}[{frame!r}]: the frame must be an integer >= 0")
+        elif not isinstance(text, str):
+            found.append(f"{key}[{frame!r}]={short_repr(text)}: the prompt must be a string")
+        else:
+            out[n] = text
+    return dict(sorted(out.items()))
+
+
+def _prompts_from(data: Mapping[str, Any],
+                  found: list[str]) -> tuple[list[str] | None, dict[int, str] | None]:
+    """(None-mode prompt list, animation prompts) from a file; None where the file has none.
+
+    v0.6 wrote ``prompts`` as the animation prompts (string frame keys) in animation runs, and as
+    {prompt: "00000" index} in None-mode runs; we also accept a plain list. Our files add explicit
+    ``animation_prompts`` and ``batch_prompts`` keys, which win.
+    """
+    still: list[str] | None = None
+    anim: dict[int, str] | None = None
+    raw = data.get("prompts")
+    if isinstance(raw, list):
+        still = _prompt_list(raw, "prompts", found)
+    elif isinstance(raw, dict):
+        keys_are_frames = all(isinstance(k, str) and _INT_KEY.fullmatch(k) for k in raw)
+        values_are_indices = raw and all(isinstance(v, str) and _INDEX.fullmatch(v) for v in raw.values())
+        if values_are_indices and not keys_are_frames:
+            still = [text for text, _ in sorted(raw.items(), key=lambda kv: int(kv[1]))]
+        else:
+            anim = _int_keys(raw, found, "prompts")
+    elif raw is not None:
+        found.append(f"prompts={short_repr(raw)}: must be a list of prompts or an object frame -> prompt")
+    if "batch_prompts" in data:
+        still = _prompt_list(data["batch_prompts"], "batch_prompts", found)
+    if "animation_prompts" in data:
+        value = data["animation_prompts"]
+        if isinstance(value, dict):
+            anim = _int_keys(value, found)
+        else:
+            found.append(f"animation_prompts={short_repr(value)}: must be an object frame -> prompt")
+    return still, anim
+
+
+def _prompt_list(value: Any, key: str, found: list[str]) -> list[str] | None:
+    if isinstance(value, list) and all(isinstance(p, str) for p in value):
+        return list(value)
+    found.append(f"{key}={short_repr(value)}: must be a list of prompt strings")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- saving
+
+
+def settings_dict(args: Any, anim_args: Any, prompts: list[str] | None = None,
+                  animation_prompts: Mapping[Any, str] | None = None,
+                  root: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON object of a settings file, in v0.6 key order: args, ``prompts``, anim_args, then ours."""
+    from deforum import __version__
+
+    a, anim = _as_dict(args), _as_dict(anim_args)
+    anim_prompts = {str(k): v for k, v in (animation_prompts or {}).items()}
+    still = list(prompts or [])
+    out: dict[str, Any] = {f.name: a[f.name] for f in ARGS_FIELDS if f.name in a}
+    if anim.get("animation_mode") == "None":
+        # v0.6 None-mode dumps: {prompt: "00000"-style index}
+        out["prompts"] = {text: f"{i:05}" for i, text in enumerate(still)}
+    else:
+        out["prompts"] = anim_prompts
+    out.update({f.name: anim[f.name] for f in ANIM_ARGS_FIELDS if f.name in anim})
+    out["animation_prompts"] = anim_prompts
+    out["batch_prompts"] = still
+    if root is not None:
+        out["root"] = dict(root)
+    out["deforum_version"] = __version__
+    out["settings_schema"] = SETTINGS_SCHEMA
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    """Values json cannot write: numpy scalars become numbers, paths strings, anything else (tensors,
+    images: renderer state) null."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == ():
+        try:
+            return item()
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def save_settings(path: str | os.PathLike[str], args: Any, anim_args: Any, prompts: list[str] | None = None,
+                  animation_prompts: Mapping[Any, str] | None = None,
+                  root: Mapping[str, Any] | None = None) -> Path:
+    """Write a settings file atomically (temp file in the same folder, then ``os.replace``).
+
+    UTF-8 JSON with indent 4 and ``ensure_ascii=False`` like v0.6, so v0.6 can load it too.
+    """
+    path = Path(path)
+    text = json.dumps(settings_dict(args, anim_args, prompts, animation_prompts, root), indent=4,
+                      ensure_ascii=False, default=_json_default) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a settings file is an ordinary file
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def resolve_settings_file(settings_file: str, custom_settings_file: str,
+                          settings_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The file the Load Settings cell names: 'custom' -> custom_settings_file, else a preset in settings/."""
+    if settings_file == "custom":
+        return Path(os.path.expanduser(custom_settings_file))
+    if settings_dir is None:
+        settings_dir = Path(__file__).resolve().parent.parent / "settings"
+    problem = unsafe_name_problem(settings_file)
+    if problem:
+        raise SettingsError(f"settings_file={settings_file!r}: {problem} (a file in {str(settings_dir)!r})")
+    return Path(settings_dir) / settings_file
