@@ -1,0 +1,129 @@
+"""One entry point for every sampler: strength -> steps bookkeeping, the start latent, noise and masks.
+
+v0.6 (spec 3.2, 3.3): t_enc = int((1 - strength) * steps) steps run, from the full schedule's sigma index
+steps - t_enc; x = init_latent + noise * sigmas[0] (VE formulation, noise not scaled with the init).
+strength 0 is txt2img, strength 1 returns the init latent without a model call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from deforum.errors import SettingsError
+from deforum.sampling import compvis, samplers
+from deforum.sampling.denoisers import MaskPin
+
+SAMPLERS: dict[str, Callable] = {
+    "klms": samplers.sample_lms,
+    "dpm2": samplers.sample_dpm_2,
+    "dpm2_ancestral": samplers.sample_dpm_2_ancestral,
+    "heun": samplers.sample_heun,
+    "euler": samplers.sample_euler,
+    "euler_ancestral": samplers.sample_euler_ancestral,
+    "dpm_fast": samplers.sample_dpm_fast,
+    "dpm_adaptive": samplers.sample_dpm_adaptive,
+    "dpmpp_2s_a": samplers.sample_dpmpp_2s_ancestral,
+    "dpmpp_2m": samplers.sample_dpmpp_2m,
+    "dpmpp_sde": samplers.sample_dpmpp_sde,
+    "dpmpp_2m_sde": samplers.sample_dpmpp_2m_sde,
+    "ddim": compvis.sample_ddim,
+    "plms": compvis.sample_plms,
+}
+
+# Samplers that draw fresh noise during sampling and so accept `noise_sampler` (and `eta`).
+_STOCHASTIC = {"euler_ancestral", "dpm2_ancestral", "dpmpp_2s_a", "dpmpp_sde", "dpmpp_2m_sde", "ddim"}
+_CHURN = {"euler", "heun", "dpm2"}
+
+
+def get_sampler(name: str) -> Callable:
+    """The sampler function for a guide name; a SettingsError listing the valid names otherwise."""
+    try:
+        return SAMPLERS[name]
+    except (KeyError, TypeError):
+        raise SettingsError(f"sampler {name!r} is not one of: {', '.join(SAMPLERS)}") from None
+
+
+def steps_to_run(steps: int, strength: float) -> int:
+    """t_enc = int((1 - strength) * steps), v0.6's truncation (strength 0.8 of 50 steps runs 9, not 10)."""
+    return int((1.0 - strength) * steps)
+
+
+def schedule_for(denoiser, sampler_name: str, steps: int, strength: float,
+                 karras: bool = False) -> torch.Tensor:
+    """The sliced sigma sequence a run passes to its sampler: the last t_enc + 1 of get_sigmas(steps)."""
+    get_sampler(sampler_name)
+    t_enc = steps_to_run(steps, strength)
+    sigmas = denoiser.get_sigmas(steps, karras=karras, integer_timesteps=sampler_name in ("ddim", "plms"))
+    return sigmas[len(sigmas) - t_enc - 1:]
+
+
+def sample(denoiser, sampler_name: str, steps: int, strength: float = 0.0, *,
+           shape: tuple[int, ...] | None = None, init_latent: torch.Tensor | None = None,
+           mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+           extra_args: dict | None = None, callback: Callable[[dict], None] | None = None,
+           karras: bool = False, eta: float | None = None, device: torch.device | str | None = None,
+           disable: bool | None = True, **sampler_kwargs) -> torch.Tensor:
+    """Sample one latent with `sampler_name` (a guide name) through `denoiser` (usually a CFGDenoiser).
+
+    `denoiser(x, sigma, **extra_args)` returns D(x, sigma) and has
+    `get_sigmas(n, karras=..., integer_timesteps=...)`.
+    Every random draw (start noise, mask-pin noise, per-step noise, in that order) comes from `generator`,
+    a CPU torch.Generator, so a seed gives the same latent on any device. `mask` (latent-sized, 1 = keep
+    the init) needs `init_latent`. `eta` is the ancestral/ddim eta (None = the sampler's default).
+    """
+    fn = get_sampler(sampler_name)
+    if init_latent is None and shape is None:
+        raise SettingsError("sample() needs either init_latent or shape")
+    if mask is not None and init_latent is None:
+        raise SettingsError("a mask needs an init image (use_init)")
+    if init_latent is not None:
+        shape, device = tuple(init_latent.shape), init_latent.device if device is None else device
+    device = torch.device(device or "cpu")
+
+    def randn() -> torch.Tensor:
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+
+    sigmas = schedule_for(denoiser, sampler_name, steps, strength, karras).to(device)
+    start = (init_latent.to(device, torch.float32) if init_latent is not None
+             else torch.zeros(shape, device=device))
+    if len(sigmas) <= 1:
+        return start
+    x = start + randn() * sigmas[0]
+
+    callbacks = [cb for cb in (MaskPin(start, mask.to(device), randn(), sigmas) if mask is not None else None,
+                               callback) if cb is not None]
+
+    def chained(info: dict) -> None:
+        for cb in callbacks:
+            cb(info)
+
+    kwargs = dict(sampler_kwargs)
+    if sampler_name in _STOCHASTIC | _CHURN:
+        kwargs["noise_sampler"] = lambda sigma, sigma_next: randn()
+    if eta is not None and sampler_name in _STOCHASTIC | {"dpm_fast", "dpm_adaptive"}:
+        kwargs["eta"] = eta
+    if sampler_name in ("dpm_fast", "dpm_adaptive"):
+        return _dpm_solver(fn, denoiser, x, sigmas, steps, sampler_name, extra_args, chained, disable, randn,
+                           kwargs)
+    return fn(denoiser, x, sigmas, extra_args=extra_args, callback=chained if callbacks else None,
+              disable=disable, **kwargs)
+
+
+def _dpm_solver(fn, denoiser, x, sigmas, steps, name, extra_args, callback, disable, randn, kwargs):
+    """v0.6's dpm_fast/dpm_adaptive call: from sigmas[0] to the smallest non-zero sigma (nfe = steps).
+
+    The run ends at sigma_min (v0.6 keeps that residual noise). When the range is empty (one step from the
+    last non-zero sigma, where v0.6 produced NaNs) a single Euler step to 0 is taken instead.
+    """
+    sigma_max, sigma_min = sigmas[0], sigmas[sigmas > 0].min()
+    if not sigma_max > sigma_min:
+        return samplers.sample_euler(denoiser, x, sigmas[-2:], extra_args=extra_args, callback=callback,
+                                     disable=disable)
+    kwargs.setdefault("noise_sampler", lambda sigma, sigma_next: randn())
+    if name == "dpm_fast":
+        return fn(denoiser, x, sigma_min, sigma_max, steps, extra_args=extra_args, callback=callback,
+                  disable=disable, **kwargs)
+    return fn(denoiser, x, sigma_min, sigma_max, extra_args=extra_args, callback=callback, disable=disable,
+              **kwargs)
