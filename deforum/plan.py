@@ -1,0 +1,260 @@
+"""The render plan: every per-frame value of a run, computed before any model loads (DESIGN section 2).
+
+The plan is the dry run, the preview, the thing the notebook plots and the table tests compare. Renderers
+execute it row by row; they never re-derive schedules, prompts, seeds or cadence roles themselves.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deforum.args import ANIMATION_MODES, FIELDS, SEED_MAX, schedule_fields
+from deforum.errors import SettingsError
+from deforum.keyframes import parse_schedules, prompt_schedule
+
+SEED_LIMIT = SEED_MAX + 1  # seeds are drawn from, and fed to the RNGs as, 0 .. 2**32 - 1
+SEED_BEHAVIORS = FIELDS["args"]["seed_behavior"].choices
+
+
+def next_seed(seed: int, seed_behavior: str) -> int:
+    """The seed of the next generated image (spec 6.6): iter +1, fixed unchanged, random chained.
+
+    v0.6 re-seeded Python's ``random`` with the current seed before drawing, so "random" seeds form a
+    deterministic chain from the start seed; ``random.Random(seed)`` reproduces that chain exactly.
+    """
+    if seed_behavior == "iter":
+        return seed + 1
+    if seed_behavior == "fixed":
+        return seed
+    if seed_behavior == "random":
+        return random.Random(seed).randint(0, SEED_LIMIT - 1)
+    raise SettingsError(
+        f"seed_behavior: {seed_behavior!r} is not allowed; choose one of {', '.join(SEED_BEHAVIORS)}"
+    )
+
+
+def rng_seed(seed: int) -> int:
+    """The value the random generators are seeded with: ``iter`` may count past 2**32 - 1, so wrap.
+
+    v0.6 replaced such a seed with a non-reproducible random one; wrapping keeps runs reproducible.
+    """
+    return int(seed) % SEED_LIMIT
+
+
+@dataclass(frozen=True)
+class CadenceRole:
+    """How one output frame of a 2D/3D animation is made (spec 6.7, with the tail fixed).
+
+    Diffused ("key") frames are 0, N, 2N, ...; output frame j shows key ``next_key = (j // N) * N``
+    warped up to j, cross-faded with the previous key ``next_key - N`` (also warped up to j) with weight
+    ``tween`` = (j % N + 1) / N for the newer key. The first segment has no previous key; a frame whose
+    tween is 1 is the newer key alone.
+    """
+
+    diffused: bool
+    next_key: int
+    prev_key: int | None
+    tween: float
+
+    @property
+    def blended(self) -> bool:
+        return self.prev_key is not None and self.tween < 1.0
+
+
+def cadence_role(frame: int, cadence: int) -> CadenceRole:
+    cadence = max(1, int(cadence))
+    next_key = (frame // cadence) * cadence
+    prev_key = next_key - cadence if next_key >= cadence else None
+    tween = (frame % cadence + 1) / cadence
+    return CadenceRole(diffused=frame % cadence == 0, next_key=next_key, prev_key=prev_key, tween=tween)
+
+
+@dataclass(frozen=True)
+class FrameRow:
+    """One output frame (2D/3D/Video Input/Interpolation) or one still image (None mode)."""
+
+    frame: int
+    prompt: str
+    seed: int | None  # the seed of the image generated for this row; None when nothing is generated here
+    role: str  # "diffused" | "tween" | "still" | "video" | "interpolated"
+    values: Mapping[str, float] = field(default_factory=dict)  # schedule values at this frame
+    cadence: CadenceRole | None = None
+    init_image: str | None = None  # None mode / Video Input: the init image of this row
+    interpolation: tuple[int, int, float] | None = None  # (prompt index a, prompt index b, t)
+
+
+@dataclass
+class RenderPlan:
+    animation_mode: str
+    max_frames: int
+    rows: list[FrameRow]
+    schedules: dict[str, np.ndarray]
+    start_seed: int
+    seed_behavior: str
+    cadence: int = 1
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def diffused_frames(self) -> list[int]:
+        return [row.frame for row in self.rows if row.seed is not None]
+
+    def column_names(self) -> list[str]:
+        names = ["frame", "role", "prompt", "seed"]
+        if self.animation_mode in ("2D", "3D"):
+            names += ["next_key", "prev_key", "tween"]
+        if self.animation_mode == "Interpolation":
+            names += ["prompt_a", "prompt_b", "t"]
+        if self.animation_mode in ("None", "Video Input"):
+            names += ["init_image"]
+        return names + list(self.schedules)
+
+    def table(self) -> list[dict[str, Any]]:
+        out = []
+        for row in self.rows:
+            record: dict[str, Any] = {"frame": row.frame, "role": row.role, "prompt": row.prompt,
+                                      "seed": row.seed}
+            if self.animation_mode in ("2D", "3D") and row.cadence is not None:
+                record.update(next_key=row.cadence.next_key, prev_key=row.cadence.prev_key,
+                              tween=row.cadence.tween)
+            if self.animation_mode == "Interpolation" and row.interpolation is not None:
+                record.update(prompt_a=row.interpolation[0], prompt_b=row.interpolation[1],
+                              t=row.interpolation[2])
+            if self.animation_mode in ("None", "Video Input"):
+                record["init_image"] = row.init_image
+            record.update(row.values)
+            out.append(record)
+        return out
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """The plan as CSV text; also written to ``path`` when given."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.column_names(), lineterminator="\n")
+        writer.writeheader()
+        for record in self.table():
+            writer.writerow({k: ("" if v is None else v) for k, v in record.items()})
+        text = buffer.getvalue()
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj[name] if isinstance(obj, Mapping) else getattr(obj, name)
+
+
+def _seeds(start_seed: int, seed_behavior: str, count: int) -> list[int]:
+    seeds, seed = [], int(start_seed)
+    for _ in range(count):
+        seeds.append(seed)
+        seed = next_seed(seed, seed_behavior)
+    return seeds
+
+
+def interpolation_frames(n_prompts: int, keys: list[int], interpolate_x_frames: int,
+                         interpolate_key_frames: bool) -> list[tuple[int, int, float]]:
+    """(prompt index a, prompt index b, t) for every Interpolation frame (spec 8, with 12.1 #11 fixed).
+
+    ``interpolate_key_frames`` False: each consecutive pair gets X+1 frames at t = j/(X+1), then the last
+    prompt alone: (P-1)(X+1)+1 frames, as v0.6. True: each pair (a, b) gets key_b - key_a frames at
+    t = j/(key_b - key_a), then the last prompt — every pair, where v0.6 rendered only the last one.
+    A single prompt gives one frame.
+    """
+    frames: list[tuple[int, int, float]] = []
+    for a in range(n_prompts - 1):
+        if interpolate_key_frames:
+            count = keys[a + 1] - keys[a]
+            if count <= 0:
+                raise SettingsError(
+                    f"animation_prompts: with interpolate_key_frames the keys must increase, "
+                    f"but key {keys[a + 1]} follows key {keys[a]}"
+                )
+        else:
+            count = int(interpolate_x_frames) + 1
+        frames += [(a, a + 1, j / count) for j in range(count)]
+    last = n_prompts - 1
+    frames.append((last, last, 0.0))
+    return frames
+
+
+def make_plan(args: Any, anim_args: Any, animation_prompts: Mapping[Any, str] | None = None,
+              prompts: list[str] | None = None, init_images: list[str] | None = None) -> RenderPlan:
+    """The per-frame table of a run, from validated settings (namespaces or mappings).
+
+    ``args.seed`` must already be resolved (not -1): the notebook's post-processing does that once and
+    records it. ``init_images`` is the list of init images of a None-mode batch or the extracted frames of
+    a Video Input run (their count then sets the number of frames).
+    """
+    mode = _get(anim_args, "animation_mode")
+    if mode not in ANIMATION_MODES:
+        raise SettingsError(
+            f"animation_mode: {mode!r} is not allowed; choose one of {', '.join(map(repr, ANIMATION_MODES))}"
+        )
+    seed = int(_get(args, "seed"))
+    if seed < 0:
+        raise SettingsError(f"seed: {seed} must be resolved to a value >= 0 before planning (-1 means random)")
+    seed_behavior = _get(args, "seed_behavior")
+    if seed_behavior not in SEED_BEHAVIORS:
+        raise SettingsError(
+            f"seed_behavior: {seed_behavior!r} is not allowed; choose one of {', '.join(SEED_BEHAVIORS)}"
+        )
+
+    if mode == "None":
+        return _plan_stills(args, seed, seed_behavior, prompts or [], init_images)
+    if mode == "Interpolation":
+        return _plan_interpolation(anim_args, seed, animation_prompts or {})
+
+    max_frames = len(init_images) if mode == "Video Input" and init_images is not None else int(
+        _get(anim_args, "max_frames"))
+    schedules = parse_schedules({name: _get(anim_args, name) for name in schedule_fields()}, max_frames)
+    prompt_per_frame = prompt_schedule(animation_prompts or {}, max_frames)
+    cadence = 1 if mode == "Video Input" else max(1, int(_get(anim_args, "diffusion_cadence")))
+
+    keys = list(range(0, max_frames, cadence))
+    seed_of_key = dict(zip(keys, _seeds(seed, seed_behavior, len(keys)), strict=True))
+    rows = []
+    for frame in range(max_frames):
+        values = {name: float(series[frame]) for name, series in schedules.items()}
+        if mode == "Video Input":
+            rows.append(FrameRow(frame, prompt_per_frame[frame], seed_of_key[frame], "video", values,
+                                 init_image=init_images[frame] if init_images else None))
+            continue
+        role = cadence_role(frame, cadence)
+        rows.append(FrameRow(frame, prompt_per_frame[frame], seed_of_key.get(frame),
+                             "diffused" if role.diffused else "tween", values, cadence=role))
+    return RenderPlan(mode, max_frames, rows, schedules, seed, seed_behavior, cadence)
+
+
+def _plan_stills(args: Any, seed: int, seed_behavior: str, prompts: list[str],
+                 init_images: list[str] | None) -> RenderPlan:
+    """None mode (spec 11): prompts x n_batch x init images, the seed advancing after every image."""
+    inits: list[str | None] = list(init_images) if init_images else [None]
+    n_batch = int(_get(args, "n_batch"))
+    combos = [(prompt, init) for prompt in prompts for _ in range(n_batch) for init in inits]
+    seeds = _seeds(seed, seed_behavior, len(combos))
+    rows = [FrameRow(index, prompt, image_seed, "still", init_image=init)
+            for index, ((prompt, init), image_seed) in enumerate(zip(combos, seeds, strict=True))]
+    return RenderPlan("None", 1, rows, {}, seed, seed_behavior)
+
+
+def _plan_interpolation(anim_args: Any, seed: int, animation_prompts: Mapping[Any, str]) -> RenderPlan:
+    """Interpolation mode (spec 8): a fixed seed, conditioning interpolated between prompt pairs."""
+    if not animation_prompts:
+        raise SettingsError("animation_prompts: Interpolation needs at least one prompt")
+    items = sorted((int(key), text) for key, text in animation_prompts.items())
+    keys = [key for key, _ in items]
+    texts = [text for _, text in items]
+    frames = interpolation_frames(len(items), keys, int(_get(anim_args, "interpolate_x_frames")),
+                                  bool(_get(anim_args, "interpolate_key_frames")))
+    rows = [FrameRow(index, texts[b] if t >= 0.5 else texts[a], seed, "interpolated", interpolation=(a, b, t))
+            for index, (a, b, t) in enumerate(frames)]
+    return RenderPlan("Interpolation", len(rows), rows, {}, seed, "fixed")
