@@ -1,0 +1,25 @@
+"""Stable Diffusion 1.x / 2.x checkpoints: catalogue, download + sha256, safe loading, LDM yaml -> modules.
+
+    model = load_model("models/v1-5-pruned-emaonly.safetensors")           # config detected
+    model = load_root_model(root)                                           # v0.6 Root fields
+    eps = model.apply_model(x, t, model.get_learned_conditioning(["a cat"]))
+"""
+
+from deforum.models.catalogue import CATALOGUE, CatalogueEntry
+from deforum.models.config import LDMSpec, detect_config_name, load_config
+from deforum.models.ldm import DiagonalGaussian, LatentDiffusionModel, linear_alphas_cumprod
+from deforum.models.loader import (
+    choose_device,
+    choose_dtype,
+    load_model,
+    load_root_model,
+    resolve_checkpoint,
+    resolve_config,
+)
+from deforum.models.safe_load import load_state_dict
+
+__all__ = [
+    "CATALOGUE", "CatalogueEntry", "DiagonalGaussian", "LDMSpec", "LatentDiffusionModel", "choose_device",
+    "choose_dtype", "detect_config_name", "linear_alphas_cumprod", "load_config", "load_model",
+    "load_root_model", "load_state_dict", "resolve_checkpoint", "resolve_config",
+]

@@ -1,0 +1,117 @@
+"""Checkpoint download (huggingface_hub) and sha256 verification, streamed and cached.
+
+The token comes from ``HF_TOKEN`` or the notebook login (huggingface_hub finds both), and is sent as an
+``Authorization`` header by huggingface_hub, never put in a URL. huggingface_hub shows a progress bar and
+resumes a download whose connection drops (it retries from the byte where the cut happened).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from deforum.errors import ModelError
+from deforum.models.catalogue import CatalogueEntry
+
+CHUNK = 8 * 1024 * 1024
+SHA_CACHE_FILE = ".deforum-sha256.json"
+_sha_cache: dict[tuple[str, int, int], str] = {}
+
+
+def _cache_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _read_disk_cache(folder: Path) -> dict:
+    try:
+        return json.loads((folder / SHA_CACHE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file, read in chunks; cached by (path, size, mtime) in memory and next to the file."""
+    path = Path(path)
+    key = _cache_key(path)
+    if key in _sha_cache:
+        return _sha_cache[key]
+    disk = _read_disk_cache(path.parent)
+    entry = disk.get(path.name)
+    if entry and [entry.get("size"), entry.get("mtime_ns")] == [key[1], key[2]]:
+        _sha_cache[key] = entry["sha256"]
+        return entry["sha256"]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    digest = h.hexdigest()
+    _sha_cache[key] = digest
+    disk[path.name] = {"size": key[1], "mtime_ns": key[2], "sha256": digest}
+    try:
+        (path.parent / SHA_CACHE_FILE).write_text(json.dumps(disk, indent=1))
+    except OSError:
+        pass  # a read-only models folder only loses the cache
+    return digest
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """ModelError naming the file and both hashes if they differ; the bad file is moved aside, not used."""
+    actual = sha256_file(path)
+    if actual.lower() == expected.lower():
+        return
+    aside = path.with_name(path.name + ".sha256-mismatch")
+    os.replace(path, aside)
+    raise ModelError(f"{path.name}: sha256 mismatch: expected {expected}, got {actual}. The file was moved to "
+                     f"{aside} and will not be used; delete it and run again to re-download, or set "
+                     "check_sha256=False if you trust this file.")
+
+
+def _fetch(repo_id: str, filename: str, dest_dir: Path, token: str | None = None,
+           endpoint: str | None = None) -> Path:
+    """The one network call: download repo_id/filename into dest_dir with huggingface_hub."""
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo_id, filename, local_dir=dest_dir, token=token, endpoint=endpoint))
+
+
+def _is_network_error(e: Exception) -> bool:
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    names = {type(c).__name__ for c in (e, e.__cause__, e.__context__) if c is not None}
+    return isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)) or bool(
+        names & {"ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError", "ConnectionError"})
+
+
+def download(entry: CatalogueEntry, models_path: str | Path, token: str | None = None,
+             endpoint: str | None = None) -> Path:
+    """Fetch a catalogue checkpoint into models_path/<entry.name>; ModelError saying what to do when offline."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    models_path = Path(models_path)
+    models_path.mkdir(parents=True, exist_ok=True)
+    dest = models_path / entry.name
+    where = f"download {entry.url} and put it at {dest}"
+    print(f"Downloading {entry.name} from {entry.repo_id} to {models_path}")
+    try:
+        got = _fetch(entry.repo_id, entry.filename, models_path, token or os.environ.get("HF_TOKEN"), endpoint)
+    except GatedRepoError as e:
+        raise ModelError(f"{entry.name}: {entry.repo_id} asks you to accept its licence: open "
+                         f"https://huggingface.co/{entry.repo_id}, accept it, set HF_TOKEN (or log in from the "
+                         f"notebook) and run again; or {where}") from e
+    except RepositoryNotFoundError as e:
+        raise ModelError(f"{entry.name}: the repository {entry.repo_id} was not found (or needs a token); {where}") \
+            from e
+    except HfHubHTTPError as e:
+        raise ModelError(f"{entry.name}: download failed ({e}); {where}") from e
+    except Exception as e:
+        if _is_network_error(e):
+            raise ModelError(f"{entry.name} is not in {models_path} and the Hugging Face hub cannot be reached "
+                             f"({type(e).__name__}); {where}") from e
+        raise
+    if got.resolve() != dest.resolve():
+        shutil.move(str(got), dest)  # a file in a repo subfolder lands in models_path/<name>
+    return dest

@@ -1,0 +1,112 @@
+"""The loaded Stable Diffusion model, with the interface CompVis/k-diffusion code expects of LatentDiffusion.
+
+Samplers wrap it unchanged: ``apply_model(x, t, cond)`` (fractional t allowed), ``alphas_cumprod`` (float32,
+never half: spec 3.1) and ``parameterization`` are what ``CompVisDenoiser`` / ``CompVisVDenoiser`` read.
+``apply_model`` and ``decode_first_stage`` keep autograd (gradient conditioning differentiates through them
+with respect to the latent); callers wrap plain sampling in ``torch.no_grad()``. The weights themselves
+are frozen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from deforum.models.text import Tokenizer
+
+
+def linear_alphas_cumprod(linear_start: float, linear_end: float, timesteps: int) -> torch.Tensor:
+    """LDM's 'linear' schedule (betas linear in sqrt, float64), cumulative product cast to float32."""
+    betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=torch.float64) ** 2
+    return torch.tensor(np.cumprod(1.0 - betas.numpy(), axis=0), dtype=torch.float32)
+
+
+class DiagonalGaussian:
+    """The VAE posterior: mean and log-variance (clamped to [-30, 20] as in LDM)."""
+
+    def __init__(self, moments: torch.Tensor):
+        self.mean, logvar = torch.chunk(moments, 2, dim=1)
+        self.logvar = torch.clamp(logvar, -30.0, 20.0)
+        self.std = torch.exp(0.5 * self.logvar)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """mean + std * noise; the noise is drawn on the CPU (from generator, else torch's CPU RNG) as v0.6 did."""
+        noise = torch.randn(self.mean.shape, generator=generator, dtype=torch.float32, device="cpu")
+        return self.mean + self.std * noise.to(device=self.mean.device, dtype=self.mean.dtype)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+
+class LatentDiffusionModel:
+    """UNet + VAE + text encoder of one SD checkpoint, frozen, on one device and dtype."""
+
+    def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module, text_encoder: torch.nn.Module,
+                 tokenizer: Tokenizer, alphas_cumprod: torch.Tensor, parameterization: str, scale_factor: float,
+                 name: str = "", config_name: str = ""):
+        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        self.alphas_cumprod = alphas_cumprod.to(torch.float32)
+        self.parameterization = parameterization
+        self.scale_factor = scale_factor
+        self.num_timesteps = int(alphas_cumprod.shape[0])
+        self.name, self.config_name = name, config_name
+        for module in self.modules():
+            module.eval()
+            module.requires_grad_(False)
+
+    def modules(self) -> tuple[torch.nn.Module, ...]:
+        return (self.unet, self.vae, self.text_encoder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LatentDiffusionModel:
+        """Move (and cast) the networks; alphas_cumprod follows the device but stays float32."""
+        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        for module in self.modules():
+            module.to(**kwargs)
+        self.alphas_cumprod = self.alphas_cumprod.to(device=device)
+        return self
+
+    def __repr__(self) -> str:
+        return (f"LatentDiffusionModel({self.name!r}, config={self.config_name!r}, "
+                f"parameterization={self.parameterization!r}, device={self.device}, dtype={self.dtype})")
+
+    def apply_model(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction (eps or v) for latents x at (possibly fractional) timesteps t, context cond."""
+        t = torch.as_tensor(t, device=x.device)
+        if t.dim() == 0:
+            t = t.expand(x.shape[0])
+        out = self.unet(x.to(self.dtype), t.to(torch.float32), encoder_hidden_states=cond.to(self.dtype)).sample
+        return out.to(x.dtype)
+
+    @torch.no_grad()
+    def get_learned_conditioning(self, prompts: list[str]) -> torch.Tensor:
+        """(len(prompts), 77, C) text-encoder hidden states, as SD's cond stage returns them."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        ids = self.tokenizer(list(prompts)).to(self.device)
+        return self.text_encoder(input_ids=ids).last_hidden_state
+
+    @torch.no_grad()
+    def encode_first_stage(self, img: torch.Tensor) -> DiagonalGaussian:
+        """The VAE posterior of images in [-1, 1]; sample it and multiply by scale_factor for a latent."""
+        vae = self.vae
+        h = vae.encoder(img.to(device=self.device, dtype=vae.dtype))
+        if vae.quant_conv is not None:
+            h = vae.quant_conv(h)
+        return DiagonalGaussian(h)
+
+    def get_first_stage_encoding(self, posterior: DiagonalGaussian,
+                                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """A latent in the model's scaled space: scale_factor * a sample of the posterior."""
+        return self.scale_factor * posterior.sample(generator)
+
+    def decode_first_stage(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in about [-1, 1] from scaled latents (divides by scale_factor first)."""
+        return self.vae.decode(z.to(device=self.device, dtype=self.vae.dtype) / self.scale_factor).sample

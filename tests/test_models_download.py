@@ -1,0 +1,167 @@
+"""Catalogue downloads against a local fake of the Hugging Face hub (http.server with Range support)."""
+
+import hashlib
+import http.server
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from deforum.errors import ModelError
+from deforum.models import catalogue, resolve_checkpoint
+from deforum.models.catalogue import CatalogueEntry
+from deforum.models.download import sha256_file
+
+PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class FakeHub(http.server.BaseHTTPRequestHandler):
+    """Serves every /<org>/<repo>/resolve/main/<file> as `body`, with ETag/X-Repo-Commit like the hub."""
+
+    body = PAYLOAD
+    cut_next_gets = 0  # how many GETs to drop after the first 100 KB
+    requests: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _headers(self, start: int, status: int):
+        self.send_response(status)
+        self.send_header("X-Repo-Commit", "0" * 40)
+        self.send_header("ETag", f'"{hashlib.sha256(self.body).hexdigest()}"')
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(self.body) - start))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}")
+        self.end_headers()
+
+    def do_HEAD(self):
+        FakeHub.requests.append(("HEAD", self.path, self.headers.get("Range"), self.headers.get("Authorization")))
+        self._headers(0, 200)
+
+    def do_GET(self):
+        rng = self.headers.get("Range")
+        FakeHub.requests.append(("GET", self.path, rng, self.headers.get("Authorization")))
+        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        self._headers(start, 206 if rng else 200)
+        if FakeHub.cut_next_gets:
+            FakeHub.cut_next_gets -= 1
+            self.wfile.write(self.body[start: start + 100_000])
+            self.wfile.flush()
+            time.sleep(0.3)  # let the client store what it got before the connection drops
+            self.close_connection = True
+            return
+        self.wfile.write(self.body[start:])
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """tests/conftest.py turns huggingface_hub's offline mode on; these tests talk to a local server only."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def hub(online):
+    FakeHub.body, FakeHub.cut_next_gets, FakeHub.requests = PAYLOAD, 0, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def entry(monkeypatch):
+    e = CatalogueEntry("fake-model.ckpt", "someone/fake-model", "sub/fake-model.ckpt", SHA, "v1-inference.yaml")
+    monkeypatch.setitem(catalogue.CATALOGUE, e.name, e)
+    return e
+
+
+def root(tmp_path, name="fake-model.ckpt", **kw):
+    return {"models_path": str(tmp_path / "models"), "model_checkpoint": name, "check_sha256": True, **kw}
+
+
+def test_download_success_puts_the_file_in_models_path(tmp_path, hub, entry, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    path = resolve_checkpoint(root(tmp_path), endpoint=hub)
+    assert path == tmp_path / "models" / "fake-model.ckpt"
+    assert path.read_bytes() == PAYLOAD
+    gets = [r for r in FakeHub.requests if r[0] == "GET"]
+    assert gets and all(r[1] == "/someone/fake-model/resolve/main/sub/fake-model.ckpt" for r in gets)
+    assert all(r[3] == "Bearer hf_secret" for r in FakeHub.requests)  # token in a header ...
+    assert not any("hf_secret" in r[1] for r in FakeHub.requests)  # ... never in the URL
+    # a second resolve finds the file and does not download again
+    FakeHub.requests = []
+    assert resolve_checkpoint(root(tmp_path), endpoint=hub) == path
+    assert FakeHub.requests == []
+
+
+def test_download_resumes_after_a_cut_connection(tmp_path, hub, entry, monkeypatch):
+    from huggingface_hub import constants
+
+    # huggingface_hub writes in DOWNLOAD_CHUNK_SIZE pieces (10 MB); shrink it so this 512 KiB file resumes
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 32 * 1024)
+    FakeHub.cut_next_gets = 1
+    path = resolve_checkpoint(root(tmp_path), endpoint=hub)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA
+    gets = [r for r in FakeHub.requests if r[0] == "GET"]
+    assert len(gets) == 2
+    assert gets[1][2] is not None and int(gets[1][2].split("=")[1].split("-")[0]) > 0  # resumed with Range
+
+
+def test_sha256_mismatch_is_an_error_and_the_file_is_not_used(tmp_path, hub, entry):
+    FakeHub.body = PAYLOAD[:-1] + b"!"
+    bad = hashlib.sha256(FakeHub.body).hexdigest()
+    with pytest.raises(ModelError) as err:
+        resolve_checkpoint(root(tmp_path), endpoint=hub)
+    message = str(err.value)
+    assert "fake-model.ckpt" in message and SHA in message and bad in message
+    models = tmp_path / "models"
+    assert not (models / "fake-model.ckpt").exists()
+    assert (models / "fake-model.ckpt.sha256-mismatch").exists()
+
+
+def test_offline_error_says_which_file_to_put_where(tmp_path, entry, online, monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # skip huggingface_hub's retry back-off (23 s)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    with pytest.raises(ModelError) as err:
+        resolve_checkpoint(root(tmp_path), endpoint=f"http://127.0.0.1:{closed_port}")
+    message = str(err.value)
+    assert entry.url in message and str(tmp_path / "models" / "fake-model.ckpt") in message
+
+
+def test_hub_offline_mode_is_the_same_clear_error(tmp_path, entry, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelError, match="put it at"):
+        resolve_checkpoint(root(tmp_path), endpoint="http://127.0.0.1:9")
+
+
+def test_check_sha256_false_skips_the_check(tmp_path, entry):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "fake-model.ckpt").write_bytes(b"my own fine-tune under a catalogue name")
+    assert resolve_checkpoint(root(tmp_path, check_sha256=False)) == models / "fake-model.ckpt"
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        resolve_checkpoint(root(tmp_path))
+
+
+def test_sha256_is_streamed_and_cached_by_path_size_and_mtime(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(PAYLOAD)
+    assert sha256_file(path) == SHA
+    st = path.stat()
+    path.write_bytes(PAYLOAD[::-1])  # same size; restore the mtime: the cached hash is returned
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert sha256_file(path) == SHA
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert sha256_file(path) == hashlib.sha256(PAYLOAD[::-1]).hexdigest()
