@@ -126,7 +126,12 @@ ROOT_FIELDS: tuple[Field, ...] = (
               widget="string"),
         Field("custom_checkpoint_path", "str", "", "Checkpoint path used when model_checkpoint is 'custom'.",
               widget="string"),
-        Field("half_precision", "bool", True, "Run the model in float16 (v0.6: always on)."),
+        Field("check_sha256", "bool", True, "Verify a catalogue checkpoint's sha256 (once per file).",
+              widget="boolean"),
+        Field("load_on_run_all", "bool", True, "Load the model when the cell runs (Run all).", widget="boolean"),
+        Field("map_location", "str", "cuda", "Device for the model: cuda, mps or cpu.", widget="dropdown",
+              choices=("cuda", "mps", "cpu")),
+        Field("half_precision", "bool", True, "Run the model in float16 on CUDA (v0.6: always on)."),
     ),
     *_section(
         "root", "New in this version",
@@ -622,21 +627,18 @@ def _value_problem(f: Field, value: Any) -> str | None:
     return None
 
 
-def _inject_timing_problem(value: Any, steps: int | None = None) -> str | None:
+def _inject_timing_problem(value: Any) -> str | None:
+    """Step numbers past the steps a frame runs are allowed: they never apply (as in v0.6)."""
     allowed = ("must be null (every step), an integer n >= 1 (every n-th step), a list of step numbers "
                ">= 1, or a list of fractions 0..1")
     if value is None:
         return None
     if _is_number(value) and isinstance(value, int):
-        if value < 1 or (steps is not None and value > steps):
-            return allowed + (f" (n <= steps = {steps})" if steps is not None else "")
-        return None
+        return None if value >= 1 else allowed
     if not isinstance(value, list) or not value or not all(_is_number(v) for v in value):
         return allowed
     if all(isinstance(v, int) for v in value):
-        if min(value) < 1 or (steps is not None and max(value) > steps):
-            return allowed + (f" (step numbers from 1 to steps = {steps})" if steps is not None else "")
-        return None
+        return None if min(value) >= 1 else allowed
     if all(isinstance(v, float) for v in value):
         return None if all(0.0 <= v <= 1.0 for v in value) else allowed
     return allowed + " (not a mix of integers and fractions)"
@@ -674,9 +676,7 @@ _NAME_FIELDS = ("batch_name", "filename_format", "timestring")  # become file/fo
 def _special_problem(group: str, name: str, value: Any, values: Mapping[str, Any]) -> str | None:
     """Rules that one field's type and range do not express."""
     if group == "args" and name == "grad_inject_timing":
-        steps = values.get("steps")
-        valid_steps = _value_problem(FIELDS["args"]["steps"], steps) is None
-        return _inject_timing_problem(value, steps if valid_steps else None)
+        return _inject_timing_problem(value)
     if group == "anim_args":
         if name == "fov" and value == 0:
             return "must not be 0 (the 3D camera gain 1/tan(fov/2) is undefined)"

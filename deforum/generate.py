@@ -1,0 +1,272 @@
+"""The Generator: one image from explicit arguments (conditioning, init, mask, strength, sampler, seed).
+
+It never reads animation settings or argument namespaces: the render loops pass every value. The order
+of one call follows spec generation 0:
+
+1. seed a CPU ``torch.Generator`` with ``rng_seed(seed)``: every random draw of the call comes from it,
+   on the CPU, then moves to the model's device, so the same settings give the same image on any device
+   (v0.6 drew from the global CUDA generator);
+2. encode the init (a posterior **sample** drawn from that generator) and multiply by ``scale_factor``;
+3. ``strength_0_no_init``: strength 0 when there is no init;
+4. build the latent mask;
+5. (uc, c) from the prompt (cached per text) unless given; ``scale == 1`` runs the conditional pass only;
+6. sample (strength -> steps, CFG, latent pinning under the mask, per-step callbacks);
+7. decode, and the final pixel overlay under the mask (``overlay_mask``, ``mask_overlay_blur``).
+
+The result is the decoded sample, 1 x 3 x H x W float32 in [-1, 1] (not clamped), **on the CPU**.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from deforum.conditioning import ConditioningCache, get_uc_and_c
+from deforum.errors import SettingsError
+from deforum.image import convert, masks
+from deforum.plan import rng_seed
+
+log = logging.getLogger(__name__)
+
+DenoiserWrapper = Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]
+StepCallback = Callable[[dict], None]
+
+# DeforumArgs fields that a render loop forwards to every Generator call (see generation_kwargs).
+GENERATION_FIELDS = (
+    "W", "H", "sampler", "steps", "scale", "ddim_eta", "dynamic_threshold", "static_threshold",
+    "prompt_weighting", "normalize_prompt_weights", "log_weighted_subprompts", "strength",
+    "strength_0_no_init", "invert_mask", "mask_brightness_adjust", "mask_contrast_adjust", "overlay_mask",
+    "mask_overlay_blur", "cond_uncond_sync", "karras_schedule",
+)
+_RENAMED = {"karras_schedule": "karras"}  # settings name -> Generator argument
+
+
+def generation_kwargs(args: Any) -> dict[str, Any]:
+    """The Generator keyword arguments found in a DeforumArgs namespace or mapping (missing ones skipped).
+
+    This is the one place that maps settings to the Generator; the Generator itself never sees ``args``.
+    """
+    get = args.get if isinstance(args, Mapping) else (lambda name, default=None: getattr(args, name, default))
+    missing = object()
+    out = {}
+    for name in GENERATION_FIELDS:
+        value = get(name, missing)
+        if value is not missing:
+            out[_RENAMED.get(name, name)] = value
+    return out
+
+
+def image_to_sample(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """An RGB image (PIL, uint8 H x W x 3, or a 1x3xHxW tensor already in [-1, 1]) as a float32 sample.
+
+    v0.6 quantised init pixels to float16 here; float32 is kept (spec 11.1 #24).
+    """
+    if isinstance(image, torch.Tensor):
+        sample = image.float()
+        return sample if sample.ndim == 4 else sample[None]
+    array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise SettingsError(f"init image: expected RGB uint8 H x W x 3, got {array.dtype} {array.shape}")
+    return convert.image_to_sample(array, torch.float32)
+
+
+def latent_to_uint8(model: Any, latent: torch.Tensor) -> np.ndarray:
+    """Full VAE decode of a latent to uint8 H x W x 3 with v0.6's truncation (spec 7.2)."""
+    with torch.no_grad():
+        image = model.decode_first_stage(latent.to(model.device, model.dtype))
+    return convert.sample_to_uint8(image)
+
+
+class _Guided:
+    """The guided denoiser handed to the sampler: a callable plus the base denoiser's sigma schedule."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], base: Any):
+        self.fn = fn
+        self.base = base
+
+    def get_sigmas(self, n: int, **kwargs) -> torch.Tensor:
+        return self.base.get_sigmas(n, **kwargs)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.fn(x, sigma, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # schedule attributes some samplers read (ddim/plms)
+        return getattr(self.base, name)
+
+
+class Generator:
+    """Turns a loaded model into images. ``denoiser_wrapper(denoiser) -> denoiser`` wraps the guided
+    (CFG) denoiser, e.g. for gradient conditioning; it gets and returns ``D(x, sigma, **extra_args)``.
+    """
+
+    def __init__(self, model: Any, *, denoiser_wrapper: DenoiserWrapper | None = None, cache_size: int = 64):
+        from deforum.sampling.denoisers import make_denoiser
+
+        self.model = model
+        self.denoiser = make_denoiser(model)
+        self.denoiser_wrapper = denoiser_wrapper
+        self.encode = ConditioningCache(model, maxsize=cache_size)
+        self.last_latent: torch.Tensor | None = None  # the latent of the latest call, before decoding
+
+    # -- pieces of one call, each usable alone ------------------------------------------------------------
+
+    def conditioning(self, prompt: str, *, frame: int = 0, prompt_weighting: bool = True,
+                     normalize_prompt_weights: bool = True,
+                     log_weighted_subprompts: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uc, c) for a prompt at a frame (spec 2.2), with encodings cached per text."""
+        return get_uc_and_c(prompt, self.encode, frame=frame, prompt_weighting=prompt_weighting,
+                            normalize_prompt_weights=normalize_prompt_weights,
+                            log_weighted_subprompts=log_weighted_subprompts)
+
+    def encode_image(self, sample: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A sample in [-1, 1] -> scaled latent: a posterior sample (CPU generator) x scale_factor."""
+        model = self.model
+        with torch.no_grad():
+            posterior = model.encode_first_stage(sample.to(model.device, model.dtype))
+            latent = posterior.sample(generator)
+        return latent.float() * float(model.scale_factor)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.decode_first_stage(latent.to(self.model.device, self.model.dtype)).float().cpu()
+
+    # -- one image -----------------------------------------------------------------------------------------
+
+    def __call__(self, *, seed: int, W: int, H: int, prompt: str | None = None, frame: int = 0,
+                 uc: torch.Tensor | None = None, c: torch.Tensor | None = None,
+                 init_image: Image.Image | np.ndarray | None = None, init_sample: torch.Tensor | None = None,
+                 init_latent: torch.Tensor | None = None, overlay_original: torch.Tensor | None = None,
+                 mask: Image.Image | None = None, strength: float = 0.0, strength_0_no_init: bool = True,
+                 steps: int = 50, sampler: str = "euler", scale: float = 7.0, ddim_eta: float = 0.0,
+                 dynamic_threshold: float | None = None, static_threshold: float | None = None,
+                 karras: bool = False, cond_uncond_sync: bool = True, prompt_weighting: bool = True,
+                 normalize_prompt_weights: bool = True, log_weighted_subprompts: bool = False,
+                 invert_mask: bool = False, mask_brightness_adjust: float = 1.0,
+                 mask_contrast_adjust: float = 1.0, overlay_mask: bool = True, mask_overlay_blur: float = 5.0,
+                 callback: StepCallback | None = None, progress: Callable[[int, int], None] | None = None,
+                 step_dir: str | Path | None = None,
+                 show_step: Callable[[str, np.ndarray], None] | None = None) -> torch.Tensor:
+        """Generate one image; returns the decoded sample 1x3xHxW float32 in [-1, 1] on the CPU.
+
+        Conditioning: ``uc``/``c`` if given (``c`` alone: uc from ``prompt``, as Interpolation mode), else
+        from ``prompt`` at ``frame``. Init, first available wins: ``init_latent`` (scaled latent),
+        ``init_sample`` (1x3xHxW in [-1, 1]), ``init_image`` (RGB). ``mask`` (white keeps the init) needs
+        an init; ``overlay_original`` is the image composited back under the overlay mask (default: the
+        init). ``callback(info)`` gets the sampler's per-step dict; ``progress(step, total)`` counts steps;
+        ``step_dir`` receives ``x_{step:05}.png`` and ``x0_pred_{step:05}.png`` per step
+        (``save_sample_per_step``); ``show_step(label, image)`` previews them (``show_sample_per_step``).
+        """
+        from deforum.sampling.denoisers import CFGDenoiser
+        from deforum.sampling.run import get_sampler, sample, steps_to_run
+
+        get_sampler(sampler)
+        seed = int(seed)
+        if seed < 0:
+            raise SettingsError(f"seed: {seed} must be resolved to a value >= 0 before generating")
+        f = int(getattr(self.model, "downsample_factor", 8))
+        if W <= 0 or H <= 0 or W % f or H % f:
+            raise SettingsError(f"W, H: {W} x {H} must be positive multiples of {f}")
+        if not 0.0 <= float(strength) <= 1.0:
+            raise SettingsError(f"strength: {strength} must lie in [0, 1]")
+
+        generator = torch.Generator("cpu").manual_seed(rng_seed(seed))
+
+        original = None
+        if init_latent is None:
+            source = init_sample if init_sample is not None else init_image
+            if source is not None:
+                original = image_to_sample(source)
+                if tuple(original.shape[-2:]) != (H, W):
+                    raise SettingsError(f"init image: is {original.shape[-1]} x {original.shape[-2]}, "
+                                        f"expected W x H = {W} x {H}")
+                init_latent = self.encode_image(original, generator)
+        else:
+            init_latent = init_latent.float()
+
+        if init_latent is None and strength > 0 and strength_0_no_init:
+            strength = 0.0  # strength_0_no_init: txt2img without an init (v0.6 mutated args; this does not)
+
+        latent_mask = pixel_mask = None
+        if mask is not None:
+            if init_latent is None:
+                raise SettingsError("use_mask: a mask needs an init image (use_init with an init_image)")
+            adjust = dict(mask_brightness_adjust=mask_brightness_adjust,
+                          mask_contrast_adjust=mask_contrast_adjust, invert_mask=invert_mask)
+            latent_mask = masks.prepare_mask(mask, W, H, f=f, channels=init_latent.shape[1], **adjust)
+            if overlay_mask:
+                pixel_mask = masks.overlay_mask(mask, W, H, mask_overlay_blur=mask_overlay_blur, **adjust)
+
+        if c is None or uc is None:
+            if prompt is None:
+                raise SettingsError("prompt: a prompt (or the conditioning uc and c) is needed")
+            prompt_uc, prompt_c = self.conditioning(prompt, frame=frame, prompt_weighting=prompt_weighting,
+                                                    normalize_prompt_weights=normalize_prompt_weights,
+                                                    log_weighted_subprompts=log_weighted_subprompts)
+            uc = prompt_uc if uc is None else uc
+            c = prompt_c if c is None else c
+        device = torch.device(self.model.device)
+        extra_args = {"cond": c.to(device), "uncond": None if scale == 1 else uc.to(device),
+                      "cond_scale": float(scale)}
+
+        guided: Callable[..., torch.Tensor] = CFGDenoiser(self.denoiser, cond_uncond_sync=cond_uncond_sync,
+                                                          dynamic_threshold=dynamic_threshold,
+                                                          static_threshold=static_threshold)
+        if self.denoiser_wrapper is not None:
+            guided = self.denoiser_wrapper(guided)
+
+        total = steps_to_run(steps, strength)
+        step_callback = self._step_callback(callback, progress, total, step_dir, show_step)
+        f_shape = (1, int(getattr(self.model, "latent_channels", 4)), H // f, W // f)
+        with torch.no_grad():
+            latent = sample(_Guided(guided, self.denoiser), sampler, steps, strength, shape=f_shape,
+                            init_latent=None if init_latent is None else init_latent.to(device),
+                            mask=None if latent_mask is None else latent_mask.to(device), generator=generator,
+                            extra_args=extra_args, callback=step_callback, karras=karras,
+                            eta=float(ddim_eta) if sampler == "ddim" else None, device=device)
+        image = self.decode(latent)
+        if pixel_mask is not None:
+            base = overlay_original if overlay_original is not None else original
+            if base is None:  # an init latent without its pixels: decode it to have something to keep
+                base = self.decode(init_latent)
+            image = masks.overlay(image_to_sample(base).cpu(), image, pixel_mask)
+        self.last_latent = latent
+        return image
+
+    def _step_callback(self, callback: StepCallback | None, progress: Callable[[int, int], None] | None,
+                       total: int, step_dir: str | Path | None,
+                       show_step: Callable[[str, np.ndarray], None] | None) -> StepCallback | None:
+        hooks: list[StepCallback] = [hook for hook in (callback,) if hook is not None]
+        if progress is not None:
+            hooks.append(lambda info: progress(int(info["i"]) + 1, total))
+        if step_dir is not None or show_step is not None:
+            folder = Path(step_dir) if step_dir is not None else None
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+
+            def step_images(info: dict) -> None:
+                from deforum.image.io import save_png_atomic
+
+                step = int(info["i"])
+                for label, latent in (("x0_pred", info["denoised"]), ("x", info["x"])):
+                    image = latent_to_uint8(self.model, latent)
+                    if folder is not None:
+                        save_png_atomic(image, folder / f"{label}_{step:05}.png")
+                    if show_step is not None:
+                        show_step(label, image)
+            hooks.append(step_images)
+        if not hooks:
+            return None
+
+        def run_all(info: dict) -> None:
+            for hook in hooks:
+                hook(info)
+        return run_all
+
+
+__all__ = ["GENERATION_FIELDS", "Generator", "generation_kwargs", "image_to_sample", "latent_to_uint8"]

@@ -1,0 +1,199 @@
+"""The ``None`` animation mode: batches of still images (spec animation 11, 10.4, 10.6).
+
+prompts x ``n_batch`` x init images, in that nesting order, one image per plan row; the seed advances after
+every image. Everything that can fail on user input (init images, mask, settings) is checked before the
+first image is generated.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from deforum.errors import SettingsError
+from deforum.image.convert import sample_to_uint8
+from deforum.image.io import list_init_images, load_init_image, open_image, save_png_atomic
+from deforum.image.masks import check_alpha_mask
+from deforum.plan import SEED_LIMIT, make_plan
+from deforum.prompts import sanitize
+
+log = logging.getLogger(__name__)
+
+PROMPT_FILENAME_FORMAT = "{timestring}_{index}_{prompt}.png"
+GRID_PADDING = 2  # pixels of black between and around grid cells (torchvision make_grid's default)
+
+
+def _get(args: Any, name: str, default: Any = None) -> Any:
+    if isinstance(args, Mapping):
+        return args.get(name, default)
+    return getattr(args, name, default)
+
+
+def image_filename(filename_format: str, timestring: str, index: int, prompt: str, seed: int) -> str:
+    """The file name of still ``index`` (spec 11.3); a format is a choice, never a path.
+
+    ``"{timestring}_{index}_{prompt}.png"`` gives ``{timestring}_{index:05}_{sanitize(prompt)[:160]}.png``;
+    any other value gives ``{timestring}_{index:05}_{seed}.png``, as v0.6.
+    """
+    if filename_format == PROMPT_FILENAME_FORMAT:
+        return f"{timestring}_{index:05}_{sanitize(prompt)[:160]}.png"
+    return f"{timestring}_{index:05}_{seed}.png"
+
+
+def grid_filename(timestring: str, prompt_index: int, seed: int) -> str:
+    return f"{timestring}_{prompt_index:05}_grid_{seed}.png"
+
+
+def make_grid(images: list[np.ndarray], grid_rows: int, padding: int = GRID_PADDING) -> np.ndarray:
+    """Tile uint8 H x W x 3 images as torchvision ``make_grid`` with ``nrow = count // grid_rows`` per row.
+
+    v0.6 divided by zero when there were fewer images than ``grid_rows``; here a row then holds at least one
+    image.
+    """
+    if not images:
+        raise ValueError("make_grid needs at least one image")
+    count = len(images)
+    per_row = max(1, int(count / max(1, int(grid_rows))))
+    columns = min(per_row, count)
+    rows = math.ceil(count / columns)
+    h, w, channels = images[0].shape
+    cell_h, cell_w = h + padding, w + padding
+    grid = np.zeros((rows * cell_h + padding, columns * cell_w + padding, channels), dtype=np.uint8)
+    for k, image in enumerate(images):
+        y, x = divmod(k, columns)
+        top, left = y * cell_h + padding, x * cell_w + padding
+        grid[top:top + h, left:left + w] = image
+    return grid
+
+
+def _resolve_generator(model_or_generator: Any) -> Any:
+    from deforum.generate import Generator
+
+    if isinstance(model_or_generator, Generator) or callable(model_or_generator) and not hasattr(
+            model_or_generator, "apply_model"):
+        return model_or_generator
+    model = getattr(model_or_generator, "model", None)
+    if model is not None and not hasattr(model_or_generator, "apply_model"):
+        return Generator(model)  # a root namespace holding the model
+    return Generator(model_or_generator)
+
+
+def render_image_batch(args: Any, prompts: list[str], model: Any, *,
+                       display: Callable[[Image.Image], None] | None = None,
+                       clear_output: Callable[[], None] | None = None,
+                       progress: Callable[[int, int], None] | None = None,
+                       root: Any = None) -> list[Path]:
+    """Generate and save the still images of the ``None`` mode; returns the paths written, in order.
+
+    ``model`` is a loaded model, a ``deforum.generate.Generator`` or the notebook's ``root`` (``.model``).
+    ``display`` shows an image when ``display_samples`` is on (the notebook passes IPython's display);
+    ``clear_output`` is called every 32 images when ``n_batch >= 32``, as v0.6. ``progress(step, total)``
+    is the per-step hook of each image. ``args.seed`` -1 is resolved to a random seed, recorded in the
+    settings file. ``root`` (the notebook's Root namespace) is used for the model when ``model`` is None.
+    """
+    from deforum.generate import generation_kwargs
+
+    generate = _resolve_generator(model if model is not None else root)
+    prompts = [str(p) for p in (prompts or [])]
+    if not prompts:
+        raise SettingsError("prompts: the None mode needs at least one prompt in the prompts list")
+    seed = int(_get(args, "seed"))
+    if seed == -1:
+        seed = random.randint(0, SEED_LIMIT - 1)
+        log.info("seed -1: using random seed %d", seed)
+    timestring = str(_get(args, "timestring"))
+    outdir = Path(_get(args, "outdir"))
+    W, H = int(_get(args, "W")), int(_get(args, "H"))
+
+    use_init = bool(_get(args, "use_init", False))
+    use_mask = bool(_get(args, "use_mask", False))
+    use_alpha_as_mask = bool(_get(args, "use_alpha_as_mask", False))
+    if use_mask and not use_init:
+        raise SettingsError("use_mask: True needs use_init True and an init_image (the mask applies to it)")
+
+    # Everything read from disk or the network is read before the first image is generated.
+    init_sources = list_init_images(_get(args, "init_image")) if use_init else []
+    inits = {source: load_init_image(source, W, H, use_alpha_as_mask=use_alpha_as_mask and use_mask)
+             for source in init_sources}
+    if use_mask and use_alpha_as_mask:
+        for _, alpha in inits.values():
+            check_alpha_mask(alpha)
+    mask_image = None
+    if use_mask and not use_alpha_as_mask:
+        mask_image = open_image(_get(args, "mask_file"), field="mask_file")
+
+    plan = make_plan({"seed": seed, "seed_behavior": _get(args, "seed_behavior", "iter"),
+                      "n_batch": _get(args, "n_batch", 1)},
+                     {"animation_mode": "None"}, None, prompts, init_sources or None)
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if _get(args, "save_settings", True):
+        written.append(_save_settings(args, seed, prompts, outdir / f"{timestring}_settings.txt"))
+
+    call = generation_kwargs(args)
+    save_samples = bool(_get(args, "save_samples", True))
+    n_batch = int(_get(args, "n_batch", 1))
+    per_prompt: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for row in plan.rows:
+        init, alpha = inits[row.init_image] if row.init_image is not None else (None, None)
+        step_dir = None
+        if _get(args, "save_sample_per_step", False):
+            step_dir = outdir / f"{timestring}_00_{row.seed}"  # v0.6: the sample index is always 00
+        sample = generate(**call, prompt=row.prompt, frame=0, seed=row.seed, init_image=init,
+                          mask=(alpha if use_alpha_as_mask else mask_image) if use_mask else None,
+                          step_dir=step_dir, show_step=_show_step(display, args), progress=progress)
+        image = sample_to_uint8(sample)
+        per_prompt.setdefault(row.prompt, []).append((row.seed, image))
+        if save_samples:
+            name = image_filename(str(_get(args, "filename_format", "")), timestring, row.frame, row.prompt,
+                                  row.seed)
+            written.append(save_png_atomic(image, outdir / name))
+        if display is not None and _get(args, "display_samples", False):
+            if clear_output is not None and n_batch >= 32 and row.frame % 32 == 0 and row.frame:
+                clear_output()
+            display(Image.fromarray(image))
+
+    if _get(args, "make_grid", False):
+        for prompt_index, prompt in enumerate(dict.fromkeys(prompts)):
+            images = per_prompt.get(prompt, [])
+            if not images:
+                continue
+            grid = make_grid([image for _, image in images], int(_get(args, "grid_rows", 2)))
+            path = save_png_atomic(grid, outdir / grid_filename(timestring, prompt_index, images[0][0]))
+            written.append(path)
+            if display is not None and _get(args, "display_samples", False):
+                display(Image.fromarray(grid))
+    return written
+
+
+def _show_step(display: Callable[[Image.Image], None] | None, args: Any):
+    """The per-step preview hook for ``show_sample_per_step`` (labels 'x' and 'x0_pred')."""
+    if display is None or not _get(args, "show_sample_per_step", False):
+        return None
+
+    def show(label: str, image: np.ndarray) -> None:
+        log.info("%s", label)
+        display(Image.fromarray(image))
+    return show
+
+
+def _save_settings(args: Any, seed: int, prompts: list[str], path: Path) -> Path:
+    """The run's settings file, written before the first image; its ``prompts`` entry is the None-mode
+    dump format {prompt text: "00000"-style index} (spec 10.4)."""
+    from deforum.settings import save_settings
+
+    values = dict(args) if isinstance(args, Mapping) else dict(vars(args))
+    values["seed"] = seed
+    return save_settings(path, values, {"animation_mode": "None"}, prompts=prompts)
+
+
+__all__ = ["PROMPT_FILENAME_FORMAT", "grid_filename", "image_filename", "make_grid",
+           "render_image_batch"]

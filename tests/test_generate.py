@@ -1,0 +1,213 @@
+"""The Generator on the tiny checkpoint: samplers, init images, masks, seeds, callbacks (spec 0, 5, 7, 8)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deforum.errors import SettingsError
+from deforum.generate import Generator, generation_kwargs, image_to_sample
+from deforum.models import load_model
+from deforum.sampling import SAMPLERS
+from deforum.testing import oracle_checkpoint, oracle_config
+
+W = H = 64
+BASE = dict(W=W, H=H, prompt="a red cat", steps=4, scale=7.5)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return Generator(load_model(oracle_checkpoint(), oracle_config()))
+
+
+@pytest.fixture(scope="module")
+def init():
+    return Image.fromarray(np.random.RandomState(0).randint(0, 256, (H, W, 3), np.uint8))
+
+
+def halves() -> Image.Image:
+    """White left half (keep the init), black right half (regenerate)."""
+    array = np.zeros((H, W), np.uint8)
+    array[:, : W // 2] = 255
+    return Image.fromarray(array)
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_every_sampler_with_and_without_init_and_mask(generator, init, sampler):
+    txt2img = generator(**BASE, seed=7, sampler=sampler)
+    img2img = generator(**BASE, seed=7, sampler=sampler, init_image=init, strength=0.5)
+    masked = generator(**BASE, seed=7, sampler=sampler, init_image=init, strength=0.5, mask=halves())
+    again = generator(**BASE, seed=7, sampler=sampler, init_image=init, strength=0.5, mask=halves())
+    for image in (txt2img, img2img, masked):
+        assert image.shape == (1, 3, H, W) and image.dtype == torch.float32 and image.device.type == "cpu"
+        assert torch.isfinite(image).all()
+    assert torch.equal(masked, again)  # fixed seed: identical run to run
+    assert not torch.allclose(txt2img, img2img)
+    assert not torch.allclose(img2img, masked)
+
+
+def test_same_seed_same_image_other_seed_other_image(generator):
+    a = generator(**BASE, seed=1, sampler="euler_ancestral")
+    b = generator(**BASE, seed=1, sampler="euler_ancestral")
+    c = generator(**BASE, seed=2, sampler="euler_ancestral")
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_seed_past_2_32_wraps_instead_of_turning_random(generator):
+    a = generator(**BASE, seed=5, sampler="euler")
+    b = generator(**BASE, seed=5 + 2**32, sampler="euler")
+    assert torch.equal(a, b)
+
+
+def test_white_mask_region_is_kept_black_region_regenerated(generator, init):
+    out = generator(**BASE, seed=3, sampler="euler", init_image=init, strength=0.3, mask=halves(),
+                    mask_overlay_blur=0)
+    original = image_to_sample(init)
+    assert torch.equal(out[..., : W // 2], original[..., : W // 2])
+    assert (out[..., W // 2:] - original[..., W // 2:]).abs().mean() > 0.05
+
+
+def test_blurred_overlay_keeps_the_far_inside_of_the_white_region(generator, init):
+    out = generator(**BASE, seed=3, sampler="euler", init_image=init, strength=0.3, mask=halves(),
+                    mask_overlay_blur=2)  # radius 8 px: columns 0..23 are fully inside
+    original = image_to_sample(init)
+    torch.testing.assert_close(out[..., :20], original[..., :20], atol=1e-5, rtol=0)
+
+
+def test_invert_mask_swaps_kept_and_regenerated(generator, init):
+    out = generator(**BASE, seed=3, sampler="euler", init_image=init, strength=0.3, mask=halves(),
+                    mask_overlay_blur=0, invert_mask=True)
+    original = image_to_sample(init)
+    assert torch.equal(out[..., W // 2:], original[..., W // 2:])
+    assert not torch.allclose(out[..., : W // 2], original[..., : W // 2])
+
+
+def test_overlay_mask_off_leaves_the_decoded_pixels(generator, init):
+    out = generator(**BASE, seed=3, sampler="euler", init_image=init, strength=0.3, mask=halves(),
+                    overlay_mask=False)
+    assert not torch.equal(out[..., : W // 2], image_to_sample(init)[..., : W // 2])
+
+
+def test_scale_1_runs_the_conditional_pass_only(generator):
+    uc_a = generator.encode("")
+    uc_b = generator.encode("something else entirely")
+    c = generator.encode("a red cat")
+    a = generator(W=W, H=H, steps=4, seed=4, sampler="euler", scale=1, uc=uc_a, c=c)
+    b = generator(W=W, H=H, steps=4, seed=4, sampler="euler", scale=1, uc=uc_b, c=c)
+    assert torch.isfinite(a).all()
+    assert torch.equal(a, b)  # uc plays no part at scale 1
+    guided = generator(W=W, H=H, steps=4, seed=4, sampler="euler", scale=7.5, uc=uc_a, c=c)
+    assert not torch.allclose(a, guided)
+
+
+def test_explicit_conditioning_equals_the_prompt(generator):
+    uc, c = generator.conditioning("a red cat")
+    assert torch.equal(generator(**BASE, seed=9, sampler="euler"),
+                       generator(W=W, H=H, steps=4, scale=7.5, seed=9, sampler="euler", uc=uc, c=c))
+
+
+def test_cond_uncond_sync_off_gives_the_same_image(generator):
+    a = generator(**BASE, seed=5, sampler="dpmpp_2m", cond_uncond_sync=True)
+    b = generator(**BASE, seed=5, sampler="dpmpp_2m", cond_uncond_sync=False)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("zero_it, expect_equal", [(True, True), (False, False)])
+def test_strength_0_no_init(generator, zero_it, expect_equal):
+    full = generator(**BASE, seed=6, sampler="euler", strength=0.0)
+    partial = generator(**BASE, seed=6, sampler="euler", strength=0.5, strength_0_no_init=zero_it)
+    assert torch.equal(full, partial) == expect_equal
+
+
+class Counting:
+    """A denoiser wrapper (the gradient-conditioning hook) that counts model evaluations."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, inner):
+        def wrapped(x, sigma, **kwargs):
+            self.calls += 1
+            return inner(x, sigma, **kwargs)
+        return wrapped
+
+
+@pytest.fixture(scope="module")
+def counting_generator(generator):
+    counter = Counting()
+    wrapped = Generator(generator.model, denoiser_wrapper=counter)
+    return wrapped, counter
+
+
+@pytest.mark.parametrize("steps, strength, calls", [(4, 0.0, 4), (6, 0.5, 3), (50, 0.9, 4), (4, 1.0, 0)])
+def test_denoiser_wrapper_sees_every_model_evaluation(counting_generator, init, steps, strength, calls):
+    wrapped, counter = counting_generator
+    counter.calls = 0
+    wrapped(W=W, H=H, prompt="a cat", seed=1, sampler="euler", steps=steps, strength=strength,
+            init_image=init)
+    assert counter.calls == calls
+
+
+def test_strength_1_returns_the_vae_round_trip_of_the_init(counting_generator, init):
+    wrapped, counter = counting_generator
+    counter.calls = 0
+    out = wrapped(W=W, H=H, prompt="a cat", seed=1, sampler="euler", steps=4, strength=1.0, init_image=init)
+    latent = wrapped.encode_image(image_to_sample(init), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out, wrapped.decode(latent))
+    assert counter.calls == 0
+
+
+def test_progress_and_per_step_images(generator, init, tmp_path):
+    progress, shown, raw = [], [], []
+    generator(**BASE | {"steps": 6}, seed=11, sampler="euler", init_image=init, strength=0.5,
+              progress=lambda step, total: progress.append((step, total)),
+              step_dir=tmp_path / "20240101000000_00_11", show_step=lambda label, image: shown.append(label),
+              callback=lambda info: raw.append(int(info["i"])))
+    assert progress == [(1, 3), (2, 3), (3, 3)]
+    assert raw == [0, 1, 2]
+    assert shown == ["x0_pred", "x"] * 3
+    names = sorted(p.name for p in (tmp_path / "20240101000000_00_11").iterdir())
+    assert names == [f"x0_pred_{i:05}.png" for i in range(3)] + [f"x_{i:05}.png" for i in range(3)]
+    assert Image.open(tmp_path / "20240101000000_00_11" / "x_00000.png").size == (W, H)
+
+
+def test_init_sample_and_init_latent_sources(generator, init):
+    from_image = generator(**BASE, seed=2, sampler="euler", init_image=init, strength=0.5)
+    from_sample = generator(**BASE, seed=2, sampler="euler", init_sample=image_to_sample(init), strength=0.5)
+    assert torch.equal(from_image, from_sample)
+    latent = generator.encode_image(image_to_sample(init), torch.Generator().manual_seed(2))
+    from_latent = generator(**BASE, seed=2, sampler="euler", init_latent=latent, strength=0.5)
+    assert from_latent.shape == (1, 3, H, W) and torch.isfinite(from_latent).all()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"sampler": "k_euler"}, "klms"),
+    ({"seed": -1}, "seed"),
+    ({"W": 60}, "multiples of 8"),
+    ({"strength": 1.5}, "strength"),
+    ({"mask": "MASK"}, "use_mask"),
+    ({"prompt": None}, "prompt"),
+])
+def test_bad_arguments_are_settings_errors(generator, overrides, message):
+    kwargs = BASE | {"seed": 1, "sampler": "euler"} | overrides
+    if kwargs.get("mask") == "MASK":
+        kwargs["mask"] = halves()
+    with pytest.raises(SettingsError, match=message):
+        generator(**kwargs)
+
+
+def test_init_of_the_wrong_size_is_an_error(generator):
+    small = Image.new("RGB", (32, 32))
+    with pytest.raises(SettingsError, match="64 x 64"):
+        generator(**BASE, seed=1, sampler="euler", init_image=small, strength=0.5)
+
+
+def test_generation_kwargs_picks_generator_fields_only():
+    args = SimpleNamespace(W=64, H=64, steps=5, sampler="heun", scale=3, seed=1, outdir="x", use_init=True,
+                           strength=0.4, mask_overlay_blur=2)
+    assert generation_kwargs(args) == {"W": 64, "H": 64, "steps": 5, "sampler": "heun", "scale": 3,
+                                       "strength": 0.4, "mask_overlay_blur": 2}
+    assert generation_kwargs(vars(args)) == generation_kwargs(args)
