@@ -90,3 +90,35 @@ def tiny_checkpoint(tmp_path: str | Path, fmt: str = "ckpt", seed: int | None = 
     suffix = "ckpt" if fmt == "ckpt" else "safetensors"
     ckpt = write_checkpoint(tiny_state_dict(seed), tmp_path / f"tiny-sd1.{suffix}", fmt)
     return ckpt, yaml_path
+
+
+def tiny_depth_model(folder: str | Path, kind: str = "dpt") -> Path:
+    """Save a tiny random depth network (MiDaS-style DPT, or Depth Anything) with ``save_pretrained``.
+
+    The weights are drawn larger than transformers' init so the map actually varies over the image (the
+    default init gives ~0 through the ReLU head). Point ``depth_model`` at the returned folder.
+    """
+    from transformers import (DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTConfig,
+                              DPTForDepthEstimation)
+
+    folder = Path(folder)
+    if kind == "dpt":
+        model = DPTForDepthEstimation(DPTConfig(
+            hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=384,
+            patch_size=16, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[16, 16, 16, 16],
+            fusion_hidden_size=16))
+    elif kind == "depth_anything":
+        backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                                image_size=518, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+                                reshape_hidden_states=False)
+        model = DepthAnythingForDepthEstimation(DepthAnythingConfig(
+            backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[16] * 4,
+            fusion_hidden_size=16, head_hidden_size=8, patch_size=14))
+    else:
+        raise ValueError(f"kind must be 'dpt' or 'depth_anything', not {kind!r}")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    model.save_pretrained(folder)
+    return folder

@@ -1,0 +1,206 @@
+"""The 2D/3D render loop (spec 6): executes the render plan key frame by key frame.
+
+Per diffused ("key") frame K the loop first writes the tween frames of the previous segment, then builds
+K's init from the newest key warped up to K (warp -> colour -> contrast -> noise) and generates K. Frame j
+of the output is key ``(j // N) * N`` warped up to j, cross-faded with the key before it (spec 6.7). Unlike
+v0.6 the frames after the last key are written too, so every one of ``max_frames`` frames exists and every
+generated key is shown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deforum.image.io import save_png_atomic
+from deforum.plan import FrameRow, RenderPlan, rng_seed
+from deforum.render import steps
+from deforum.render.resume import AnimationState, load_state, save_state, shaping_settings, state_dir
+
+log = logging.getLogger(__name__)
+
+# generate(row, init_sample or None, strength) -> decoded sample, 1x3xHxW in [-1, 1]
+KeyGenerator = Callable[[FrameRow, "torch.Tensor | None", float], torch.Tensor]
+# depth(image uint8 HxWx3) -> HxW depth
+DepthFn = Callable[[np.ndarray], torch.Tensor]
+
+
+@dataclass
+class AnimationResult:
+    outdir: Path
+    timestring: str
+    frames: list[Path]
+
+
+def frame_path(outdir: Path, timestring: str, frame: int) -> Path:
+    return outdir / f"{timestring}_{frame:05}.png"
+
+
+def depth_path(outdir: Path, timestring: str, frame: int) -> Path:
+    return outdir / f"{timestring}_depth_{frame:05}.png"
+
+
+def sample_to_float_image(sample: torch.Tensor) -> np.ndarray:
+    """A decoded [-1,1] 1x3xHxW sample as a float32 HxWx3 image in 0..255 (spec 10.2, before truncation)."""
+    x = sample.detach().float().cpu()[0].permute(1, 2, 0).numpy()
+    return (np.clip(x * 0.5 + 0.5, 0.0, 1.0) * 255.0).astype(np.float32)
+
+
+class AnimationLoop:
+    """One 2D/3D run: the plan, where frames go, and the callables that generate and predict depth."""
+
+    def __init__(self, plan: RenderPlan, args: Any, anim_args: Any, animation_prompts: dict,
+                 outdir: Path, timestring: str, generate: KeyGenerator, depth: DepthFn | None = None,
+                 save_depth: Callable[[torch.Tensor, Path, dict], None] | None = None,
+                 device: str = "cpu", on_frame: Callable[[int, Path], None] | None = None):
+        self.plan, self.args, self.anim_args = plan, args, anim_args
+        self.outdir, self.timestring = Path(outdir), timestring
+        self.generate, self.depth, self.save_depth = generate, depth, save_depth
+        self.device, self.on_frame = device, on_frame
+        self.cadence = plan.cadence
+        self.settings = shaping_settings(args, anim_args, animation_prompts)
+        self.state_folder = state_dir(self.outdir, timestring)
+        self.written: list[Path] = []
+
+    # -- one tween/output frame -------------------------------------------------------------------------
+    def _depth_of(self, image: np.ndarray, cache: dict, key: tuple) -> torch.Tensor | None:
+        """Depth of ``image``, predicted at most once per image (v0.6 predicted it twice per frame)."""
+        if self.depth is None:
+            return None
+        if key not in cache:
+            cache[key] = self.depth(steps.to_uint8(image))
+        return cache[key]
+
+    def _write_frame(self, state: AnimationState, j: int) -> None:
+        row = self.plan.rows[j]
+        role = row.cadence
+        cache: dict = {}
+        # The older key is only warped while it is still shown: at tween 1 it drops out for good.
+        warp_prev = role.blended and state.prev_idx < j
+        warp_next = state.next_idx < j
+        uses_depth = self.anim_args.animation_mode == "3D" and self.anim_args.use_depth_warping
+        depth = self._depth_of(state.next_img, cache, ("next", state.next_idx)) if (
+            (warp_prev or warp_next) and uses_depth) else None
+        if warp_prev:
+            state.prev_img = steps.warp_image(state.prev_img, row.values, self.anim_args, depth, self.device)
+            state.prev_idx = j
+        if warp_next:
+            state.next_img = steps.warp_image(state.next_img, row.values, self.anim_args, depth, self.device)
+            state.next_idx = j
+        image = steps.to_uint8(steps.blend(state.prev_img if role.blended else None, state.next_img, role.tween))
+        path = frame_path(self.outdir, self.timestring, j)
+        save_png_atomic(image, path)
+        if self.save_depth is not None and self.depth is not None:
+            self.save_depth(self._depth_of(state.next_img, cache, ("next", state.next_idx)),
+                            depth_path(self.outdir, self.timestring, j), state.depth_range)
+        self.written.append(path)
+        if self.on_frame is not None:
+            self.on_frame(j, path)
+
+    # -- one key frame ----------------------------------------------------------------------------------
+    def _key_init(self, state: AnimationState, row: FrameRow) -> tuple[torch.Tensor | None, float]:
+        """Init sample and strength of key frame ``row.frame`` (spec 6.2 steps 1-6)."""
+        if row.frame == 0 or state.next_img is None:
+            return None, 0.0
+        source = steps.to_uint8(state.next_img)
+        depth = None
+        if self.anim_args.animation_mode == "3D" and self.anim_args.use_depth_warping and self.depth is not None:
+            depth = self.depth(source)
+        warped = steps.warp_image(source, row.values, self.anim_args, depth, self.device)
+        warped, state.color_ref = steps.match_colors(warped, state.color_ref, self.anim_args.color_coherence)
+        generator = torch.Generator().manual_seed(rng_seed(row.seed))
+        init = steps.init_sample(warped, row.values["contrast_schedule"], row.values["noise_schedule"], generator)
+        strength = min(max(row.values["strength_schedule"], 0.0), 1.0)
+        return init, strength
+
+    def run(self, resume: bool = False) -> AnimationResult:
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        state = load_state(self.state_folder, self.settings) if resume else AnimationState()
+        if state.complete:
+            log.info("run %s is already complete", self.timestring)
+            return AnimationResult(self.outdir, self.timestring, self._all_frames())
+        n, last = self.cadence, self.plan.max_frames
+        for key in range(state.next_key, last, n):
+            for j in range(max(0, key - n), key):
+                self._write_frame(state, j)
+            row = self.plan.rows[key]
+            init, strength = self._key_init(state, row)
+            image = sample_to_float_image(self.generate(row, init, strength))
+            state.prev_img, state.prev_idx = state.next_img, state.next_idx
+            state.next_img, state.next_idx = image, key
+            state.next_key = key + n
+            save_state(self.state_folder, state, self.settings)
+        last_key = ((last - 1) // n) * n
+        for j in range(last_key, last):  # the tail v0.6 never wrote
+            self._write_frame(state, j)
+        state.complete = True
+        save_state(self.state_folder, state, self.settings)
+        return AnimationResult(self.outdir, self.timestring, self._all_frames())
+
+    def _all_frames(self) -> list[Path]:
+        return [frame_path(self.outdir, self.timestring, j) for j in range(self.plan.max_frames)]
+
+
+def key_generator(generator: Any, args: Any, anim_args: Any) -> KeyGenerator:
+    """The loop's ``generate(row, init, strength)`` on a ``deforum.generate.Generator``.
+
+    Frame 0 is txt2img, or img2img of ``init_image`` with the global ``strength`` when ``use_init`` is on
+    (spec 6.2); every later key is img2img of its warped, colour-matched, noised init.
+    """
+    from deforum.generate import generation_kwargs
+    from deforum.image.io import load_init_image
+
+    call = generation_kwargs(args)
+    first_init = None
+    if args.use_init and args.init_image:
+        first_init, _alpha = load_init_image(args.init_image, args.W, args.H)
+
+    def generate(row: FrameRow, init: torch.Tensor | None, strength: float) -> torch.Tensor:
+        kwargs = dict(call, seed=row.seed, prompt=row.prompt, frame=row.frame)
+        if init is not None:
+            return generator(**kwargs | {"strength": strength}, init_sample=init)
+        if row.frame == 0 and first_init is not None:
+            return generator(**kwargs | {"strength": args.strength}, init_image=first_init)
+        return generator(**kwargs | {"strength": 0.0})
+
+    return generate
+
+
+def depth_functions(anim_args: Any, root: Any, device: str) -> tuple[DepthFn | None, Callable | None]:
+    """The depth predictor (3D with depth warping, or ``save_depth_maps``) and the depth-map writer."""
+    needed = (anim_args.animation_mode == "3D" and anim_args.use_depth_warping) or anim_args.save_depth_maps
+    if not needed:
+        return None, None
+    from deforum.motion.depth import DepthModel, save_depth_map
+
+    model = DepthModel(anim_args.depth_model, models_path=getattr(root, "models_path", "models"), device=device,
+                       midas_weight=float(anim_args.midas_weight))
+    return model.predict, (save_depth_map if anim_args.save_depth_maps else None)
+
+
+def render_animation(args: Any, anim_args: Any, animation_prompts: dict, root: Any, *, generator: Any = None,
+                     plan: RenderPlan | None = None, resume: bool = False,
+                     on_frame: Callable[[int, Path], None] | None = None) -> AnimationResult:
+    """Render a 2D/3D animation from finalized settings (v0.6 signature plus keywords).
+
+    ``args``/``anim_args`` come from ``deforum.args.finalize`` (timestring, outdir and seed resolved).
+    ``generator`` defaults to a ``Generator`` on ``root.model``. ``resume`` continues the run named by
+    ``args.timestring`` in ``args.outdir`` from its saved state.
+    """
+    from deforum.generate import Generator
+    from deforum.plan import make_plan
+
+    plan = plan or make_plan(args, anim_args, animation_prompts)
+    generator = generator or Generator(root.model)
+    device = str(getattr(generator.model, "device", "cpu")) if hasattr(generator, "model") else "cpu"
+    depth, save_depth = depth_functions(anim_args, root, device)
+    loop = AnimationLoop(plan, args, anim_args, animation_prompts, Path(args.outdir), args.timestring,
+                         key_generator(generator, args, anim_args), depth=depth, save_depth=save_depth,
+                         device=device, on_frame=on_frame)
+    return loop.run(resume=resume)

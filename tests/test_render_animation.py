@@ -1,0 +1,150 @@
+"""2D and 3D animations end to end on the tiny checkpoint and a tiny random depth model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deforum.errors import DeforumError
+from deforum.runner import render
+from deforum.testing import tiny_checkpoint, tiny_depth_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("assets")
+    ckpt, yaml = tiny_checkpoint(folder, fmt="safetensors")
+    depth = tiny_depth_model(folder / "tiny-dpt")
+    return ckpt, yaml, depth
+
+
+def root_for(assets, output):
+    ckpt, yaml, _ = assets
+    return {"model_checkpoint": "custom", "custom_checkpoint_path": str(ckpt), "model_config": "custom",
+            "custom_config_path": str(yaml), "output_path": str(output), "map_location": "cpu",
+            "mount_google_drive": False}
+
+
+def anim_settings(assets, mode, cadence, max_frames=24, **extra):
+    return dict(animation_mode=mode, max_frames=max_frames, diffusion_cadence=str(cadence),
+                depth_model=str(assets[2]), translation_z="0:(5)", **extra)
+
+
+ARGS = dict(W=128, H=128, seed=7, steps=6, sampler="euler", scale=7.5)
+PROMPTS = {0: "a red apple", 12: "a yellow banana"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["2D", "3D"])
+@pytest.mark.parametrize("cadence", [1, 3])
+def test_animation_writes_every_frame_and_the_settings(tmp_path, assets, mode, cadence):
+    result = render(ARGS, anim_settings(assets, mode, cadence, save_depth_maps=(mode == "3D")), None, PROMPTS,
+                    root_for(assets, tmp_path), progress=False)
+    frames = sorted(result.outdir.glob(f"{result.timestring}_0*.png"))
+    assert [p.name for p in frames] == [f"{result.timestring}_{j:05}.png" for j in range(24)]
+    assert result.frames == frames
+    assert result.settings_path.is_file()
+    saved = json.loads(result.settings_path.read_text())
+    assert saved["animation_mode"] == mode and saved["seed"] == 7 and saved["max_frames"] == 24
+    for path in frames:
+        image = np.asarray(Image.open(path))
+        assert image.shape == (128, 128, 3) and image.dtype == np.uint8
+    if mode == "3D":
+        depth_maps = sorted(result.outdir.glob(f"{result.timestring}_depth_*.png"))
+        assert len(depth_maps) == 24
+    # Motion happened: consecutive frames differ, and the frames are not all alike.
+    first, last = (np.asarray(Image.open(frames[i]), dtype=np.int16) for i in (0, -1))
+    assert np.abs(first - last).mean() > 1.0
+
+
+def test_bad_schedule_is_reported_before_the_model_loads(tmp_path, assets):
+    root = root_for(assets, tmp_path)
+    root["custom_checkpoint_path"] = str(tmp_path / "does-not-exist.ckpt")  # would fail if it were loaded
+    with pytest.raises(DeforumError, match="zoom"):
+        render(ARGS, anim_settings(assets, "2D", 1, zoom="0:(1.04"), None, PROMPTS, root, progress=False)
+
+
+RUN_SCRIPT = """
+import sys, json
+from deforum.runner import render
+args, anim, prompts, root = json.loads(sys.argv[1])
+result = render(args, anim, None, {int(k): v for k, v in prompts.items()}, root, progress=False)
+print("TIMESTRING", result.timestring, flush=True)
+"""
+
+
+def run_in_subprocess(settings, kill_after_frames=None, outdir_glob=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    process = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT, json.dumps(settings)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if kill_after_frames is None:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        return out
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if len(list(outdir_glob())) >= kill_after_frames:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait(timeout=60)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cadence", [1, 3])
+def test_killed_render_resumes_bit_for_bit(tmp_path, assets, cadence):
+    anim = anim_settings(assets, "3D", cadence, max_frames=12)
+    args = dict(ARGS, W=64, H=64, seed=11, steps=5)
+    reference_root = root_for(assets, tmp_path / "reference")
+    out = run_in_subprocess([args, anim, PROMPTS, reference_root])
+    reference_ts = out.split("TIMESTRING")[1].split()[0]
+    reference = sorted((tmp_path / "reference").glob(f"*/StableFun/{reference_ts}_0*.png"))
+    assert len(reference) == 12
+
+    # The same run, killed with SIGKILL twice at different points, then resumed to the end.
+    root = root_for(assets, tmp_path / "killed")
+    killed_ts = "20990101000000"
+    frames = lambda: (tmp_path / "killed").glob(f"*/StableFun/{killed_ts}_0*.png")  # noqa: E731
+    first = dict(anim)
+    run_args = dict(args)
+    # A fixed timestring: the first run is started with resume off and a known "now" is not available in a
+    # subprocess, so resume the newest run instead by reading its timestring from the state folder.
+    run_in_subprocess([run_args, first, PROMPTS, root], kill_after_frames=4,
+                      outdir_glob=lambda: (tmp_path / "killed").glob("*/StableFun/*_0*.png"))
+    states = list((tmp_path / "killed").glob("*/StableFun/*_state"))
+    assert len(states) == 1
+    killed_ts = states[0].name.split("_")[0]
+    resumed = dict(anim, resume_from_timestring=True, resume_timestring=killed_ts)
+    run_in_subprocess([run_args, resumed, PROMPTS, root], kill_after_frames=8, outdir_glob=frames)
+    run_in_subprocess([run_args, resumed, PROMPTS, root])
+
+    result = sorted(frames())
+    assert [p.name.split("_", 1)[1] for p in result] == [p.name.split("_", 1)[1] for p in reference]
+    for ours, theirs in zip(result, reference, strict=True):
+        assert np.array_equal(np.asarray(Image.open(ours)), np.asarray(Image.open(theirs))), ours.name
+    assert not list((tmp_path / "killed").rglob("*.tmp"))
+
+
+def test_resume_refuses_changed_settings(tmp_path, assets):
+    root = root_for(assets, tmp_path)
+    args = dict(ARGS, W=64, H=64, steps=4)
+    first = render(args, anim_settings(assets, "2D", 1, max_frames=3), None, PROMPTS, root, progress=False)
+    changed = anim_settings(assets, "2D", 1, max_frames=3, zoom="0:(1.1)", resume_from_timestring=True,
+                            resume_timestring=first.timestring)
+    with pytest.raises(DeforumError, match="zoom"):
+        render(args, changed, None, PROMPTS, root, progress=False)
+    # Unchanged settings: the finished run is recognised and nothing is re-rendered.
+    same = anim_settings(assets, "2D", 1, max_frames=3, resume_from_timestring=True,
+                         resume_timestring=first.timestring)
+    again = render(args, same, None, PROMPTS, root, progress=False)
+    assert again.frames == first.frames
