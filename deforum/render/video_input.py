@@ -1,0 +1,214 @@
+"""The Video Input mode (spec animation 7, generation 5.7): every extracted video frame is img2img'd.
+
+Two steps, so that every user mistake surfaces before the model runs:
+
+1. ``prepare_video_input`` probes the video (and the mask video), checks the output folder, and extracts
+   every ``extract_nth_frame``-th frame into ``{outdir}/inputframes`` (masks into ``{outdir}/maskframes``).
+   The runner then sets ``anim_args.max_frames = len(frames)`` before writing the settings file.
+2. ``render_input_video`` generates frame k from video frame k with the prompt and seed of plan row k,
+   saved as ``{timestring}_{k:05}.png``.
+
+Strength (spec 12.1 #14): v0.6 used the global ``strength`` for every frame, whose default 0 noised the video
+away completely. Here ``strength`` > 0 is used as in v0.6 (the guide: "strength determines the presence of an
+init_image/video"); ``strength`` 0 means "not set" and the per-frame ``strength_schedule`` is used instead,
+so the default settings follow the video. Which one applies is logged.
+
+Masks: with ``use_mask_video`` mask frame k is both the latent mask and the overlay mask of frame k, and the
+overlay original is video frame k (v0.6 froze the overlay mask at the first mask frame, spec 12.1 #9).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deforum.errors import MediaError, SettingsError
+from deforum.image.convert import sample_to_uint8
+from deforum.image.io import load_init_image, open_image, save_png_atomic
+from deforum.plan import FrameRow, make_plan
+from deforum.video import extract_frames, probe_video
+
+log = logging.getLogger(__name__)
+
+INPUT_FRAMES = "inputframes"
+MASK_FRAMES = "maskframes"
+
+
+@dataclass(frozen=True)
+class VideoFrames:
+    """The extracted frames of a Video Input run and the frame rate to give the video cell."""
+
+    frames: list[Path]
+    mask_frames: list[Path] | None
+    fps_hint: float  # suggested output fps: source fps / extract_nth_frame (keeps the source's timing)
+    source_fps: float = 0.0
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return dict(obj) if isinstance(obj, Mapping) else dict(vars(obj))
+
+
+def ensure_output_folder(outdir: str | os.PathLike[str] | None, field: str = "outdir") -> Path:
+    """Create ``outdir`` if needed and prove it is writable (a temp file is made and removed)."""
+    if not outdir:
+        raise SettingsError(f"{field}: is empty; finalize the settings (deforum.args.finalize) to set it")
+    folder = Path(outdir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise MediaError(f"{field}: cannot write to the output folder {str(folder)!r}: "
+                         f"{exc.strerror or exc}") from exc
+    return folder
+
+
+def _nth_frame(anim_args: Any) -> int:
+    value = _get(anim_args, "extract_nth_frame", 1)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # v0.6's number field may give 3.0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SettingsError(f"extract_nth_frame: {value!r} is not allowed; use a whole number >= 1")
+    return value
+
+
+def prepare_video_input(args: Any, anim_args: Any) -> VideoFrames:
+    """Probe the video(s), check the output folder, extract the frames; raises before any diffusion.
+
+    Frames go to ``{outdir}/inputframes/00001.jpg`` ... (and ``maskframes`` with ``use_mask_video``);
+    ``overwrite_extracted_frames`` False reuses an earlier extraction only if it came from the same video
+    with the same ``extract_nth_frame`` (see ``deforum.video.extract_frames``).
+    """
+    n = _nth_frame(anim_args)
+    video_path = str(_get(anim_args, "video_init_path") or "")
+    use_mask_video = bool(_get(anim_args, "use_mask_video", False))
+    mask_path = str(_get(anim_args, "video_mask_path") or "")
+    if not video_path:
+        raise MediaError("video_init_path: is empty; give the path of the video to use in Video Input mode")
+    if use_mask_video and not mask_path:
+        raise MediaError("video_mask_path: is empty but use_mask_video is on; give the mask video's path")
+
+    # Check both videos and the output folder before extracting anything.
+    info = probe_video(video_path, count_frames=False, field="video_init_path")
+    if use_mask_video:
+        probe_video(mask_path, count_frames=False, field="video_mask_path")
+    outdir = ensure_output_folder(_get(args, "outdir"))
+
+    overwrite = bool(_get(anim_args, "overwrite_extracted_frames", True))
+    frames = extract_frames(video_path, outdir / INPUT_FRAMES, n, overwrite, field="video_init_path")
+    mask_frames = None
+    if use_mask_video:
+        mask_frames = extract_frames(mask_path, outdir / MASK_FRAMES, n, overwrite, field="video_mask_path")
+        if len(mask_frames) < len(frames):
+            raise MediaError(
+                f"video_mask_path: {mask_path!r} gives {len(mask_frames)} mask frames with "
+                f"extract_nth_frame={n}, but video_init_path gives {len(frames)} frames; the mask video "
+                "needs at least as many frames as the video"
+            )
+        if len(mask_frames) > len(frames):
+            log.info("the mask video has %d frames more than the video; they are not used",
+                     len(mask_frames) - len(frames))
+            mask_frames = mask_frames[:len(frames)]
+
+    fps_hint = info.output_fps(n)
+    log.info("Video Input: %d frames from %s (source %.4g fps; extract_nth_frame %d -> set the video "
+             "cell's fps to %.4g to keep the source's timing)", len(frames), video_path, info.fps, n, fps_hint)
+    return VideoFrames(frames=frames, mask_frames=mask_frames, fps_hint=fps_hint, source_fps=info.fps)
+
+
+def frame_strengths(args: Any, rows: list[FrameRow]) -> tuple[list[float], str]:
+    """The img2img strength of every video frame, and which setting gave it.
+
+    ``strength`` > 0: that value for every frame (v0.6). ``strength`` 0: the per-frame ``strength_schedule``
+    (v0.6 used 0 here, which ignored the video). Values are clamped to [0, 1].
+    """
+    strength = float(_get(args, "strength", 0.0) or 0.0)
+    if strength > 0:
+        return [min(strength, 1.0)] * len(rows), "strength"
+    return [min(max(float(row.values["strength_schedule"]), 0.0), 1.0) for row in rows], "strength_schedule"
+
+
+def _frame_path(outdir: Path, timestring: str, frame: int) -> Path:
+    return outdir / f"{timestring}_{frame:05}.png"
+
+
+def render_input_video(args: Any, anim_args: Any, animation_prompts: Mapping[Any, str], generator: Any,
+                       video: VideoFrames, *, on_frame: Callable[[int, Path], None] | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> list[Path]:
+    """Generate and save one frame per extracted video frame; returns the frame paths in order.
+
+    ``generator`` is a ``deforum.generate.Generator`` (or a callable with its keywords). ``args.seed`` must
+    be resolved (``deforum.args.finalize``). ``on_frame(frame, path)`` is called after each frame is
+    written; ``progress(step, total)`` counts the sampler steps of each frame.
+    """
+    from deforum.generate import generation_kwargs
+
+    if not video.frames:
+        raise MediaError("video_init_path: no frames were extracted from the video")
+    missing = [str(p) for p in video.frames if not Path(p).is_file()]
+    if missing:
+        raise MediaError(f"{len(missing)} extracted frame(s) are missing, e.g. {missing[0]!r}; "
+                         "extract the video again (overwrite_extracted_frames)")
+    if video.mask_frames is not None and len(video.mask_frames) < len(video.frames):
+        raise MediaError(f"video_mask_path: {len(video.mask_frames)} mask frames for {len(video.frames)} "
+                         "video frames")
+
+    anim = _as_dict(anim_args) | {"animation_mode": "Video Input"}
+    plan = make_plan(args, anim, animation_prompts, init_images=[str(p) for p in video.frames])
+    strengths, source = frame_strengths(args, plan.rows)
+    if source == "strength":
+        log.info("Video Input: every frame uses strength %.3g (the strength setting)", strengths[0])
+    else:
+        log.info("Video Input: strength is 0, so each frame uses strength_schedule (frame 0: %.3g); "
+                 "set strength > 0 to use one value for every frame", strengths[0])
+
+    W, H = int(_get(args, "W")), int(_get(args, "H"))
+    timestring = str(_get(args, "timestring"))
+    outdir = ensure_output_folder(_get(args, "outdir"))
+
+    # A still mask (use_mask with mask_file) applies to every frame; read it before the first frame.
+    still_mask = None
+    if video.mask_frames is None and _get(args, "use_mask", False):
+        if _get(args, "use_alpha_as_mask", False):
+            raise SettingsError("use_alpha_as_mask: extracted video frames (JPEG) have no alpha channel; "
+                                "use use_mask_video with video_mask_path, or a mask_file")
+        still_mask = open_image(_get(args, "mask_file"), field="mask_file")
+    use_any_mask = video.mask_frames is not None or still_mask is not None
+
+    call = generation_kwargs(args)
+    if video.mask_frames is not None:
+        call["overlay_mask"] = True  # v0.6 forced overlay_mask on with a mask video (spec generation 5.7)
+    written: list[Path] = []
+    for row, strength in zip(plan.rows, strengths, strict=True):
+        init, _alpha = load_init_image(row.init_image, W, H, field="video_init_path")
+        mask = still_mask
+        if video.mask_frames is not None:
+            mask = open_image(video.mask_frames[row.frame], field="video_mask_path")
+        step_dir = None
+        if _get(args, "save_sample_per_step", False):
+            step_dir = outdir / f"{timestring}_00_{row.seed}"  # v0.6's per-step folder name
+        sample = generator(**call | {"strength": strength}, seed=row.seed, prompt=row.prompt, frame=row.frame,
+                           init_image=init, mask=mask if use_any_mask else None, step_dir=step_dir,
+                           progress=progress)
+        # The overlay original defaults to the init, i.e. this video frame.
+        path = save_png_atomic(sample_to_uint8(sample), _frame_path(outdir, timestring, row.frame))
+        written.append(path)
+        if on_frame is not None:
+            on_frame(row.frame, path)
+    return written
+
+
+__all__ = ["INPUT_FRAMES", "MASK_FRAMES", "VideoFrames", "ensure_output_folder", "frame_strengths",
+           "prepare_video_input", "render_input_video"]

@@ -1,0 +1,268 @@
+"""Video Input mode (spec animation 7, generation 5.7) on the tiny checkpoint and a synthetic video."""
+
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+from PIL import Image
+
+from deforum.args import make_namespace
+from deforum.errors import DeforumError, MediaError, SettingsError
+from deforum.generate import Generator, generation_kwargs
+from deforum.image.convert import sample_to_uint8
+from deforum.image.io import load_init_image
+from deforum.models import load_model
+from deforum.plan import FrameRow
+from deforum.render.video_input import (
+    VideoFrames,
+    frame_strengths,
+    prepare_video_input,
+    render_input_video,
+)
+from deforum.testing import oracle_checkpoint, oracle_config
+
+TIMESTRING = "20240102030405"
+N_FRAMES = 30
+FPS = 24
+SEED = 500
+PROMPTS = {0: "a red apple", 15: "a yellow banana"}
+
+
+class Recorder:
+    """A Generator stand-in that records every call's keywords and forwards them."""
+
+    def __init__(self, generator):
+        self.generator = generator
+        self.calls = []
+
+    def conditioning(self, *args, **kwargs):
+        return self.generator.conditioning(*args, **kwargs)
+
+    def __call__(self, **kwargs):
+        self.calls.append(kwargs)
+        return self.generator(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return Generator(load_model(oracle_checkpoint(), oracle_config()))
+
+
+def brightness(i: int) -> int:
+    return 10 + 8 * i
+
+
+def write_video(path: Path, frames: list[np.ndarray]) -> Path:
+    writer = imageio_ffmpeg.write_frames(str(path), (64, 64), fps=FPS, codec="libx264", quality=10,
+                                         macro_block_size=16, ffmpeg_log_level="error")
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    source = [np.full((64, 64, 3), brightness(i), np.uint8) for i in range(N_FRAMES)]
+    masks = []
+    for i in range(N_FRAMES):
+        mask = np.zeros((64, 64, 3), np.uint8)
+        mask[16:48, i:i + 32] = 255  # a white square moving right, one pixel per frame
+        masks.append(mask)
+    return write_video(folder / "in.mp4", source), write_video(folder / "mask.mp4", masks)
+
+
+def video_args(tmp_path, **overrides):
+    values = dict(W=64, H=64, steps=5, sampler="euler", seed=SEED, strength=0.9, outdir=str(tmp_path / "out"),
+                  timestring=TIMESTRING, mask_overlay_blur=0)
+    values.update(overrides)
+    return make_namespace("args", values)
+
+
+def video_anim_args(video, **overrides):
+    values = dict(animation_mode="Video Input", video_init_path=str(video), extract_nth_frame=1)
+    values.update(overrides)
+    return make_namespace("anim_args", values)
+
+
+def read(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def direct(generator, args, frame_path, *, seed, prompt, frame, strength, mask_path=None):
+    """What one Video Input frame must be: img2img of that video frame with its prompt, seed and mask."""
+    init, _ = load_init_image(frame_path, 64, 64)
+    mask = Image.open(mask_path) if mask_path else None
+    kwargs = generation_kwargs(args) | {"strength": strength}
+    if mask is not None:
+        kwargs["overlay_mask"] = True
+    return sample_to_uint8(generator(**kwargs, seed=seed, prompt=prompt, frame=frame, init_image=init,
+                                     mask=mask))
+
+
+@pytest.mark.parametrize("nth, with_mask", [(1, False), (3, True)])
+def test_video_input_follows_the_video(generator, videos, tmp_path, nth, with_mask):
+    video, mask_video = videos
+    args = video_args(tmp_path)
+    anim_args = video_anim_args(video, extract_nth_frame=nth, use_mask_video=with_mask,
+                                video_mask_path=str(mask_video))
+    prepared = prepare_video_input(args, anim_args)
+    count = len(range(0, N_FRAMES, nth))
+    out = tmp_path / "out"
+    assert prepared.frames == [out / "inputframes" / f"{i:05}.jpg" for i in range(1, count + 1)]
+    assert prepared.source_fps == pytest.approx(FPS)
+    assert prepared.fps_hint == pytest.approx(FPS / nth)
+    if with_mask:
+        assert prepared.mask_frames == [out / "maskframes" / f"{i:05}.jpg" for i in range(1, count + 1)]
+    else:
+        assert prepared.mask_frames is None
+
+    recorder = Recorder(generator)
+    seen = []
+    written = render_input_video(args, anim_args, PROMPTS, recorder, prepared,
+                                 on_frame=lambda k, p: seen.append((k, p)))
+    expected = [out / f"{TIMESTRING}_{k:05}.png" for k in range(count)]
+    assert written == expected and [p for _, p in seen] == expected
+    assert all(p.is_file() for p in expected)
+
+    # Seeds iterate per frame, prompts follow their keys, every frame is img2img at strength 0.9.
+    assert [c["seed"] for c in recorder.calls] == [SEED + k for k in range(count)]
+    assert [c["prompt"] for c in recorder.calls] == [
+        PROMPTS[15] if k >= 15 else PROMPTS[0] for k in range(count)]
+    assert {c["strength"] for c in recorder.calls} == {0.9}
+
+    # The extracted frames are video frames 0, n, 2n, ... (their brightness says which).
+    source = [read(p).mean() for p in prepared.frames]
+    assert source == pytest.approx([brightness(k * nth) for k in range(count)], abs=3)
+
+    # The output follows the video: frame k is exactly the img2img of video frame k (and mask frame k),
+    # and differs from the img2img of another video frame with the same seed and prompt. (The tiny model's
+    # random VAE does not carry brightness through, so a brightness correlation would test the weights.)
+    for k in (0, count - 1):
+        mask_path = prepared.mask_frames[k] if with_mask else None
+        same = dict(seed=SEED + k, prompt=recorder.calls[k]["prompt"], frame=k, strength=0.9,
+                    mask_path=mask_path)
+        output = read(written[k])
+        assert np.array_equal(output, direct(generator, args, prepared.frames[k], **same))
+        other = prepared.frames[count - 1 - k]
+        assert np.abs(output.astype(int) - direct(generator, args, other, **same)).mean() > 0.5
+
+
+def test_mask_video_overlay_follows_the_mask_and_the_video(generator, videos, tmp_path):
+    """Under the white part of mask frame k, output k is video frame k (the overlay mask moves, #9 fixed)."""
+    video, mask_video = videos
+    args = video_args(tmp_path, strength=0.3)
+    anim_args = video_anim_args(video, extract_nth_frame=10, use_mask_video=True,
+                                video_mask_path=str(mask_video))
+    prepared = prepare_video_input(args, anim_args)
+    assert len(prepared.frames) == 3 and len(prepared.mask_frames) == 3
+    written = render_input_video(args, anim_args, PROMPTS, generator, prepared)
+    kept_regions = []
+    for k, path in enumerate(written):
+        mask = read(prepared.mask_frames[k])[..., 0]
+        kept = mask == mask.max()  # the overlay mask binarises to the mask's maximum (blur 0 here)
+        source = read(prepared.frames[k]).astype(int)
+        output = read(path).astype(int)
+        assert kept.sum() > 200
+        assert np.abs(output[kept] - source[kept]).max() <= 1
+        assert np.abs(output[~kept] - source[~kept]).mean() > 5  # the rest is regenerated
+        kept_regions.append(kept)
+    assert not np.array_equal(kept_regions[0], kept_regions[-1])
+
+
+def test_strength_zero_uses_the_strength_schedule(generator, videos, tmp_path):
+    video, _ = videos
+    args = video_args(tmp_path, strength=0.0)
+    anim_args = video_anim_args(video, extract_nth_frame=10, strength_schedule="0:(0.2), 2:(0.6)")
+    prepared = prepare_video_input(args, anim_args)
+    recorder = Recorder(generator)
+    render_input_video(args, anim_args, {0: "a cat"}, recorder, prepared)
+    assert [c["strength"] for c in recorder.calls] == pytest.approx([0.2, 0.4, 0.6])
+    assert all(c["init_image"] is not None for c in recorder.calls)
+
+
+def rows(*strengths):
+    return [FrameRow(k, "p", k, "video", {"strength_schedule": s}) for k, s in enumerate(strengths)]
+
+
+@pytest.mark.parametrize("strength, schedule, expected, source", [
+    (0.5, (0.1, 0.9), [0.5, 0.5], "strength"),  # v0.6: the global strength for every frame
+    (1.0, (0.1,), [1.0], "strength"),
+    (0.0, (0.1, 0.9), [0.1, 0.9], "strength_schedule"),  # v0.6 used 0 here and ignored the video
+    (0.0, (-0.5, 1.5), [0.0, 1.0], "strength_schedule"),  # clamped like the 2D/3D strength
+])
+def test_frame_strengths(strength, schedule, expected, source):
+    assert frame_strengths({"strength": strength}, rows(*schedule)) == (expected, source)
+
+
+def test_reuses_frames_of_the_same_video_only(videos, tmp_path):
+    video, mask_video = videos
+    args = video_args(tmp_path)
+    first = prepare_video_input(args, video_anim_args(video, extract_nth_frame=3))
+    stamps = [p.stat().st_mtime_ns for p in first.frames]
+    again = prepare_video_input(args, video_anim_args(video, extract_nth_frame=3,
+                                                      overwrite_extracted_frames=False))
+    assert again.frames == first.frames and [p.stat().st_mtime_ns for p in again.frames] == stamps
+    other = prepare_video_input(args, video_anim_args(mask_video, extract_nth_frame=3,
+                                                      overwrite_extracted_frames=False))
+    assert read(other.frames[0]).max() > 200  # re-extracted from the mask video, not the old frames
+
+
+def zero_frame_video(path: Path) -> Path:
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "color=c=black:s=64x64:d=1:r=10", "-frames:v", "0", "-c:v", "libx264", str(path)],
+                   check=True)
+    return path
+
+
+@pytest.mark.parametrize("case, error, message", [
+    ("missing video", MediaError, "video_init_path.*does not exist"),
+    ("text file named .mp4", MediaError, "video_init_path.*not a video"),
+    ("zero frames", MediaError, "video_init_path.*(no video stream|no frames)"),
+    ("outdir under a regular file", MediaError, "outdir.*cannot write"),
+    ("missing mask video", MediaError, "video_mask_path.*does not exist"),
+    ("mask video shorter than the video", MediaError, "video_mask_path.*at least as many"),
+    ("extract_nth_frame 0", SettingsError, "extract_nth_frame"),
+])
+def test_bad_inputs_fail_before_any_diffusion(videos, tmp_path, case, error, message):
+    video, mask_video = videos
+    outdir = tmp_path / "out"
+    anim = dict(video_init_path=str(video))
+    if case == "missing video":
+        anim["video_init_path"] = str(tmp_path / "nope.mp4")
+    elif case == "text file named .mp4":
+        fake = tmp_path / "notes.mp4"
+        fake.write_text("this is not a video\n" * 20)
+        anim["video_init_path"] = str(fake)
+    elif case == "zero frames":
+        anim["video_init_path"] = str(zero_frame_video(tmp_path / "empty.mp4"))
+    elif case == "outdir under a regular file":
+        (tmp_path / "file").write_text("x")
+        outdir = tmp_path / "file" / "out"
+    elif case == "missing mask video":
+        anim.update(use_mask_video=True, video_mask_path=str(tmp_path / "nope.mp4"))
+    elif case == "mask video shorter than the video":
+        short = write_video(tmp_path / "short.mp4", [np.zeros((64, 64, 3), np.uint8)] * 5)
+        anim.update(use_mask_video=True, video_mask_path=str(short))
+    elif case == "extract_nth_frame 0":
+        anim["extract_nth_frame"] = 0
+    args = video_args(tmp_path, outdir=str(outdir))
+    anim_args = dict(vars(video_anim_args(video)), **anim)
+    with pytest.raises(error, match=message) as caught:
+        prepare_video_input(args, anim_args)
+    assert isinstance(caught.value, DeforumError)
+    if case != "mask video shorter than the video":  # that one is known only after extracting
+        assert not (tmp_path / "out" / "inputframes").exists()  # nothing extracted before the check failed
+
+
+def test_render_refuses_missing_frames(generator, tmp_path):
+    calls = []
+    video = VideoFrames(frames=[tmp_path / "00001.jpg"], mask_frames=None, fps_hint=12.0)
+    with pytest.raises(MediaError, match="missing"):
+        render_input_video(video_args(tmp_path), video_anim_args("x.mp4"), {0: "a"},
+                           lambda **kw: calls.append(kw), video)
+    assert calls == []
