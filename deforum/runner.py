@@ -125,6 +125,8 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
     outdir = Path(args_ns.outdir)
 
     video = None
+    from deforum.image.io import ensure_output_folder
+    ensure_output_folder(outdir)  # an unwritable output folder is found before the model loads
     if mode == "Video Input":  # extraction validates the video before the model loads
         from deforum.render.video_input import prepare_video_input
         video = prepare_video_input(args_ns, anim_ns)
@@ -141,7 +143,6 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
             root.model = root_ns.model  # keep it for the next run of the notebook cell
     generator = Generator(root_ns.model)
 
-    outdir.mkdir(parents=True, exist_ok=True)
     settings_path = None
     if mode != "None" and not resume:
         from deforum.settings import save_settings

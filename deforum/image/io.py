@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from deforum.errors import MediaError
+from deforum.errors import MediaError, SettingsError
 
 URL_TIMEOUT_S = 30.0
 URL_MAX_BYTES = 50 * 1024 * 1024
@@ -168,3 +168,19 @@ __all__ = [
     "resize",
     "save_png_atomic",
 ]
+
+
+def ensure_output_folder(outdir: str | os.PathLike[str] | None, field: str = "outdir") -> Path:
+    """Create ``outdir`` if needed and prove it is writable (a temp file is made and removed)."""
+    if not outdir:
+        raise SettingsError(f"{field}: is empty; finalize the settings (deforum.args.finalize) to set it")
+    folder = Path(outdir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise MediaError(f"{field}: cannot write to the output folder {str(folder)!r}: "
+                         f"{exc.strerror or exc}") from exc
+    return folder

@@ -27,9 +27,8 @@ import torch
 from deforum.conditioning import interpolate_conditioning
 from deforum.errors import SettingsError
 from deforum.image.convert import sample_to_uint8
-from deforum.image.io import load_init_image, open_image, save_png_atomic
+from deforum.image.io import ensure_output_folder, load_init_image, open_image, save_png_atomic
 from deforum.plan import RenderPlan, make_plan
-from deforum.render.video_input import ensure_output_folder
 
 log = logging.getLogger(__name__)
 

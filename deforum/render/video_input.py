@@ -20,8 +20,6 @@ overlay original is video frame k (v0.6 froze the overlay mask at the first mask
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 
 from deforum.errors import MediaError, SettingsError
 from deforum.image.convert import sample_to_uint8
-from deforum.image.io import load_init_image, open_image, save_png_atomic
+from deforum.image.io import ensure_output_folder, load_init_image, open_image, save_png_atomic
 from deforum.plan import FrameRow, make_plan
 from deforum.video import extract_frames, probe_video
 
@@ -57,22 +55,6 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 
 def _as_dict(obj: Any) -> dict[str, Any]:
     return dict(obj) if isinstance(obj, Mapping) else dict(vars(obj))
-
-
-def ensure_output_folder(outdir: str | os.PathLike[str] | None, field: str = "outdir") -> Path:
-    """Create ``outdir`` if needed and prove it is writable (a temp file is made and removed)."""
-    if not outdir:
-        raise SettingsError(f"{field}: is empty; finalize the settings (deforum.args.finalize) to set it")
-    folder = Path(outdir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as exc:
-        raise MediaError(f"{field}: cannot write to the output folder {str(folder)!r}: "
-                         f"{exc.strerror or exc}") from exc
-    return folder
 
 
 def _nth_frame(anim_args: Any) -> int:
@@ -210,5 +192,5 @@ def render_input_video(args: Any, anim_args: Any, animation_prompts: Mapping[Any
     return written
 
 
-__all__ = ["INPUT_FRAMES", "MASK_FRAMES", "VideoFrames", "ensure_output_folder", "frame_strengths",
+__all__ = ["INPUT_FRAMES", "MASK_FRAMES", "VideoFrames", "frame_strengths",
            "prepare_video_input", "render_input_video"]
