@@ -132,6 +132,11 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
         video = prepare_video_input(args_ns, anim_ns)
         anim_ns.max_frames = len(video.frames)
 
+    inputs = None
+    if mode in ("2D", "3D"):  # init image and mask are read before the model loads
+        from deforum.render.animation import animation_inputs
+        inputs = animation_inputs(args_ns)
+
     if plan is not None and display is not None and hasattr(display, "plan"):
         display.plan(plan, anim_ns)
 
@@ -153,7 +158,7 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
     bar = _Progress(total if mode != "None" else len(prompts) * args_ns.n_batch, progress, display)
     try:
         frames, fps_hint = _dispatch(mode, args_ns, anim_ns, prompts, animation_prompts, root_ns, generator,
-                                     plan, video, resume, bar, display)
+                                     plan, video if mode == "Video Input" else inputs, resume, bar, display)
     finally:
         bar.close()
     if mode == "None" and args_ns.save_settings:
@@ -161,16 +166,16 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
     return RunResult(outdir, args_ns.timestring, frames, settings_path, fps_hint, args_ns, anim_ns)
 
 
-def _dispatch(mode: str, args, anim, prompts, animation_prompts, root, generator, plan, video, resume,
+def _dispatch(mode: str, args, anim, prompts, animation_prompts, root, generator, plan, inputs, resume,
               bar: _Progress, display: Any) -> tuple[list[Path], float | None]:
     if mode in ("2D", "3D"):
         from deforum.render.animation import render_animation
         result = render_animation(args, anim, animation_prompts, root, generator=generator, plan=plan,
-                                  resume=resume, on_frame=bar)
+                                  resume=resume, on_frame=bar, inputs=inputs)
         return result.frames, None
     if mode == "Video Input":
         from deforum.render.video_input import render_input_video
-        return render_input_video(args, anim, animation_prompts, generator, video, on_frame=bar), video.fps_hint
+        return render_input_video(args, anim, animation_prompts, generator, inputs, on_frame=bar), inputs.fps_hint
     if mode == "Interpolation":
         from deforum.render.interpolation import render_interpolation
         return render_interpolation(args, anim, animation_prompts, generator, on_frame=bar), None

@@ -148,3 +148,28 @@ def test_resume_refuses_changed_settings(tmp_path, assets):
                          resume_timestring=first.timestring)
     again = render(args, same, None, PROMPTS, root, progress=False)
     assert again.frames == first.frames
+
+
+def test_mask_keeps_the_init_under_white_and_moves_with_the_camera(tmp_path, assets):
+    """use_mask in 2D: white keeps frame 0's init, and the kept region follows the camera (12.1 #9)."""
+    rng = np.random.default_rng(0)
+    init = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, :32] = 255  # keep the left half
+    Image.fromarray(init).save(tmp_path / "init.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    args = dict(ARGS, W=64, H=64, steps=5, use_init=True, strength=0.5, init_image=str(tmp_path / "init.png"),
+                use_mask=True, mask_file=str(tmp_path / "mask.png"), mask_overlay_blur=0)
+    still = render(args, anim_settings(assets, "2D", 1, max_frames=3, zoom="0:(1)", translation_x="0:(0)",
+                                       color_coherence="None", noise_schedule="0:(0)"),
+                   None, PROMPTS, root_for(assets, tmp_path / "still"), progress=False)
+    for path in still.frames:
+        frame = np.asarray(Image.open(path), dtype=np.int16)
+        assert np.abs(frame[:, :32] - init[:, :32]).max() <= 1, path.name  # kept
+        assert np.abs(frame[:, 32:] - init[:, 32:]).mean() > 10, path.name  # regenerated
+    moving = render(args, anim_settings(assets, "2D", 1, max_frames=3, zoom="0:(1)", translation_x="0:(8)",
+                                        color_coherence="None", noise_schedule="0:(0)"),
+                    None, PROMPTS, root_for(assets, tmp_path / "moving"), progress=False)
+    frame2 = np.asarray(Image.open(moving.frames[2]), dtype=np.int16)
+    # Two frames of +8 px: the kept region is the init moved 16 px right (columns 16..47 of the frame).
+    assert np.abs(frame2[:, 18:46] - init[:, 2:30]).max() <= 2

@@ -35,7 +35,7 @@ def run_loop(tmp_path, cadence, max_frames, translation_x="0:(0)"):
     plan = make_plan(args, anim, {0: "a"})
     calls = []
 
-    def generate(row, init, strength):
+    def generate(row, init, strength, mask=None, overlay=None):
         calls.append({"frame": row.frame, "has_init_sample": init is not None, "strength": strength,
                       "seed": row.seed})
         value = 1.0 if len(calls) % 2 == 0 else -1.0  # black, white, black, ... in [-1, 1]

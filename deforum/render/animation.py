@@ -25,8 +25,9 @@ from deforum.render.resume import AnimationState, load_state, save_state, shapin
 
 log = logging.getLogger(__name__)
 
-# generate(row, init_sample or None, strength) -> decoded sample, 1x3xHxW in [-1, 1]
-KeyGenerator = Callable[[FrameRow, "torch.Tensor | None", float], torch.Tensor]
+# generate(row, init_sample or None, strength, mask uint8 HxW or None, overlay float 0..255 HxWx3 or None)
+#   -> decoded sample, 1x3xHxW in [-1, 1]
+KeyGenerator = Callable[..., torch.Tensor]
 # depth(image uint8 HxWx3) -> HxW depth
 DepthFn = Callable[[np.ndarray], torch.Tensor]
 
@@ -58,11 +59,13 @@ class AnimationLoop:
     def __init__(self, plan: RenderPlan, args: Any, anim_args: Any, animation_prompts: dict,
                  outdir: Path, timestring: str, generate: KeyGenerator, depth: DepthFn | None = None,
                  save_depth: Callable[[torch.Tensor, Path, dict], None] | None = None,
-                 device: str = "cpu", on_frame: Callable[[int, Path], None] | None = None):
+                 device: str = "cpu", on_frame: Callable[[int, Path], None] | None = None,
+                 mask: np.ndarray | None = None):
         self.plan, self.args, self.anim_args = plan, args, anim_args
         self.outdir, self.timestring = Path(outdir), timestring
         self.generate, self.depth, self.save_depth = generate, depth, save_depth
         self.device, self.on_frame = device, on_frame
+        self.mask = mask  # use_mask: uint8 HxW, white keeps the init (frame 0) and what it became
         self.cadence = plan.cadence
         self.settings = shaping_settings(args, anim_args, animation_prompts)
         self.state_folder = state_dir(self.outdir, timestring)
@@ -104,10 +107,10 @@ class AnimationLoop:
             self.on_frame(j, path)
 
     # -- one key frame ----------------------------------------------------------------------------------
-    def _key_init(self, state: AnimationState, row: FrameRow) -> tuple[torch.Tensor | None, float]:
-        """Init sample and strength of key frame ``row.frame`` (spec 6.2 steps 1-6)."""
+    def _key_init(self, state: AnimationState, row: FrameRow):
+        """Init sample, strength and the depth used for the warp of key frame ``row.frame`` (spec 6.2 1-6)."""
         if row.frame == 0 or state.next_img is None:
-            return None, 0.0
+            return None, 0.0, None
         source = steps.to_uint8(state.next_img)
         depth = None
         if self.anim_args.animation_mode == "3D" and self.anim_args.use_depth_warping and self.depth is not None:
@@ -117,7 +120,23 @@ class AnimationLoop:
         generator = torch.Generator().manual_seed(rng_seed(row.seed))
         init = steps.init_sample(warped, row.values["contrast_schedule"], row.values["noise_schedule"], generator)
         strength = min(max(row.values["strength_schedule"], 0.0), 1.0)
-        return init, strength
+        return init, strength, depth
+
+    def _key_masks(self, state: AnimationState, key: int, depth: torch.Tensor | None):
+        """The mask and kept image of key ``key``, moved with the camera through every frame since the last
+        key (v0.6 warped them with the key's motion once per tween and left the latent mask fixed, 12.1 #9)."""
+        if self.mask is None:
+            return None, None
+        if state.mask_img is None:
+            state.mask_img = np.repeat(self.mask[:, :, None], 3, axis=2).astype(np.float32)
+        for j in range(state.mask_idx + 1, key + 1):
+            values = self.plan.rows[j].values
+            state.mask_img = steps.warp_image(state.mask_img, values, self.anim_args, depth, self.device)
+            if state.overlay_img is not None:
+                state.overlay_img = steps.warp_image(state.overlay_img, values, self.anim_args, depth, self.device)
+        state.mask_idx = key
+        # The kept image stays float: a uint8 round trip per key would darken it by a level each time.
+        return steps.to_uint8(state.mask_img)[:, :, 0], state.overlay_img
 
     def run(self, resume: bool = False) -> AnimationResult:
         self.outdir.mkdir(parents=True, exist_ok=True)
@@ -130,8 +149,11 @@ class AnimationLoop:
             for j in range(max(0, key - n), key):
                 self._write_frame(state, j)
             row = self.plan.rows[key]
-            init, strength = self._key_init(state, row)
-            image = sample_to_float_image(self.generate(row, init, strength))
+            init, strength, depth = self._key_init(state, row)
+            mask, overlay = self._key_masks(state, key, depth)
+            image = sample_to_float_image(self.generate(row, init, strength, mask, overlay))
+            if self.mask is not None and key == 0:
+                state.overlay_img = image.copy()  # what frame 0 became is kept under the mask from now on
             state.prev_img, state.prev_idx = state.next_img, state.next_idx
             state.next_img, state.next_idx = image, key
             state.next_key = key + n
@@ -147,22 +169,26 @@ class AnimationLoop:
         return [frame_path(self.outdir, self.timestring, j) for j in range(self.plan.max_frames)]
 
 
-def key_generator(generator: Any, args: Any, anim_args: Any) -> KeyGenerator:
-    """The loop's ``generate(row, init, strength)`` on a ``deforum.generate.Generator``.
+def key_generator(generator: Any, args: Any, first_init: Any = None) -> KeyGenerator:
+    """The loop's ``generate(row, init, strength, mask, overlay)`` on a ``deforum.generate.Generator``.
 
     Frame 0 is txt2img, or img2img of ``init_image`` with the global ``strength`` when ``use_init`` is on
     (spec 6.2); every later key is img2img of its warped, colour-matched, noised init.
     """
+    from PIL import Image
+
     from deforum.generate import generation_kwargs
-    from deforum.image.io import load_init_image
+    from deforum.image.convert import image_to_sample
 
     call = generation_kwargs(args)
-    first_init = None
-    if args.use_init and args.init_image:
-        first_init, _alpha = load_init_image(args.init_image, args.W, args.H)
 
-    def generate(row: FrameRow, init: torch.Tensor | None, strength: float) -> torch.Tensor:
+    def generate(row: FrameRow, init: torch.Tensor | None, strength: float, mask: np.ndarray | None = None,
+                 overlay: np.ndarray | None = None) -> torch.Tensor:
         kwargs = dict(call, seed=row.seed, prompt=row.prompt, frame=row.frame)
+        if mask is not None:
+            kwargs["mask"] = Image.fromarray(mask, "L")
+            if overlay is not None:
+                kwargs["overlay_original"] = image_to_sample(overlay, torch.float32)
         if init is not None:
             return generator(**kwargs | {"strength": strength}, init_sample=init)
         if row.frame == 0 and first_init is not None:
@@ -170,6 +196,31 @@ def key_generator(generator: Any, args: Any, anim_args: Any) -> KeyGenerator:
         return generator(**kwargs | {"strength": 0.0})
 
     return generate
+
+
+def first_frame_init(args: Any):
+    """Frame 0's init image (PIL RGB, W x H) when ``use_init`` is on, else None."""
+    if not (args.use_init and args.init_image):
+        return None
+    from deforum.image.io import load_init_image
+
+    image, _alpha = load_init_image(args.init_image, args.W, args.H)
+    return image
+
+
+def animation_mask(args: Any) -> np.ndarray | None:
+    """``use_mask``: the mask of frame 0 as uint8 W x H (``mask_file``, or the init's alpha channel)."""
+    if not args.use_mask:
+        return None
+    from deforum.errors import SettingsError
+    from deforum.image.io import load_init_image, open_image, resize
+
+    if not (args.use_init and args.init_image):
+        raise SettingsError("use_mask: True needs use_init True and an init_image (the mask applies to it)")
+    if args.use_alpha_as_mask:
+        _image, alpha = load_init_image(args.init_image, args.W, args.H, use_alpha_as_mask=True)
+        return np.asarray(alpha.convert("L"))
+    return np.asarray(resize(open_image(args.mask_file, field="mask_file").convert("L"), args.W, args.H))
 
 
 def depth_functions(anim_args: Any, root: Any, device: str) -> tuple[DepthFn | None, Callable | None]:
@@ -186,21 +237,29 @@ def depth_functions(anim_args: Any, root: Any, device: str) -> tuple[DepthFn | N
 
 def render_animation(args: Any, anim_args: Any, animation_prompts: dict, root: Any, *, generator: Any = None,
                      plan: RenderPlan | None = None, resume: bool = False,
-                     on_frame: Callable[[int, Path], None] | None = None) -> AnimationResult:
+                     on_frame: Callable[[int, Path], None] | None = None,
+                     inputs: tuple[Any, np.ndarray | None] | None = None) -> AnimationResult:
     """Render a 2D/3D animation from finalized settings (v0.6 signature plus keywords).
 
     ``args``/``anim_args`` come from ``deforum.args.finalize`` (timestring, outdir and seed resolved).
     ``generator`` defaults to a ``Generator`` on ``root.model``. ``resume`` continues the run named by
-    ``args.timestring`` in ``args.outdir`` from its saved state.
+    ``args.timestring`` in ``args.outdir`` from its saved state. ``inputs`` is ``animation_inputs(args)``
+    when the caller already read them (the runner does, before it loads the model).
     """
     from deforum.generate import Generator
     from deforum.plan import make_plan
 
     plan = plan or make_plan(args, anim_args, animation_prompts)
+    first_init, mask = inputs if inputs is not None else animation_inputs(args)
     generator = generator or Generator(root.model)
     device = str(getattr(generator.model, "device", "cpu")) if hasattr(generator, "model") else "cpu"
     depth, save_depth = depth_functions(anim_args, root, device)
     loop = AnimationLoop(plan, args, anim_args, animation_prompts, Path(args.outdir), args.timestring,
-                         key_generator(generator, args, anim_args), depth=depth, save_depth=save_depth,
-                         device=device, on_frame=on_frame)
+                         key_generator(generator, args, first_init), depth=depth, save_depth=save_depth,
+                         device=device, on_frame=on_frame, mask=mask)
     return loop.run(resume=resume)
+
+
+def animation_inputs(args: Any) -> tuple[Any, np.ndarray | None]:
+    """Frame 0's init image and the mask, read (from disk or a URL) before anything is generated."""
+    return first_frame_init(args), animation_mask(args)

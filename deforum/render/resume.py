@@ -2,9 +2,10 @@
 
 Each run keeps a small state folder next to its frames, ``{timestring}_state/``: ``state.json`` (the next
 key frame to generate, the tween slots' indices, the depth-map normalisation, and the settings that shape
-the image) plus the float32 images the loop carries between frames (``prev.npy``, ``next.npy``,
-``color_ref.npy``). It is rewritten atomically after every diffused frame, so a run killed at any moment
-resumes from the last complete key and rewrites the frames after it identically.
+the image) plus the float32 images the loop carries between frames (both cadence slots, the colour
+reference and, with ``use_mask``, the mask and the image kept under it). It is rewritten atomically after
+every diffused frame, so a run killed at any moment resumes from the last complete key and rewrites the
+frames after it identically.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from deforum.errors import DeforumError
 
 STATE_VERSION = 1
+IMAGE_FIELDS = ("prev_img", "next_img", "color_ref", "mask_img", "overlay_img")
 
 # Fields that do not change a single pixel of the frames: they may differ between a run and its resume.
 NON_SHAPING_FIELDS = frozenset({
@@ -41,6 +43,9 @@ class AnimationState:
     next_img: np.ndarray | None = None  # newer key image, float32 0..255, warped up to next_idx
     next_idx: int = 0
     color_ref: np.ndarray | None = None
+    mask_img: np.ndarray | None = None  # use_mask: the mask, float32 HxWx3, warped up to mask_idx
+    overlay_img: np.ndarray | None = None  # use_mask: the image kept under the mask, warped up to mask_idx
+    mask_idx: int = 0
     depth_range: dict[str, float] = field(default_factory=dict)
     complete: bool = False
 
@@ -84,7 +89,7 @@ def save_state(folder: Path, state: AnimationState, settings: dict[str, Any]) ->
     """Write the images first, then ``state.json``, which names them: a crash in between is harmless."""
     folder.mkdir(parents=True, exist_ok=True)
     images = {}
-    for name in ("prev_img", "next_img", "color_ref"):
+    for name in IMAGE_FIELDS:
         array = getattr(state, name)
         if array is None:
             continue
@@ -95,7 +100,8 @@ def save_state(folder: Path, state: AnimationState, settings: dict[str, Any]) ->
         images[name] = file
     record = {
         "version": STATE_VERSION, "next_key": state.next_key, "prev_idx": state.prev_idx,
-        "next_idx": state.next_idx, "depth_range": state.depth_range, "complete": state.complete,
+        "next_idx": state.next_idx, "mask_idx": state.mask_idx, "depth_range": state.depth_range,
+        "complete": state.complete,
         "images": images, "settings": settings,
     }
     _atomic_write_bytes(folder / "state.json", json.dumps(record, indent=1).encode("utf-8"))
@@ -128,8 +134,8 @@ def load_state(folder: Path, settings: dict[str, Any]) -> AnimationState:
             f"cannot be continued exactly ({details}). Restore them, or start a new run."
         )
     state = AnimationState(next_key=record["next_key"], prev_idx=record["prev_idx"],
-                           next_idx=record["next_idx"], depth_range=record["depth_range"],
-                           complete=record["complete"])
+                           next_idx=record["next_idx"], mask_idx=record["mask_idx"],
+                           depth_range=record["depth_range"], complete=record["complete"])
     for name, file in record["images"].items():
         setattr(state, name, np.load(folder / file, allow_pickle=False))
     return state

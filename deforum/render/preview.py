@@ -1,0 +1,261 @@
+"""Camera-motion preview: a run's 2D/3D moves applied to a test card or an init image, with no diffusion.
+
+Frame 0 is the start image; frame j is frame j-1 warped with frame j's schedule values, exactly the warp a
+render applies before diffusing (``deforum.render.steps.warp_image``). Colour coherence, contrast, noise
+and cadence blending are left out: they change the look, not the camera path. Frames stay uint8 arrays
+and go straight into ffmpeg's stdin, so a 1000-frame 512x512 preview takes seconds on a CPU.
+
+Depth for the 3D warp: the configured depth model when its files are already on disk (or one named
+explicitly), otherwise a flat plane; ``synthetic`` is a tilted ground plane (near at the bottom, far at
+the top) that shows parallax without a depth network.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deforum.errors import MediaError, SettingsError
+
+PREVIEW_MODES = ("2D", "3D")
+FLAT, SYNTHETIC = "flat", "synthetic"
+SYNTHETIC_NEAR, SYNTHETIC_FAR = 1.0, 3.0  # depth units of the 3D warp: MiDaS maps to roughly 1..3
+
+DepthFn = Callable[[np.ndarray], Any]
+
+
+@dataclass(frozen=True)
+class PreviewResult:
+    mp4_path: Path | None
+    frames_dir: Path | None
+    frame_count: int
+    fps: float
+    depth: str  # what the 3D warp used: 'flat', 'synthetic', a model name, or 'none (2D)'
+    seconds: float
+
+
+# ------------------------------------------------------------------------------------------ start image
+
+
+def test_card(width: int, height: int) -> np.ndarray:
+    """An HxWx3 uint8 card that shows motion clearly: checker, colour ramps, rings, corner discs, crosshair.
+
+    Orientation is readable without text: red disc top-left, green top-right, blue bottom-left, yellow
+    bottom-right.
+    """
+    if width < 8 or height < 8:
+        raise SettingsError(f"W x H = {width} x {height}: the preview needs at least 8 x 8 pixels")
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    cell = max(8, min(width, height) // 16)
+    checker = ((x // cell + y // cell) % 2).astype(np.float32)
+    card = np.empty((height, width, 3), np.float32)
+    card[..., 0] = 60 + 120 * x / width
+    card[..., 1] = 60 + 60 * checker
+    card[..., 2] = 60 + 120 * y / height
+    card += 50 * checker[..., None]
+
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    radius = np.hypot(x - cx, y - cy)
+    ring = max(4, min(width, height) // 24)
+    rings = (radius < (min(width, height) // 3 // (2 * ring)) * 2 * ring) & ((radius // ring) % 2 == 0)
+    card[rings] = (240, 240, 240)
+
+    disc = min(width, height) / 10
+    for (px, py), colour in (((0.12, 0.12), (220, 40, 40)), ((0.88, 0.12), (40, 200, 60)),
+                             ((0.12, 0.88), (50, 80, 230)), ((0.88, 0.88), (240, 220, 40))):
+        card[np.hypot(x - px * width, y - py * height) < disc] = colour
+    line = max(1, min(width, height) // 128)
+    card[np.abs(x - cx) < line] = (255, 255, 255)
+    card[np.abs(y - cy) < line] = (255, 255, 255)
+    return card.astype(np.uint8)
+
+
+def start_image(width: int, height: int, image: str | os.PathLike[str] | None = None) -> np.ndarray:
+    """The first frame: ``image`` (path or URL) resized to W x H as an init image is, or the test card."""
+    if image is None:
+        return test_card(width, height)
+    from deforum.image.io import load_init_image
+
+    rgb, _ = load_init_image(str(image), width, height, field="--image")
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------- depth
+
+
+def synthetic_depth(width: int, height: int) -> np.ndarray:
+    """A tilted ground plane: depth SYNTHETIC_NEAR at the bottom row to SYNTHETIC_FAR at the top."""
+    rows = np.linspace(SYNTHETIC_FAR, SYNTHETIC_NEAR, height, dtype=np.float32)
+    return np.ascontiguousarray(np.broadcast_to(rows[:, None], (height, width)))
+
+
+def depth_model_on_disk(name: str, models_path: str | os.PathLike[str]) -> Path | None:
+    """The local folder of depth model ``name`` if its files are already there (never downloads)."""
+    from deforum.motion.depth import DEPTH_MODELS, _has_weights
+
+    if os.path.isdir(name):
+        return Path(name)
+    repo_id = DEPTH_MODELS.get(name, name)
+    if repo_id.count("/") != 1:
+        return None
+    folder = Path(models_path) / repo_id.split("/")[1]
+    return folder if _has_weights(folder) else None
+
+
+def choose_depth(anim_args: Any, width: int, height: int, depth: str | None = None,
+                 models_path: str | os.PathLike[str] = "models", device: str = "cpu") -> tuple[str, DepthFn | None]:
+    """(description, depth function or None for flat) for the preview's 3D warp.
+
+    ``depth`` None: the configured ``depth_model`` if it is on disk, else flat. 'flat', 'synthetic', or a
+    model name/folder (loaded, and downloaded if needed, like a render would).
+    """
+    if anim_args.animation_mode != "3D":
+        return "none (2D)", None
+    if not anim_args.use_depth_warping:
+        return "flat (use_depth_warping is off)", None
+    if depth == FLAT:
+        return FLAT, None
+    if depth == SYNTHETIC:
+        plane = synthetic_depth(width, height)
+        return SYNTHETIC, lambda image: plane
+    name = depth or anim_args.depth_model
+    if depth is None:
+        folder = depth_model_on_disk(name, models_path)
+        if folder is None:
+            return f"flat ({name!r} is not in {str(models_path)!r})", None
+        name = str(folder)
+    from deforum.motion.depth import DepthModel
+
+    model = DepthModel(name, models_path=models_path, device=device,
+                       midas_weight=float(getattr(anim_args, "midas_weight", 1.0)))
+    return depth or anim_args.depth_model, model.predict
+
+
+# ---------------------------------------------------------------------------------------------- frames
+
+
+def preview_frames(first: np.ndarray, plan: Any, anim_args: Any, depth: DepthFn | None = None,
+                   device: str = "cpu") -> Iterator[np.ndarray]:
+    """Yield every frame of the plan: ``first``, then each frame warped from the one before it."""
+    from deforum.render.steps import warp_image
+
+    if anim_args.animation_mode not in PREVIEW_MODES:
+        raise SettingsError(f"animation_mode={anim_args.animation_mode!r}: the preview shows camera motion, "
+                            f"so it needs one of {', '.join(map(repr, PREVIEW_MODES))}")
+    image = np.ascontiguousarray(first, dtype=np.uint8)
+    yield image
+    for row in plan.rows[1:]:
+        image = warp_image(image, row.values, anim_args, None if depth is None else depth(image), device)
+        yield image
+
+
+class Mp4Writer:
+    """Frames in, mp4 out: raw RGB piped into libx264 (crf 17, veryfast, yuv420p), like deforum.video.
+
+    The file is written under a temporary name in the target folder and renamed on ``close``, so an
+    interrupted preview never leaves a truncated mp4 under the final name.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: float):
+        from deforum.video import ffmpeg_exe
+
+        if not 0 < fps <= 1000:
+            raise SettingsError(f"fps={fps!r}: must be a number above 0 (at most 1000)")
+        self.path, self.size, self.count = Path(path), (height, width), 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".mp4")
+        except OSError as exc:
+            raise MediaError(f"cannot write to {str(self.path.parent)!r}: {exc.strerror or exc}") from exc
+        os.close(fd)
+        self.tmp = Path(tmp)
+        rate = str(Fraction(fps).limit_denominator(10_000))
+        pad = ["-vf", f"pad={width + width % 2}:{height + height % 2}:0:0"] if (width % 2 or height % 2) else []
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-f", "rawvideo",
+               "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate, "-i", "pipe:0", *pad,
+               "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "17", "-preset", "veryfast", "-r", rate,
+               "-fps_mode", "cfr", "-f", "mp4", "-y", str(self.tmp)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape != (*self.size, 3) or frame.dtype != np.uint8:
+            raise MediaError(f"frame {self.count}: expected a {self.size[0]}x{self.size[1]}x3 uint8 image, got "
+                             f"{frame.dtype} {frame.shape}")
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(frame).data)
+        except BrokenPipeError:
+            self.close()  # raises with ffmpeg's reason
+        self.count += 1
+
+    def close(self) -> Path:
+        """Finish the encode and rename the file into place; MediaError with ffmpeg's reason on failure."""
+        from deforum.video import _ffmpeg_reason
+
+        try:
+            if self.proc.stdin and not self.proc.stdin.closed:
+                try:
+                    self.proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+            stderr = self.proc.stderr.read() if self.proc.stderr else b""
+            if self.proc.wait() != 0:
+                raise MediaError(f"ffmpeg could not encode {str(self.path)!r}: {_ffmpeg_reason(stderr)}")
+            os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+        return self.path
+
+    def abort(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_png(frame: np.ndarray, path: Path) -> None:
+    """A fast PNG (zlib level 1): previews favour speed over size."""
+    from PIL import Image
+
+    Image.fromarray(frame).save(path, compress_level=1)
+
+
+def render_preview(plan: Any, anim_args: Any, first: np.ndarray, *, mp4_path: str | os.PathLike[str] | None,
+                   fps: float = 12, frames_dir: str | os.PathLike[str] | None = None,
+                   depth: tuple[str, DepthFn | None] = (FLAT, None), device: str = "cpu",
+                   on_frame: Callable[[int], None] | None = None) -> PreviewResult:
+    """Warp ``first`` through the plan and write the frames to ``mp4_path`` and/or PNGs in ``frames_dir``.
+
+    PNGs are named ``preview_00000.png``... ``on_frame(index)`` is called after each frame is written.
+    """
+    if mp4_path is None and frames_dir is None:
+        raise SettingsError("the preview needs an mp4 path or a frames folder to write to")
+    started = time.perf_counter()
+    height, width = first.shape[:2]
+    writer = Mp4Writer(mp4_path, width, height, fps) if mp4_path is not None else None
+    folder = Path(frames_dir) if frames_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    try:
+        for index, frame in enumerate(preview_frames(first, plan, anim_args, depth[1], device)):
+            if writer is not None:
+                writer.write(frame)
+            if folder is not None:
+                write_png(frame, folder / f"preview_{index:05}.png")
+            count = index + 1
+            if on_frame is not None:
+                on_frame(index)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    path = writer.close() if writer is not None else None
+    return PreviewResult(path, folder, count, float(fps), depth[0], time.perf_counter() - started)
