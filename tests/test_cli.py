@@ -1,0 +1,362 @@
+"""The `deforum` command: end-to-end runs in subprocesses (tiny checkpoint) and main() in-process."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deforum import args as A
+from deforum import cli
+from deforum.errors import SettingsError
+from deforum.plan import make_plan
+from deforum.render import preview
+from deforum.settings import load_settings
+from deforum.video import probe_video
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(W=64, H=64, steps=4, seed=5, sampler="euler")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from deforum.testing import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("model"), fmt="safetensors")
+
+
+def write_settings(path: Path, **values) -> Path:
+    path.write_text(json.dumps(values, indent=4), encoding="utf-8")
+    return path
+
+
+def run_cli(*argv, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "deforum", *map(str, argv)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def decoded_frames(mp4: Path) -> int:
+    return probe_video(mp4).frame_count
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("deforum: error")]
+
+
+# ------------------------------------------------------------------------------------ end to end (subprocess)
+
+
+@pytest.mark.slow
+def test_render_reports_a_bad_file_and_still_renders_the_next(tmp_path, model):
+    ckpt, yaml = model
+    bad = write_settings(tmp_path / "bad.txt", animation_mode="2D", max_frames=3, zoom="0:(1.04", **TINY)
+    good = write_settings(tmp_path / "good.txt", animation_mode="2D", max_frames=4, batch_name="clirun",
+                          diffusion_cadence="2", animation_prompts={"0": "a red apple", "2": "a blue lake"},
+                          fps=6, comment="not a setting", **TINY)
+    proc = run_cli("render", bad, good, "--checkpoint", ckpt, "--config", yaml, "--output", tmp_path / "out",
+                   "--quiet", cwd=tmp_path)
+
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    [error] = error_lines(proc.stderr)
+    assert "bad.txt" in error and "invalid settings" in error
+    assert "in 'zoom' at character 2" in proc.stderr  # the position of the unclosed '('
+    [settings_path] = (tmp_path / "out").rglob("*_settings.txt")
+    outdir, ts = settings_path.parent, settings_path.name.removesuffix("_settings.txt")
+    assert outdir.name == "clirun"
+    frames = sorted(outdir.glob(f"{ts}_[0-9][0-9][0-9][0-9][0-9].png"))
+    assert [f.name for f in frames] == [f"{ts}_{i:05}.png" for i in range(4)]
+    assert all(Image.open(f).size == (64, 64) for f in frames)
+    saved = json.loads(settings_path.read_text())
+    assert (saved["max_frames"], saved["steps"], saved["animation_prompts"]["2"]) == (4, 4, "a blue lake")
+    mp4 = outdir / f"{ts}.mp4"
+    info = probe_video(mp4)
+    assert (info.frame_count, info.fps) == (4, 6)
+    assert str(mp4) in proc.stdout
+    assert "deforum: warning: " in proc.stderr and "'comment'" in proc.stderr
+
+
+def test_render_without_a_checkpoint_offline_says_where_to_put_it(tmp_path):
+    settings = write_settings(tmp_path / "s.txt", animation_mode="2D", max_frames=3, **TINY)
+    proc = run_cli("render", settings, "-q", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    [error] = error_lines(proc.stderr)
+    assert "v1-5-pruned-emaonly.ckpt" in error and "put it at models" in error
+
+
+def test_preview_writes_the_camera_motion_video(tmp_path):
+    out = tmp_path / "p.mp4"
+    proc = run_cli("preview", REPO / "settings" / "default_3d.txt", "--set", "max_frames=5", "--set", "W=128",
+                   "--set", "H=128", "--output", out, "--png", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert decoded_frames(out) == 5
+    pngs = sorted(tmp_path.glob("*_preview/preview_*.png"))
+    assert len(pngs) == 5
+    frames = [np.asarray(Image.open(p)) for p in pngs]
+    assert np.array_equal(frames[0], preview.test_card(128, 128))
+    assert all(np.abs(a.astype(int) - b).mean() > 1 for a, b in zip(frames, frames[1:], strict=False))
+    assert "depth flat" in proc.stdout
+
+
+def test_plan_prints_and_writes_the_plan(tmp_path):
+    settings = REPO / "settings" / "default_animation.txt"
+    proc = run_cli("plan", settings, "--set", "max_frames=5", "--set", "seed=3", "--csv", tmp_path / "p.csv",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    loaded = load_settings(settings)
+    loaded.args.seed, loaded.anim_args.max_frames = 3, 5
+    expected = make_plan(loaded.args, loaded.anim_args, loaded.animation_prompts)
+    with open(tmp_path / "p.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["frame"]) for r in rows] == list(range(5))
+    assert [int(r["seed"]) for r in rows] == [row.seed for row in expected.rows]
+    for name in A.schedule_fields():
+        assert [float(r[name]) for r in rows] == pytest.approx(list(expected.schedules[name]))
+    table = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
+    assert table[0].split()[:4] == ["frame", "role", "prompt", "seed"]
+    assert len(table) == 1 + 5
+
+
+def test_settings_check_lists_every_problem_with_positions(tmp_path):
+    bad = write_settings(tmp_path / "bad.txt", animation_mode="3D", W="wide", sampler="Euler",
+                         translation_z="0:(10), 5:(2*)", angle="0:(1", max_frames=10)
+    good = REPO / "settings" / "default_3d.txt"
+    proc = run_cli("settings", "check", bad, good, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    for needle in ("W='wide'", "sampler='Euler'", "'translation_z' at character", "'angle' at character"):
+        assert needle in proc.stderr
+    assert "default_3d.txt: ok (3D mode" in proc.stdout
+
+
+def test_video_makes_an_mp4_and_gif_from_a_frames_folder(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((32, 48, 3), 40 * i, np.uint8)).save(frames / f"20220101000000_{i:05}.png")
+    Image.fromarray(np.zeros((32, 48), np.uint8)).save(frames / "20220101000000_depth_00000.png")
+    proc = run_cli("video", frames, "--fps", "8", "--gif", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    mp4 = frames / "20220101000000.mp4"
+    info = probe_video(mp4)
+    assert (info.frame_count, info.fps, info.width, info.height) == (6, 8, 48, 32)
+    assert mp4.with_suffix(".gif").is_file()
+
+
+def test_python_m_deforum_is_the_console_script(tmp_path, capsys):
+    pyproject = (REPO / "pyproject.toml").read_text()  # tomllib is 3.11+; the package supports 3.10
+    assert re.search(r'^\[project\.scripts\]\s*\ndeforum = "deforum\.cli:main"$', pyproject, re.MULTILINE)
+    proc = run_cli("--help", cwd=tmp_path)
+    assert proc.returncode == cli.main(["--help"]) == 0
+    assert proc.stdout == capsys.readouterr().out
+
+
+# -------------------------------------------------------------------------------------------- --set values
+
+
+@pytest.mark.parametrize("key, text, expected", [
+    ("W", "128", 128),
+    ("scale", "7.5", 7.5),
+    ("scale", "8", 8),
+    ("use_init", "true", True),
+    ("use_init", "No", False),
+    ("use_init", "maybe", "maybe"),  # kept for validation to report
+    ("dynamic_threshold", "null", None),
+    ("dynamic_threshold", "99.5", 99.5),
+    ("diffusion_cadence", "3", "3"),
+    ("zoom", "0:(1.02), 10:(1.1)", "0:(1.02), 10:(1.1)"),
+    ("batch_name", "123", "123"),
+    ("grad_inject_timing", "[1, 2]", [1, 2]),
+    ("grad_inject_timing", "null", None),
+])
+def test_parse_value(key, text, expected):
+    value = cli.parse_value(cli.field_for_key(key), text)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize("key, group", [
+    ("W", "args"), ("max_frames", "anim_args"), ("anim_args.max_frames", "anim_args"),
+    ("video.max_frames", "video"), ("fps", "video"), ("map_location", "root"),
+])
+def test_field_for_key_group(key, group):
+    assert cli.field_for_key(key).group == group
+
+
+@pytest.mark.parametrize("item, message", [
+    ("max_frame=3", "did you mean 'max_frames'"),
+    ("W", "expected key=value"),
+    ("nogroup.W=64", "unknown group 'nogroup'"),
+])
+def test_bad_set_items(item, message):
+    with pytest.raises(SettingsError, match=message):
+        cli.parse_sets([item])
+
+
+# ------------------------------------------------------------------------------------- render (in-process)
+
+
+@pytest.fixture
+def captured_render(monkeypatch):
+    """runner.render replaced by a recorder: argument handling without a model."""
+    import deforum.runner as runner
+
+    calls = []
+
+    def fake_render(args, anim_args, prompts, animation_prompts, root, **kwargs):
+        calls.append(dict(args=dict(args), anim_args=dict(anim_args), prompts=prompts,
+                          animation_prompts=animation_prompts, root=vars(root).copy(), kwargs=kwargs))
+        return runner.RunResult(Path("."), "20220101000000", [], None, None, None, None)
+
+    monkeypatch.setattr(runner, "render", fake_render)
+    return calls
+
+
+def test_render_options_reach_the_runner(tmp_path, captured_render, model):
+    ckpt, yaml = model
+    settings = write_settings(tmp_path / "s.txt", animation_mode="2D", max_frames=9, W=256,
+                              animation_prompts={"0": "a cat"}, fps=24)
+    code = cli.main(["render", str(settings), "--checkpoint", str(ckpt), "--config", str(yaml), "--output",
+                     str(tmp_path / "o"), "--set", "W=128", "--set", "anim_args.zoom=0:(1.1)", "--resume",
+                     "20220101000000", "--quiet", "--no-video"])
+    assert code == 0
+    [call] = captured_render
+    assert (call["args"]["W"], call["anim_args"]["max_frames"], call["anim_args"]["zoom"]) == (128, 9, "0:(1.1)")
+    assert (call["anim_args"]["resume_from_timestring"], call["anim_args"]["resume_timestring"]) == (
+        True, "20220101000000")
+    assert call["animation_prompts"] == {0: "a cat"}
+    assert call["root"]["model_checkpoint"] == "custom" and call["root"]["custom_checkpoint_path"] == str(ckpt)
+    assert call["root"]["model_config"] == "custom" and call["root"]["custom_config_path"] == str(yaml)
+    assert call["root"]["output_path"] == str(tmp_path / "o")
+    assert call["root"]["map_location"] == cli.best_device() and call["root"]["model"] is None
+    assert call["kwargs"]["progress"] is False
+
+
+def test_render_checkpoint_name_and_one_root_for_all_files(tmp_path, captured_render):
+    files = [write_settings(tmp_path / f"s{i}.txt", animation_mode="None") for i in range(2)]
+    assert cli.main(["render", *map(str, files), "--checkpoint", "sd-v1-4.ckpt", "-q"]) == 0
+    assert [c["root"]["model_checkpoint"] for c in captured_render] == ["sd-v1-4.ckpt"] * 2
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["render", "missing.txt"], 2, "missing.txt: settings file 'missing.txt' does not exist"),
+    (["render", "SETTINGS", "--set", "W=abc"], 2, "W='abc'"),
+    (["render", "SETTINGS", "--set", "map_location=tpu"], 2, "map_location='tpu'"),
+    (["preview", "SETTINGS"], 2, "needs '2D' or '3D'"),
+    (["plan", "SETTINGS", "--set", "animation_mode=4D"], 2, "animation_mode='4D'"),
+    (["render"], 2, ""),  # argparse usage error
+    (["settings", "fields", "nope"], 2, "unknown group"),
+])
+def test_error_exit_codes(tmp_path, capsys, monkeypatch, argv, code, message):
+    monkeypatch.chdir(tmp_path)
+    write_settings(tmp_path / "SETTINGS", animation_mode="None")
+    assert cli.main(argv) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_settings_diff_shows_fields_that_differ(tmp_path, capsys):
+    a = write_settings(tmp_path / "a.txt", animation_mode="2D", zoom="0:(1.04)", timestring="20220101000000")
+    b = write_settings(tmp_path / "b.txt", animation_mode="3D", zoom="0:(1.04)", fps=24,
+                       animation_prompts={"0": "a cat"}, timestring="20230101000000")
+    assert cli.main(["settings", "diff", str(a), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert 'animation_mode: "2D" -> "3D"' in lines
+    assert "fps: 12 -> 24" in lines
+    assert any(line.startswith("animation_prompts[0]:") for line in lines)
+    assert any(line.startswith("animation_prompts[20]:") for line in lines)  # only a's (default) prompts
+    assert not any(line.startswith(("zoom", "timestring")) for line in lines)
+
+
+def test_settings_fields_and_render_help_come_from_args(capsys):
+    assert cli.main(["settings", "fields"]) == 0
+    text = capsys.readouterr().out
+    for group in cli.SET_GROUPS:
+        for f in A.GROUPS[group]:
+            if f.kind not in ("runtime", "computed"):
+                assert f"\n  {f.name}\n" in text
+    assert A.cli_help(A.FIELDS["anim_args"]["zoom"]).split(" Allowed")[0] in text
+    assert cli.main(["render", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "strength_schedule" in help_text and "DeforumAnimArgs" in help_text and "--set" in help_text
+
+
+def test_plan_plot_writes_a_png(tmp_path, capsys):
+    plot = tmp_path / "plot.png"
+    code = cli.main(["plan", str(REPO / "settings" / "default_3d.txt"), "--set", "max_frames=20",
+                     "--plot", str(plot)])
+    assert code == 0
+    assert Image.open(plot).format == "PNG"
+
+
+# --------------------------------------------------------------------------------------------------- preview
+
+
+def test_test_card_is_deterministic_and_shows_orientation():
+    card = preview.test_card(128, 64)
+    assert card.shape == (64, 128, 3) and card.dtype == np.uint8
+    assert np.array_equal(card, preview.test_card(128, 64))
+    # red top-left, green top-right, blue bottom-left, yellow bottom-right
+    corners = {(0.12, 0.12): (220, 40, 40), (0.88, 0.12): (40, 200, 60), (0.12, 0.88): (50, 80, 230),
+               (0.88, 0.88): (240, 220, 40)}
+    for (px, py), colour in corners.items():
+        assert tuple(card[int(py * 64), int(px * 128)]) == colour
+
+
+def test_synthetic_depth_is_near_at_the_bottom():
+    depth = preview.synthetic_depth(8, 4)
+    assert depth.shape == (4, 8)
+    assert depth[0, 0] == preview.SYNTHETIC_FAR and depth[-1, 0] == preview.SYNTHETIC_NEAR
+    assert np.all(np.diff(depth[:, 3]) < 0)
+
+
+def _plan(mode: str, frames: int):
+    settings = load_settings(REPO / "settings" / ("default_3d.txt" if mode == "3D" else "default_animation.txt"))
+    settings.args.seed, settings.anim_args.max_frames = 1, frames
+    return make_plan(settings.args, settings.anim_args, settings.animation_prompts), settings.anim_args
+
+
+@pytest.mark.parametrize("mode", ["2D", "3D"])
+def test_preview_frames_chain_the_warps(mode):
+    from deforum.render.steps import warp_image
+
+    plan, anim = _plan(mode, 4)
+    first = preview.test_card(64, 64)
+    frames = list(preview.preview_frames(first, plan, anim))
+    assert len(frames) == 4 and np.array_equal(frames[0], first)
+    expected = first
+    for row, frame in zip(plan.rows[1:], frames[1:], strict=True):
+        expected = warp_image(expected, row.values, anim, None)
+        assert np.array_equal(frame, expected)
+
+
+def test_preview_depth_choice(tmp_path):
+    from deforum.testing import tiny_depth_model
+
+    _, anim = _plan("3D", 2)
+    label, fn = preview.choose_depth(anim, 64, 64, None, models_path=tmp_path)
+    assert fn is None and label.startswith("flat ('midas' is not in")
+    label, fn = preview.choose_depth(anim, 64, 64, "synthetic")
+    assert label == "synthetic" and fn(None).shape == (64, 64)
+    anim.depth_model, anim.midas_weight = str(tiny_depth_model(tmp_path / "dpt")), 1.0
+    label, fn = preview.choose_depth(anim, 64, 64, None, models_path=tmp_path)
+    depth = fn(preview.test_card(64, 64))
+    assert tuple(depth.shape) == (64, 64)
+    anim.use_depth_warping = False
+    assert preview.choose_depth(anim, 64, 64, "synthetic")[1] is None
+
+
+def test_synthetic_depth_changes_the_3d_preview(tmp_path):
+    plan, anim = _plan("3D", 3)
+    first = preview.test_card(64, 64)
+    flat = list(preview.preview_frames(first, plan, anim))
+    plane = preview.synthetic_depth(64, 64)
+    tilted = list(preview.preview_frames(first, plan, anim, lambda image: plane))
+    assert not np.array_equal(flat[-1], tilted[-1])
