@@ -89,12 +89,17 @@ _URL_MASK = ("https://www.filterforge.com/wiki/images/archive/b/b7/"
              "20080927223728%21Polygonal_gradient_thumb.jpg")
 _URL_PALETTE = "https://www.saasdesign.io/wp-content/uploads/2021/02/palette-3-min-980x588.png"
 
+# The sampler dropdown: v0.6's names, then the two SDE samplers added here (deforum/sampling/run.py
+# implements exactly these; a test keeps the two equal).
 SAMPLERS = ("klms", "dpm2", "dpm2_ancestral", "heun", "euler", "euler_ancestral", "plms", "ddim",
-            "dpm_fast", "dpm_adaptive", "dpmpp_2s_a", "dpmpp_2m")
-CHECKPOINTS = ("custom", "v1-5-pruned.ckpt", "v1-5-pruned-emaonly.ckpt", "sd-v1-4-full-ema.ckpt",
-               "sd-v1-4.ckpt", "sd-v1-3-full-ema.ckpt", "sd-v1-3.ckpt", "sd-v1-2-full-ema.ckpt",
-               "sd-v1-2.ckpt", "sd-v1-1-full-ema.ckpt", "sd-v1-1.ckpt", "robo-diffusion-v1.ckpt",
-               "wd-v1-3-float16.ckpt")
+            "dpm_fast", "dpm_adaptive", "dpmpp_2s_a", "dpmpp_2m", "dpmpp_sde", "dpmpp_2m_sde")
+# The model_checkpoint dropdown: 'custom' plus every name of the catalogue (deforum/models/catalogue.py; a test
+# keeps the two equal). Any file name in models_path, a Hugging Face repo id or a diffusers folder also works.
+CHECKPOINTS = ("custom", "v1-5-pruned.ckpt", "v1-5-pruned-emaonly.ckpt", "sd-v1-4-full-ema.ckpt", "sd-v1-4.ckpt",
+               "sd-v1-3-full-ema.ckpt", "sd-v1-3.ckpt", "sd-v1-2-full-ema.ckpt", "sd-v1-2.ckpt",
+               "sd-v1-1-full-ema.ckpt", "sd-v1-1.ckpt", "robo-diffusion-v1.ckpt", "wd-v1-3-float16.ckpt",
+               "Protogen_V2.2.ckpt", "v2-1_768-ema-pruned.ckpt", "v2-1_512-ema-pruned.ckpt", "768-v-ema.ckpt",
+               "512-base-ema.ckpt", "v1-5-pruned-emaonly.safetensors")
 PRESETS = ("512x512_aesthetic_0.json", "512x512_aesthetic_1.json", "512x512_colormatch_0.json",
            "512x512_colormatch_1.json", "512x512_colormatch_2.json", "512x512_colormatch_3.json")
 FILENAME_FORMATS = ("{timestring}_{index}_{seed}.png", "{timestring}_{index}_{prompt}.png")
@@ -118,7 +123,8 @@ ROOT_FIELDS: tuple[Field, ...] = (
         "root", "Model Setup",
         Field("model_config", "str", "v1-inference.yaml",
               "LDM yaml in configs_path, or 'custom' for custom_config_path.",
-              widget="dropdown", choices=("custom", "v1-inference.yaml"), open_choices=True),
+              widget="dropdown", choices=("custom", "v1-inference.yaml", "v2-inference.yaml", "v2-inference-v.yaml"),
+              open_choices=True),
         Field("model_checkpoint", "str", "v1-5-pruned-emaonly.ckpt",
               "Checkpoint file in models_path (known names are downloaded), or 'custom'.",
               widget="dropdown", choices=CHECKPOINTS, open_choices=True),

@@ -98,8 +98,13 @@ def tiny_depth_model(folder: str | Path, kind: str = "dpt") -> Path:
     The weights are drawn larger than transformers' init so the map actually varies over the image (the
     default init gives ~0 through the ReLU head). Point ``depth_model`` at the returned folder.
     """
-    from transformers import (DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTConfig,
-                              DPTForDepthEstimation)
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTConfig,
+        DPTForDepthEstimation,
+    )
 
     folder = Path(folder)
     if kind == "dpt":

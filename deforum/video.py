@@ -356,37 +356,81 @@ def _temp_beside(final: Path, suffix: str) -> Path:
     return Path(name)
 
 
-def _encode_mp4(paths: list[Path], tmp: Path, fps: float) -> None:
-    """Pipe the frames as raw RGB into libx264, one image = one frame (no rate conversion anywhere)."""
-    first = _rgb_frame(paths[0])
-    height, width = first.shape[:2]
-    # yuv420p needs even sizes: pad odd ones with one black row/column at the bottom/right.
+def _x264_process(width: int, height: int, fps: float, out: Path) -> subprocess.Popen:
+    """ffmpeg reading raw RGB frames on stdin and writing libx264 (crf 17, veryfast, yuv420p) to ``out``.
+
+    One exact rational rate for input and output, so one image is one frame; yuv420p needs even sizes, so
+    odd ones get one black row/column at the bottom/right.
+    """
     pad = ["-vf", f"pad={width + width % 2}:{height + height % 2}:0:0"] if (width % 2 or height % 2) else []
-    rate = str(Fraction(fps).limit_denominator(10_000))  # one exact rational for input and output
+    rate = str(Fraction(fps).limit_denominator(10_000))
     args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate,
             "-i", "pipe:0", *pad, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "17",
-            "-preset", "veryfast", "-r", rate, "-fps_mode", "cfr", "-f", "mp4", "-y", str(tmp)]
+            "-preset", "veryfast", "-r", rate, "-fps_mode", "cfr", "-f", "mp4", "-y", str(out)]
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", *args]
     log.debug("ffmpeg: %s", cmd)
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdin is not None
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+class Mp4Writer:
+    """Frames in, mp4 out: HxWx3 uint8 frames piped into libx264 as they come (no files in between).
+
+    The mp4 is written under a temporary name beside ``path`` and renamed on ``close``, so an interrupted
+    encode never leaves a truncated file under the final name; ``abort`` discards it.
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, fps: float):
+        fps = _check_fps(fps)
+        self.path, self.size, self.count = Path(path), (height, width), 0
+        self.tmp = _temp_beside(self.path, ".mp4")
+        self.proc = _x264_process(width, height, fps, self.tmp)
+
+    def write(self, frame: np.ndarray, name: str | None = None) -> None:
+        if frame.shape != (*self.size, 3) or frame.dtype != np.uint8:
+            what = name or f"frame {self.count}"
+            got = f"{frame.shape[1]}x{frame.shape[0]}" if frame.ndim >= 2 else str(frame.shape)
+            raise MediaError(f"{what} is {got} {frame.dtype}, but the video is {self.size[1]}x{self.size[0]} "
+                             f"RGB uint8; all frames need one size")
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError:
+            self.finish()  # raises with ffmpeg's reason
+        self.count += 1
+
+    def finish(self) -> Path:
+        """Wait for ffmpeg; the encoded file is still under its temporary name (``self.tmp``)."""
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # ffmpeg stopped early; its stderr below says why
+        stderr = self.proc.stderr.read() if self.proc.stderr else b""
+        if self.proc.wait() != 0:
+            self.abort()
+            raise MediaError(f"ffmpeg could not encode {str(self.path)!r}: {_ffmpeg_reason(stderr)}")
+        return self.tmp
+
+    def close(self) -> Path:
+        """Finish the encode and rename the file into place."""
+        self.finish()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _encode_mp4(paths: list[Path], writer: Mp4Writer) -> None:
+    """Pipe the frame images into ``writer``, one image = one frame (no rate conversion anywhere)."""
     try:
         for path in paths:
-            frame = first if path is paths[0] else _rgb_frame(path)
-            if frame.shape[:2] != (height, width):
-                raise MediaError(f"frame {str(path)!r} is {frame.shape[1]}x{frame.shape[0]}, but the first "
-                                 f"frame {str(paths[0])!r} is {width}x{height}; all frames need one size")
-            proc.stdin.write(np.ascontiguousarray(frame).tobytes())
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass  # ffmpeg stopped early; its stderr below says why
+            writer.write(_rgb_frame(path), name=f"frame {str(path)!r}")
+        writer.finish()
     except BaseException:
-        proc.kill()
-        proc.wait()
+        writer.abort()
         raise
-    stderr = proc.stderr.read() if proc.stderr else b""
-    if proc.wait() != 0:
-        raise MediaError(f"ffmpeg could not encode the video: {_ffmpeg_reason(stderr)}")
 
 
 def _encode_gif(mp4: Path, tmp_gif: Path) -> None:
@@ -419,9 +463,11 @@ def make_video(frames: str | Path | Iterable[str | Path], mp4_path: str | Path, 
     if limit is not None:
         paths = paths[:limit]
     mp4_path = Path(mp4_path)
-    tmp = _temp_beside(mp4_path, ".mp4")
+    height, width = _rgb_frame(paths[0]).shape[:2]
+    writer = Mp4Writer(mp4_path, width, height, fps)
+    tmp = writer.tmp
     try:
-        _encode_mp4(paths, tmp, fps)
+        _encode_mp4(paths, writer)
         encoded = _count_packets(tmp)
         if encoded != len(paths):
             raise MediaError(f"encoded {encoded} frames instead of {len(paths)} into {str(mp4_path)!r}")

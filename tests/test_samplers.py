@@ -275,3 +275,10 @@ def test_same_seed_same_latent_on_cpu_after_model_moves():
 def test_fp16_schedule_can_be_reproduced():
     sigmas = DiscreteSchedule(ALPHAS.half()).get_sigmas(50)
     assert float(sigmas[0]) == pytest.approx(14.60904, rel=1e-5)
+
+
+def test_the_sampler_dropdown_offers_exactly_the_implemented_samplers():
+    from deforum.args import SAMPLERS as DROPDOWN
+    from deforum.sampling.run import SAMPLERS as IMPLEMENTED
+
+    assert set(DROPDOWN) == set(IMPLEMENTED)

@@ -1,6 +1,7 @@
 """Stable Diffusion 1.x / 2.x checkpoints: catalogue, download + sha256, safe loading, LDM yaml -> modules.
 
     model = load_model("models/v1-5-pruned-emaonly.safetensors")           # config detected
+    model = load_model("models/stable-diffusion-v1-5")                      # a diffusers folder
     model = load_root_model(root)                                           # v0.6 Root fields
     eps = model.apply_model(x, t, model.get_learned_conditioning(["a cat"]))
 """

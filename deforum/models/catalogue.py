@@ -5,6 +5,11 @@ SD 1.5 moved from `runwayml/stable-diffusion-v1-5` (taken down in 2024) to
 `stable-diffusion-v1-5/stable-diffusion-v1-5`. The v0.6 names keep their `.ckpt` files and sha256s so old
 settings files resolve to the same bytes; a `.safetensors` entry is listed where its sha256 is known.
 Downloads go through huggingface_hub, so no URL (and no credential) is built by hand.
+
+The sha256s of the v0.6/v0.7 names are the spec's (1.2). The one of v1-5-pruned-emaonly.safetensors is not in
+the spec: it is the file's Git LFS oid on the hub (4,265,146,304 bytes), as published on the LFS details
+pages of mirrors of the SD 1.5 repository and in catalogues pinning stable-diffusion-v1-5/stable-diffusion-v1-5.
+An entry may have ``sha256=None`` (unknown hash): it is then used without a check, with a logged warning.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ class CatalogueEntry:
     name: str  # the dropdown name, also the file name in models_path
     repo_id: str
     filename: str  # path inside the repository
-    sha256: str
+    sha256: str | None  # None: not known, the file is used unchecked (with a logged warning)
     config: str  # the matching file in configs/
     gated: bool = False  # the repository asks you to accept a licence (log in with a token)
 
@@ -66,7 +71,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in [
                    "bfcaf0755797b0c30eb00a3787e8b423eb1f5decd8de76c4d824ac2dd27e139f", _V2V),
     CatalogueEntry("512-base-ema.ckpt", "stabilityai/stable-diffusion-2-base", "512-base-ema.ckpt",
                    "d635794c1fedfdfa261e065370bea59c651fc9bfa65dc6d67ad29e11869a1824", _V2),
-    # safetensors variants (no pickle at all)
+    # safetensors variants (no pickle at all); sha256 = the hub's Git LFS oid, not from the spec
     CatalogueEntry("v1-5-pruned-emaonly.safetensors", _SD15, "v1-5-pruned-emaonly.safetensors",
                    "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa", _V1),
 ]}

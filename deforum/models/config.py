@@ -17,7 +17,9 @@ from deforum.models import text
 
 log = logging.getLogger(__name__)
 
+# The top-level configs/ of a checkout (or an editable install); a wheel installs them as data files.
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+DISTRIBUTION = "deforum-stable-diffusion"  # pyproject's [project] name
 CONFIG_NAMES = ("v1-inference.yaml", "v2-inference.yaml", "v2-inference-v.yaml")
 
 _LDM = "ldm.models.diffusion.ddpm.LatentDiffusion"
@@ -180,10 +182,43 @@ def detect_config_name(state_dict: dict, checkpoint_name: str = "") -> str:
     return name
 
 
+def installed_configs_dir() -> Path | None:
+    """Where a wheel install put the configs (pyproject's ``[tool.setuptools.data-files]``), or None.
+
+    Found through the installed distribution's RECORD, so any install scheme (venv, --user, /usr/local)
+    works; then <install dir>/share/... (``pip install --target`` records wrong paths) and sys.prefix/share.
+    """
+    import sys
+    from importlib import metadata
+
+    candidates = []
+    try:
+        files = metadata.distribution(DISTRIBUTION).files or []
+    except metadata.PackageNotFoundError:
+        files = []
+    candidates += [Path(str(f.locate())).parent for f in files if f.name in CONFIG_NAMES]
+    candidates += [base / "share" / DISTRIBUTION / "configs" for base in (CONFIGS_DIR.parent, Path(sys.prefix))]
+    for folder in candidates:
+        if all((folder / name).is_file() for name in CONFIG_NAMES):
+            return folder.resolve()
+    return None
+
+
+def config_dirs(configs_path: str | Path | None = None) -> list[Path]:
+    """Folders searched for a config name, in order: configs_path, the checkout's configs/, the installed data."""
+    dirs = [Path(configs_path)] if configs_path else []
+    dirs.append(CONFIGS_DIR)
+    installed = installed_configs_dir()
+    if installed is not None:
+        dirs.append(installed)
+    return dirs
+
+
 def config_path(name: str, configs_path: str | Path | None = None) -> Path:
-    """A config name looked up in configs_path, then in the package's configs/ folder."""
-    for folder in ([Path(configs_path)] if configs_path else []) + [CONFIGS_DIR]:
+    """A config name looked up in configs_path, then in the checkout's configs/, then in the installed copy."""
+    dirs = config_dirs(configs_path)
+    for folder in dirs:
         if (folder / name).is_file():
             return folder / name
-    raise ModelError(f"model_config = {name!r} not found in {configs_path or CONFIGS_DIR}; "
+    raise ModelError(f"model_config = {name!r} not found in {', '.join(str(d) for d in dirs)}; "
                      f"allowed: {', '.join(CONFIG_NAMES)}, or 'custom' with custom_config_path")

@@ -118,23 +118,27 @@ def _short(keys: Iterable[str], n: int = 12) -> str:
     return shown + (f" ... ({len(keys)} in all)" if len(keys) > n else "")
 
 
-def check_weights(modules: dict[str, torch.nn.Module], parts: dict[str, dict], spec: LDMSpec) -> None:
-    """ModelError if any module weight is missing from the checkpoint or has the wrong shape."""
+def check_weights(modules: dict[str, torch.nn.Module], parts: dict[str, dict], source: LDMSpec | str) -> None:
+    """ModelError if any module weight is missing from the checkpoint or has the wrong shape.
+
+    ``source`` names what the modules were built from in the messages: the LDM config or a diffusers folder.
+    """
+    what = source if isinstance(source, str) else source.path.name
     for name, module in modules.items():
         expected = module.state_dict()
         got = parts[name]
         missing = [k for k in expected if k not in got]
         if missing:
-            raise ModelError(f"the checkpoint lacks {len(missing)} {name} weights for {spec.path.name}: "
+            raise ModelError(f"the checkpoint lacks {len(missing)} {name} weights for {what}: "
                              f"{_short(missing)}. The file is incomplete or model_config does not match it.")
         wrong = [f"{k} {tuple(got[k].shape)} (config wants {tuple(v.shape)})" for k, v in expected.items()
                  if tuple(got[k].shape) != tuple(v.shape)]
         if wrong:
-            raise ModelError(f"{len(wrong)} {name} weights have the wrong shape for {spec.path.name}: "
+            raise ModelError(f"{len(wrong)} {name} weights have the wrong shape for {what}: "
                              f"{_short(wrong, 4)}. model_config does not match this checkpoint.")
         extra = [k for k in got if k not in expected]
         if extra:
-            raise ModelError(f"the checkpoint has {name} weights that {spec.path.name} does not describe: "
+            raise ModelError(f"the checkpoint has {name} weights that {what} does not describe: "
                              f"{_short(extra)}. model_config does not match this checkpoint.")
 
 

@@ -50,6 +50,7 @@ class LatentDiffusionModel:
         self.scale_factor = scale_factor
         self.num_timesteps = int(alphas_cumprod.shape[0])
         self.name, self.config_name = name, config_name
+        self.unet_compiled = False
         for module in self.modules():
             module.eval()
             module.requires_grad_(False)
@@ -72,6 +73,30 @@ class LatentDiffusionModel:
             module.to(**kwargs)
         self.alphas_cumprod = self.alphas_cumprod.to(device=device)
         return self
+
+    def set_vae_tiling(self, enabled: bool, tile_size: int = 512) -> None:
+        """Encode/decode in overlapping tiles of tile_size pixels (and one image at a time) for large W x H.
+
+        Images no larger than a tile are processed whole, exactly as without tiling.
+        """
+        vae = self.vae
+        if enabled:
+            factor = 2 ** (len(vae.config.block_out_channels) - 1)
+            vae.tile_sample_min_size, vae.tile_latent_min_size = tile_size, tile_size // factor
+            vae.enable_tiling()
+            vae.enable_slicing()
+        else:
+            vae.disable_tiling()
+            vae.disable_slicing()
+
+    @property
+    def vae_tiling(self) -> bool:
+        return bool(self.vae.use_tiling)
+
+    def compile_unet(self) -> None:
+        """torch.compile the UNet in place (the first call is slow; later calls are faster)."""
+        self.unet.compile()
+        self.unet_compiled = True
 
     def __repr__(self) -> str:
         return (f"LatentDiffusionModel({self.name!r}, config={self.config_name!r}, "
@@ -96,11 +121,9 @@ class LatentDiffusionModel:
     @torch.no_grad()
     def encode_first_stage(self, img: torch.Tensor) -> DiagonalGaussian:
         """The VAE posterior of images in [-1, 1]; sample it and multiply by scale_factor for a latent."""
-        vae = self.vae
-        h = vae.encoder(img.to(device=self.device, dtype=vae.dtype))
-        if vae.quant_conv is not None:
-            h = vae.quant_conv(h)
-        return DiagonalGaussian(h)
+        # AutoencoderKL.encode = encoder + quant_conv, in tiles / per image when vae tiling is on
+        moments = self.vae.encode(img.to(device=self.device, dtype=self.vae.dtype)).latent_dist.parameters
+        return DiagonalGaussian(moments)
 
     def get_first_stage_encoding(self, posterior: DiagonalGaussian,
                                  generator: torch.Generator | None = None) -> torch.Tensor:

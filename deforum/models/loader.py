@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 
 from deforum.errors import ModelError
-from deforum.models import catalogue, convert, download, safe_load
+from deforum.models import catalogue, convert, diffusers_folder, download, safe_load
 from deforum.models import config as ldm_config
 from deforum.models.ldm import LatentDiffusionModel, linear_alphas_cumprod
 from deforum.models.text import Tokenizer
@@ -26,23 +27,41 @@ def _field(root: Any, name: str, default: Any = None) -> Any:
     return getattr(root, name, default)
 
 
+def _best_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def choose_device(map_location: str | torch.device | None = None) -> torch.device:
-    """'cuda', 'mps', 'cpu' (or 'cuda:1' ...) as asked; None/'auto' picks cuda, then mps, then cpu."""
+    """'cuda', 'mps', 'cpu' (or 'cuda:1' ...) as asked; None/'auto' picks cuda, then mps, then cpu.
+
+    A device that is not there (v0.6's default 'cuda' on a laptop) falls back to the best one that is,
+    with one warning, so a notebook run locally on CPU/MPS still works.
+    """
     if map_location in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return _best_device()
     try:
         device = torch.device(map_location)
     except (RuntimeError, TypeError) as e:
         raise ModelError(f"map_location = {map_location!r} is not a device; allowed: 'cuda', 'mps', 'cpu', "
                          "'auto'") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"map_location = {map_location!r} but no CUDA GPU is available; use 'cpu' or 'auto'")
-    if device.type == "mps" and not (torch.backends.mps.is_available()):
-        raise ModelError(f"map_location = {map_location!r} but MPS is not available; use 'cpu' or 'auto'")
+    available = {"cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+                 "cpu": True}
+    if device.type not in available:
+        raise ModelError(f"map_location = {map_location!r}; allowed: 'cuda', 'mps', 'cpu', 'auto'")
+    if not available[device.type]:
+        fallback = _best_device()
+        warnings.warn(f"map_location = {map_location!r} but no {device.type.upper()} device is available here; "
+                      f"the model runs on {fallback.type} instead (set map_location to 'cpu' or 'auto' to "
+                      "silence this)", UserWarning, stacklevel=2)
+        return fallback
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ModelError(f"map_location = {map_location!r} but there are {torch.cuda.device_count()} CUDA "
+                         "devices; use 'cuda' or 'cuda:0'")
     return device
 
 
@@ -51,20 +70,53 @@ def choose_dtype(device: torch.device, half_precision: bool = True) -> torch.dty
     return torch.float16 if (half_precision and device.type == "cuda") else torch.float32
 
 
-def load_model(checkpoint: str | Path, config: str | Path | None = None, device: str | torch.device = "cpu",
-               dtype: torch.dtype | None = None, *, cache: bool = True) -> LatentDiffusionModel:
-    """Load an SD 1.x/2.x checkpoint (.safetensors or .ckpt) with its LDM yaml (detected when not given).
+def _fingerprint(path: Path) -> tuple:
+    """Identity of a checkpoint's bytes for the cache: resolved path, size and mtime (a replaced file reloads)."""
+    target = path / "model_index.json" if path.is_dir() else path
+    st = target.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
-    ``config`` is the yaml path. With ``cache`` (default) a model already loaded
-    with the same file, config, device and dtype is returned again instead of being reloaded.
+
+def load_model(checkpoint: str | Path, config: str | Path | None = None, device: str | torch.device = "cpu",
+               dtype: torch.dtype | None = None, *, cache: bool = True, vae_tiling: bool = False,
+               compile_unet: bool = False) -> LatentDiffusionModel:
+    """Load an SD 1.x/2.x model: a .safetensors/.ckpt file with its LDM yaml, or a local diffusers folder.
+
+    ``config`` is the yaml path (detected when None; not used for a diffusers folder). ``vae_tiling`` encodes
+    and decodes large images in tiles; ``compile_unet`` torch.compiles the UNet. With ``cache`` (default) a
+    model already loaded from the same bytes, config, device, dtype and compile_unet is returned again
+    instead of being reloaded (vae_tiling is switched on it in place).
     """
-    config_path = config
     path = Path(checkpoint)
     device = torch.device(device)
     dtype = dtype or torch.float32
-    key = (str(path.resolve()), str(Path(config_path).resolve()) if config_path else None, str(device), str(dtype))
+    folder = diffusers_folder.is_diffusers_folder(path)
+    if not folder and not path.is_file():
+        raise ModelError(f"checkpoint not found: {path} (neither a file nor a diffusers folder with "
+                         "model_index.json)")
+    config_key = None if folder or config is None else str(Path(config).resolve())
+    key = (_fingerprint(path), config_key, str(device), str(dtype), bool(compile_unet))
     if cache and key in _cache:
-        return _cache[key]
+        model = _cache[key]
+        model.set_vae_tiling(vae_tiling)
+        return model
+    if folder:
+        if config is not None:
+            log.info("%s is a diffusers folder: its own configs are used, not %s", path, config)
+        model = diffusers_folder.load_folder(path, dtype)
+    else:
+        model = _load_single_file(path, config, dtype)
+    model.to(device)
+    model.set_vae_tiling(vae_tiling)
+    if compile_unet:
+        model.compile_unet()
+    if cache:
+        _cache.clear()  # one model per process: a second one would double the memory
+        _cache[key] = model
+    return model
+
+
+def _load_single_file(path: Path, config_path: str | Path | None, dtype: torch.dtype) -> LatentDiffusionModel:
     state_dict = safe_load.load_state_dict(path)
     if config_path is None:
         config_path = ldm_config.config_path(ldm_config.detect_config_name(state_dict, path.name))
@@ -79,15 +131,10 @@ def load_model(checkpoint: str | Path, config: str | Path | None = None, device:
                     convert._short(unused))
     convert.assign_weights(modules, parts, dtype)
     del parts
-    model = LatentDiffusionModel(
+    return LatentDiffusionModel(
         modules["unet"], modules["vae"], modules["text"], Tokenizer(spec.text.pad_id),
         linear_alphas_cumprod(spec.linear_start, spec.linear_end, spec.timesteps), spec.parameterization,
         spec.scale_factor, name=path.name, config_name=spec.path.name)
-    model.to(device)
-    if cache:
-        _cache.clear()  # one model per process: a second one would double the memory
-        _cache[key] = model
-    return model
 
 
 def _check_family(state_dict: dict, spec: ldm_config.LDMSpec, path: Path) -> None:
@@ -105,39 +152,59 @@ def _models_path(root: Any) -> Path:
     return Path(_field(root, "models_path", "models") or "models")
 
 
-def resolve_checkpoint(root: Any, *, endpoint: str | None = None) -> Path:
-    """The checkpoint file named by Root's model_checkpoint (catalogue name, file in models_path, or 'custom').
+def _is_model(path: Path) -> bool:
+    return path.is_file() or diffusers_folder.is_diffusers_folder(path)
 
-    A catalogue checkpoint that is missing is downloaded into models_path; with check_sha256 (the default)
-    its sha256 is verified (streamed, once per file).
+
+def _verify(path: Path, entry: catalogue.CatalogueEntry | None, root: Any) -> None:
+    """Check a catalogue file's sha256 unless check_sha256 is off or the catalogue has no hash for it."""
+    if entry is None or not _field(root, "check_sha256", True):
+        return
+    if entry.sha256 is None:
+        log.warning("%s: the catalogue has no sha256 for this file; its integrity is not checked", path.name)
+        return
+    download.verify_sha256(path, entry.sha256)
+
+
+def resolve_checkpoint(root: Any, *, endpoint: str | None = None) -> Path:
+    """The checkpoint named by Root's model_checkpoint: a file or a diffusers folder.
+
+    model_checkpoint may be a catalogue name, a file or diffusers folder in models_path (or a path), 'custom'
+    (custom_checkpoint_path), or a Hugging Face repo id ('owner/name'), whose diffusers folders are fetched into
+    models_path/<name>. A missing catalogue checkpoint is downloaded into models_path; with check_sha256 (the
+    default) its sha256 is verified (streamed, once per file).
     """
-    name = _field(root, "model_checkpoint", "") or ""
+    name = str(_field(root, "model_checkpoint", "") or "")
     models_path = _models_path(root)
     if name == "custom":
-        custom = _field(root, "custom_checkpoint_path", "") or ""
-        if not custom or not Path(custom).is_file():
-            raise ModelError(f"custom_checkpoint_path = {custom!r} is not a file (model_checkpoint is 'custom')")
+        custom = str(_field(root, "custom_checkpoint_path", "") or "")
+        if not custom or not _is_model(Path(custom)):
+            raise ModelError(f"custom_checkpoint_path = {custom!r} is neither a checkpoint file nor a diffusers "
+                             "folder with model_index.json (model_checkpoint is 'custom')")
         return Path(custom)
-    entry = catalogue.lookup(name)
-    candidate = models_path / name
     if not name:
         raise ModelError("model_checkpoint is empty; allowed: a catalogue name "
-                         f"({', '.join(catalogue.CATALOGUE)}), a file in {models_path}, or 'custom'")
-    if not candidate.is_file() and Path(name).is_file():
-        candidate = Path(name)
-    if candidate.is_file():
-        if entry is not None and _field(root, "check_sha256", True):
-            download.verify_sha256(candidate, entry.sha256)
-        return candidate
-    if entry is None:
-        present = sorted(p.name for p in models_path.glob("*") if p.suffix in (".ckpt", ".safetensors")) \
-            if models_path.is_dir() else []
-        raise ModelError(f"model_checkpoint = {name!r} is not in {models_path} and not a catalogue name; "
-                         f"files there: {', '.join(present) or 'none'}; catalogue: {', '.join(catalogue.CATALOGUE)}")
-    path = download.download(entry, models_path, endpoint=endpoint)
-    if _field(root, "check_sha256", True):
-        download.verify_sha256(path, entry.sha256)
-    return path
+                         f"({', '.join(catalogue.CATALOGUE)}), a file in {models_path}, a Hugging Face repo id, "
+                         "or 'custom'")
+    entry = catalogue.lookup(name)
+    for candidate in (models_path / name, Path(name)):
+        if _is_model(candidate):
+            _verify(candidate, entry, root)
+            return candidate
+        if candidate.is_dir() and not diffusers_folder.looks_like_repo_id(name):
+            raise ModelError(f"model_checkpoint = {name!r}: {candidate} is a folder without model_index.json, "
+                             "not a diffusers model folder")
+    if entry is not None:
+        path = download.download(entry, models_path, endpoint=endpoint)
+        _verify(path, entry, root)
+        return path
+    if diffusers_folder.looks_like_repo_id(name):
+        return diffusers_folder.download_repo(name, models_path, endpoint=endpoint)
+    present = sorted(p.name for p in models_path.glob("*") if p.suffix in (".ckpt", ".safetensors")
+                     or diffusers_folder.is_diffusers_folder(p)) if models_path.is_dir() else []
+    raise ModelError(f"model_checkpoint = {name!r} is not in {models_path} and not a catalogue name or a Hugging "
+                     f"Face repo id; there: {', '.join(present) or 'nothing'}; catalogue: "
+                     f"{', '.join(catalogue.CATALOGUE)}")
 
 
 def resolve_config(root: Any, checkpoint: str | Path | dict | None = None) -> Path:
@@ -167,12 +234,26 @@ def resolve_config(root: Any, checkpoint: str | Path | dict | None = None) -> Pa
 
 
 def load_root_model(root: Any, *, endpoint: str | None = None) -> LatentDiffusionModel:
-    """Resolve Root's checkpoint and config, pick device and precision, load (once), and say what was chosen."""
+    """Resolve Root's checkpoint and config, pick device and precision, load (once), and say what was chosen.
+
+    Root fields read: model_checkpoint, custom_checkpoint_path, models_path, model_config, custom_config_path,
+    configs_path, check_sha256, map_location, half_precision, vae_tiling, compile_unet.
+    """
     ckpt = resolve_checkpoint(root, endpoint=endpoint)
-    cfg = None if (_field(root, "model_config", "") or "") in ("", "auto") and catalogue.lookup(
-        _field(root, "model_checkpoint", "") or "") is None else resolve_config(root)
+    config_name = _field(root, "model_config", "") or ""
+    if diffusers_folder.is_diffusers_folder(ckpt):
+        if config_name == "custom":
+            print(f"{ckpt} is a diffusers folder: model_config 'custom' is not used")
+        cfg = None
+    elif config_name in ("", "auto") and catalogue.lookup(_field(root, "model_checkpoint", "") or "") is None:
+        cfg = None
+    else:
+        cfg = resolve_config(root)
     device = choose_device(_field(root, "map_location", None))
     dtype = choose_dtype(device, bool(_field(root, "half_precision", True)))
-    model = load_model(ckpt, cfg, device=device, dtype=dtype)
-    print(f"Loaded {ckpt} with config {model.config_name} on {device} ({str(dtype).replace('torch.', '')})")
+    model = load_model(ckpt, cfg, device=device, dtype=dtype, vae_tiling=bool(_field(root, "vae_tiling", False)),
+                       compile_unet=bool(_field(root, "compile_unet", False)))
+    extras = [n for n, on in (("vae tiling", model.vae_tiling), ("compiled UNet", model.unet_compiled)) if on]
+    print(f"Loaded {ckpt} with config {model.config_name} on {device} ({str(dtype).replace('torch.', '')})"
+          + (f", {', '.join(extras)}" if extras else ""))
     return model

@@ -13,18 +13,16 @@ the top) that shows parallax without a depth network.
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deforum.errors import MediaError, SettingsError
+from deforum.errors import SettingsError
+from deforum.video import Mp4Writer
 
 PREVIEW_MODES = ("2D", "3D")
 FLAT, SYNTHETIC = "flat", "synthetic"
@@ -156,68 +154,6 @@ def preview_frames(first: np.ndarray, plan: Any, anim_args: Any, depth: DepthFn 
     for row in plan.rows[1:]:
         image = warp_image(image, row.values, anim_args, None if depth is None else depth(image), device)
         yield image
-
-
-class Mp4Writer:
-    """Frames in, mp4 out: raw RGB piped into libx264 (crf 17, veryfast, yuv420p), like deforum.video.
-
-    The file is written under a temporary name in the target folder and renamed on ``close``, so an
-    interrupted preview never leaves a truncated mp4 under the final name.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: float):
-        from deforum.video import ffmpeg_exe
-
-        if not 0 < fps <= 1000:
-            raise SettingsError(f"fps={fps!r}: must be a number above 0 (at most 1000)")
-        self.path, self.size, self.count = Path(path), (height, width), 0
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".mp4")
-        except OSError as exc:
-            raise MediaError(f"cannot write to {str(self.path.parent)!r}: {exc.strerror or exc}") from exc
-        os.close(fd)
-        self.tmp = Path(tmp)
-        rate = str(Fraction(fps).limit_denominator(10_000))
-        pad = ["-vf", f"pad={width + width % 2}:{height + height % 2}:0:0"] if (width % 2 or height % 2) else []
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", "-f", "rawvideo",
-               "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate, "-i", "pipe:0", *pad,
-               "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "17", "-preset", "veryfast", "-r", rate,
-               "-fps_mode", "cfr", "-f", "mp4", "-y", str(self.tmp)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def write(self, frame: np.ndarray) -> None:
-        if frame.shape != (*self.size, 3) or frame.dtype != np.uint8:
-            raise MediaError(f"frame {self.count}: expected a {self.size[0]}x{self.size[1]}x3 uint8 image, got "
-                             f"{frame.dtype} {frame.shape}")
-        try:
-            self.proc.stdin.write(np.ascontiguousarray(frame).data)
-        except BrokenPipeError:
-            self.close()  # raises with ffmpeg's reason
-        self.count += 1
-
-    def close(self) -> Path:
-        """Finish the encode and rename the file into place; MediaError with ffmpeg's reason on failure."""
-        from deforum.video import _ffmpeg_reason
-
-        try:
-            if self.proc.stdin and not self.proc.stdin.closed:
-                try:
-                    self.proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-            stderr = self.proc.stderr.read() if self.proc.stderr else b""
-            if self.proc.wait() != 0:
-                raise MediaError(f"ffmpeg could not encode {str(self.path)!r}: {_ffmpeg_reason(stderr)}")
-            os.replace(self.tmp, self.path)
-        finally:
-            self.tmp.unlink(missing_ok=True)
-        return self.path
-
-    def abort(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        self.tmp.unlink(missing_ok=True)
 
 
 def write_png(frame: np.ndarray, path: Path) -> None:

@@ -1,0 +1,244 @@
+"""Stable Diffusion 1.x / 2.x in the diffusers folder layout (a hub repo id or a local folder), loaded safely.
+
+A diffusers folder holds ``model_index.json`` and one subfolder per part: ``unet/``, ``vae/``,
+``text_encoder/`` (config.json + weights), ``tokenizer/`` and ``scheduler/scheduler_config.json``.
+The networks are built from their configs and given the folder's weights through the same strict path as a
+single-file checkpoint: every weight must be present with the right shape (transformers' ``from_pretrained``
+would silently initialise a missing text-encoder weight at random). Weights are read from ``.safetensors``;
+a part that only has a pickle ``.bin`` goes through the restricted unpickler of ``safe_load``, so nothing in
+the folder ever executes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from deforum.errors import ModelError
+from deforum.models import convert, safe_load
+from deforum.models.ldm import LatentDiffusionModel
+from deforum.models.text import BOS_ID, EOS_ID, Tokenizer
+
+log = logging.getLogger(__name__)
+
+PARTS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+# What snapshot_download fetches: configs, the full-precision safetensors weights, the tokenizer files.
+HUB_PATTERNS = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/*",
+                *(f"{part}/config.json" for part in PARTS),
+                *(f"{part}/{stem}.safetensors" for part, stem in PARTS.items()),
+                *(f"{part}/{stem}.safetensors.index.json" for part, stem in PARTS.items()),
+                *(f"{part}/{stem}-*-of-*.safetensors" for part, stem in PARTS.items())]
+PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v"}
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+VOCAB_SIZE = 49408
+
+
+def is_diffusers_folder(path: str | Path) -> bool:
+    return (Path(path) / "model_index.json").is_file()
+
+
+def looks_like_repo_id(name: str) -> bool:
+    """'owner/name' with no checkpoint suffix: a Hugging Face repo id rather than a file name."""
+    return bool(_REPO_ID.fullmatch(name)) and not name.endswith((".ckpt", ".safetensors", ".bin", ".pt"))
+
+
+def repo_folder(repo_id: str, models_path: str | Path) -> Path:
+    """Where a hub repo's diffusers folders go: models_path/<repo name> (as the depth models do)."""
+    return Path(models_path) / repo_id.split("/")[-1]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path} is missing: a diffusers folder needs model_index.json, unet/, vae/, "
+                         "text_encoder/ (config.json + weights), tokenizer/ and scheduler/scheduler_config.json") \
+            from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: not a readable JSON file ({e})") from e
+
+
+def missing_files(folder: Path) -> list[str]:
+    """The files a complete diffusers SD folder needs that folder lacks (empty when it can be loaded)."""
+    need = ["model_index.json", "scheduler/scheduler_config.json", *(f"{part}/config.json" for part in PARTS)]
+    missing = [n for n in need if not (folder / n).is_file()]
+    for part, stem in PARTS.items():
+        if not (folder / part).is_dir() or not _weight_files(folder / part, stem):
+            missing.append(f"{part}/{stem}.safetensors")
+    return missing
+
+
+def _weight_files(sub: Path, stem: str) -> list[Path]:
+    """The weight files of one part: safetensors (single or sharded) first; a pickle .bin only as a fallback."""
+    index = sub / f"{stem}.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        if any("/" in s or "\\" in s or s.startswith(".") for s in shards):
+            raise ModelError(f"{index}: shard names must be plain file names, got {shards}")
+        return [sub / s for s in shards]
+    for name in (f"{stem}.safetensors", f"{stem}.bin"):
+        if (sub / name).is_file():
+            return [sub / name]
+    return []
+
+
+def read_weights(sub: Path, stem: str) -> dict[str, torch.Tensor]:
+    """All tensors of one part (unet/, vae/, text_encoder/), read without executing anything."""
+    files = _weight_files(sub, stem)
+    if not files:
+        raise ModelError(f"{sub} has no weights: put {stem}.safetensors there")
+    weights: dict[str, torch.Tensor] = {}
+    for path in files:
+        if path.suffix == ".bin":
+            log.warning("%s: pickle weights, read with the restricted unpickler (prefer .safetensors)", path)
+        weights.update(safe_load.load_state_dict(path))
+    return weights
+
+
+def alphas_cumprod_from_scheduler(cfg: dict) -> torch.Tensor:
+    """alphas_cumprod of a diffusers scheduler config, computed in float64 and returned as float32.
+
+    diffusers' 'scaled_linear' (betas linear in sqrt space) is LDM's 'linear' schedule, the one SD was
+    trained with; diffusers' 'linear' is linear in beta itself.
+    """
+    if cfg.get("rescale_betas_zero_snr"):
+        raise ModelError("scheduler_config: rescale_betas_zero_snr = true is not supported")
+    n = int(cfg.get("num_train_timesteps", 1000))
+    start, end = float(cfg.get("beta_start", 0.0001)), float(cfg.get("beta_end", 0.02))
+    schedule = cfg.get("beta_schedule", "linear")
+    if cfg.get("trained_betas") is not None:
+        betas = torch.tensor(cfg["trained_betas"], dtype=torch.float64)
+    elif schedule == "scaled_linear":
+        betas = torch.linspace(start ** 0.5, end ** 0.5, n, dtype=torch.float64) ** 2
+    elif schedule == "linear":
+        betas = torch.linspace(start, end, n, dtype=torch.float64)
+    else:
+        raise ModelError(f"scheduler_config: beta_schedule = {schedule!r} is not supported; "
+                         "allowed: 'scaled_linear' (Stable Diffusion), 'linear'")
+    return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
+
+
+def parameterization_from_scheduler(cfg: dict) -> str:
+    """'eps' or 'v' from the scheduler's prediction_type."""
+    kind = cfg.get("prediction_type", "epsilon")
+    if kind not in PREDICTION_TYPES:
+        raise ModelError(f"scheduler_config: prediction_type = {kind!r} is not supported; "
+                         f"allowed: {', '.join(PREDICTION_TYPES)}")
+    return PREDICTION_TYPES[kind]
+
+
+def _pad_id(folder: Path) -> int:
+    """SD1 pads with <|endoftext|> (49407), SD2's OpenCLIP tokenizer with '!' (id 0), as the folder says."""
+    pad = None
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = folder / "tokenizer" / name
+        if path.is_file():
+            pad = _read_json(path).get("pad_token")
+            if pad is not None:
+                break
+    if isinstance(pad, dict):
+        pad = pad.get("content")
+    vocab_file = folder / "tokenizer" / "vocab.json"
+    vocab = _read_json(vocab_file) if vocab_file.is_file() else {}
+    if vocab and len(vocab) != VOCAB_SIZE:
+        log.warning("%s has %d tokens, not CLIP's %d: added tokens are not used", vocab_file, len(vocab), VOCAB_SIZE)
+    if pad in (None, "<|endoftext|>"):
+        return EOS_ID
+    if pad == "<|startoftext|>":
+        return BOS_ID
+    if pad == "!":
+        return 0
+    if pad in vocab:
+        return int(vocab[pad])
+    raise ModelError(f"{folder / 'tokenizer'}: pad_token {pad!r} is not a CLIP token; "
+                     "allowed: '<|endoftext|>' (SD 1.x) or '!' (SD 2.x)")
+
+
+def _check_family(folder: Path, index: dict, unet_cfg: dict) -> None:
+    """Only SD 1.x/2.x text-to-image folders: no SDXL (second text encoder), no inpainting/depth UNets."""
+    if "text_encoder_2" in index or unet_cfg.get("addition_embed_type"):
+        raise ModelError(f"{folder} is an SDXL-type model ({index.get('_class_name')}); only Stable Diffusion "
+                         "1.x / 2.x are supported")
+    if unet_cfg.get("in_channels", 4) != 4:
+        raise ModelError(f"{folder}: the UNet takes {unet_cfg.get('in_channels')} input channels (an inpainting "
+                         "or depth model); only 4-channel text-to-image models are supported")
+
+
+def build_modules(folder: Path) -> dict[str, torch.nn.Module]:
+    """Empty UNet, VAE and text encoder from the folder's config.json files, on the meta device."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    text_cfg = _read_json(folder / "text_encoder" / "config.json")
+    if text_cfg.get("model_type", "clip_text_model") != "clip_text_model":
+        raise ModelError(f"{folder / 'text_encoder'}: model_type = {text_cfg.get('model_type')!r}; "
+                         "allowed: 'clip_text_model'")
+    with torch.device("meta"):
+        return {"unet": UNet2DConditionModel.from_config(_read_json(folder / "unet" / "config.json")),
+                "vae": AutoencoderKL.from_config(_read_json(folder / "vae" / "config.json")),
+                "text": CLIPTextModel(CLIPTextConfig.from_pretrained(str(folder / "text_encoder"),
+                                                                     local_files_only=True))}
+
+
+def load_folder(folder: str | Path, dtype: torch.dtype = torch.float32) -> LatentDiffusionModel:
+    """A LatentDiffusionModel (on the CPU) from a local diffusers SD 1.x/2.x folder."""
+    folder = Path(folder)
+    missing = missing_files(folder)
+    if missing:
+        raise ModelError(f"{folder} is not a complete diffusers folder: missing {', '.join(missing)}")
+    index = _read_json(folder / "model_index.json")
+    _check_family(folder, index, _read_json(folder / "unet" / "config.json"))
+    scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
+    modules = build_modules(folder)
+    parts = {"unet": read_weights(folder / "unet", PARTS["unet"]),
+             "vae": read_weights(folder / "vae", PARTS["vae"]),
+             "text": {k: v for k, v in read_weights(folder / "text_encoder", PARTS["text_encoder"]).items()
+                      if not k.endswith("position_ids")}}
+    convert.check_weights(modules, parts, folder.name)
+    convert.assign_weights(modules, parts, dtype)
+    return LatentDiffusionModel(
+        modules["unet"], modules["vae"], modules["text"], Tokenizer(_pad_id(folder)),
+        alphas_cumprod_from_scheduler(scheduler), parameterization_from_scheduler(scheduler),
+        float(modules["vae"].config.get("scaling_factor", 0.18215)), name=folder.name, config_name="diffusers")
+
+
+def download_repo(repo_id: str, models_path: str | Path, token: str | None = None,
+                  endpoint: str | None = None) -> Path:
+    """The diffusers folders of a hub repo in models_path/<name>: used as they are when complete, else fetched."""
+    dest = repo_folder(repo_id, models_path)
+    if dest.is_dir() and not missing_files(dest):
+        return dest
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    from deforum.models.download import _is_network_error
+
+    where = (f"put its diffusers folders (model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
+             f"scheduler/; .safetensors weights) from https://huggingface.co/{repo_id} into {dest}")
+    print(f"Downloading {repo_id} (diffusers folders) to {dest}")
+    try:
+        snapshot_download(repo_id, local_dir=dest, allow_patterns=HUB_PATTERNS,
+                          token=token or os.environ.get("HF_TOKEN"), endpoint=endpoint)
+    except GatedRepoError as e:
+        raise ModelError(f"{repo_id} asks you to accept its licence on https://huggingface.co/{repo_id}; accept "
+                         f"it, set HF_TOKEN (or log in from the notebook) and run again; or {where}") from e
+    except RepositoryNotFoundError as e:
+        raise ModelError(f"model_checkpoint = {repo_id!r}: no such Hugging Face repository (or it needs a "
+                         f"token); or {where}") from e
+    except HfHubHTTPError as e:
+        raise ModelError(f"{repo_id}: download failed ({e}); {where}") from e
+    except Exception as e:
+        if _is_network_error(e):
+            raise ModelError(f"model_checkpoint = {repo_id!r} is not in {dest} and the Hugging Face hub cannot be "
+                             f"reached ({type(e).__name__}); {where}") from e
+        raise
+    missing = missing_files(dest)
+    if missing:
+        raise ModelError(f"{repo_id} is not a diffusers Stable Diffusion repository with .safetensors weights: "
+                         f"{dest} lacks {', '.join(missing)}")
+    return dest
