@@ -253,9 +253,10 @@ ARGS_FIELDS: tuple[Field, ...] = (
         "args", "CLIP\\Aesthetics Conditional Settings",
         Field("clip_name", "str", "ViT-L/14", "CLIP model for clip_scale / aesthetics_scale.",
               widget="dropdown", choices=("ViT-L/14", "ViT-L/14@336px", "ViT-B/16", "ViT-B/32")),
-        Field("clip_scale", "float", 0, "CLIP guidance towards the prompt (>= 0).", widget="number",
-              minimum=0),
-        Field("aesthetics_scale", "float", 0, "Aesthetic-score guidance (>= 0).", widget="number", minimum=0),
+        Field("clip_scale", "float", 0, "CLIP guidance towards the prompt (negative: away from it).",
+              widget="number"),
+        Field("aesthetics_scale", "float", 0, "Aesthetic-score guidance (negative: towards a lower score).",
+              widget="number"),
         Field("cutn", "int", 1, "Number of CLIP cutouts per step.", widget="number", minimum=1),
         Field("cut_pow", "float", 0.0001, "Cutout size exponent (small = large cutouts).", widget="number"),
     ),
@@ -622,7 +623,7 @@ def _value_problem(f: Field, value: Any) -> str | None:
     elif f.type == "runtime":
         ok = False
     elif f.type == "inject_timing":
-        return _inject_timing_problem(value)
+        return inject_timing_problem(value)
     if not ok:
         return f"must be {_describe(f)}"
     if number is not None and ((f.minimum is not None and number < f.minimum)
@@ -633,7 +634,7 @@ def _value_problem(f: Field, value: Any) -> str | None:
     return None
 
 
-def _inject_timing_problem(value: Any) -> str | None:
+def inject_timing_problem(value: Any) -> str | None:
     """Step numbers past the steps a frame runs are allowed: they never apply (as in v0.6)."""
     allowed = ("must be null (every step), an integer n >= 1 (every n-th step), a list of step numbers "
                ">= 1, or a list of fractions 0..1")
@@ -682,7 +683,7 @@ _NAME_FIELDS = ("batch_name", "filename_format", "timestring")  # become file/fo
 def _special_problem(group: str, name: str, value: Any, values: Mapping[str, Any]) -> str | None:
     """Rules that one field's type and range do not express."""
     if group == "args" and name == "grad_inject_timing":
-        return _inject_timing_problem(value)
+        return inject_timing_problem(value)
     if group == "anim_args":
         if name == "fov" and value == 0:
             return "must not be 0 (the 3D camera gain 1/tan(fov/2) is undefined)"

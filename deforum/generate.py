@@ -163,7 +163,7 @@ class Generator:
         (``save_sample_per_step``); ``show_step(label, image)`` previews them (``show_sample_per_step``).
         """
         from deforum.sampling.denoisers import CFGDenoiser
-        from deforum.sampling.run import get_sampler, sample, steps_to_run
+        from deforum.sampling.run import get_sampler, sample, schedule_for, steps_to_run
 
         get_sampler(sampler)
         seed = int(seed)
@@ -219,6 +219,9 @@ class Generator:
                                                           static_threshold=static_threshold)
         if self.denoiser_wrapper is not None:
             guided = self.denoiser_wrapper(guided)
+            begin = getattr(guided, "begin", None)
+            if begin is not None:  # e.g. gradient conditioning: the schedule this call runs, and its prompt
+                begin(schedule_for(self.denoiser, sampler, steps, strength, karras), sampler=sampler, prompt=prompt)
 
         total = steps_to_run(steps, strength)
         step_callback = self._step_callback(callback, progress, total, step_dir, show_step)

@@ -146,7 +146,9 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
         root_ns.model = load_root_model(root_ns)
         if root is not None and not isinstance(root, Mapping):
             root.model = root_ns.model  # keep it for the next run of the notebook cell
-    generator = Generator(root_ns.model)
+    from deforum.guidance import make_denoiser_wrapper
+    guidance = make_denoiser_wrapper(args_ns, root_ns.model, models_path=root_ns.models_path)
+    generator = Generator(root_ns.model, denoiser_wrapper=guidance)
 
     settings_path = None
     if mode != "None" and not resume:

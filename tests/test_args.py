@@ -142,7 +142,6 @@ BAD_VALUES = [
     ("args", "grad_inject_timing", 0, "every n-th step"),
     ("args", "grad_inject_timing", [0, 1], "step numbers"),
     ("args", "grad_inject_timing", [0.5, 1.5], "fractions"),
-    ("args", "clip_scale", -1, ">= 0"),
     ("args", "init_latent", [0.0], "null"),
     ("anim_args", "max_frames", 10**9, "100000"),
     ("anim_args", "max_frames", 0, "from 1"),
