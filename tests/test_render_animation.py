@@ -173,3 +173,14 @@ def test_mask_keeps_the_init_under_white_and_moves_with_the_camera(tmp_path, ass
     frame2 = np.asarray(Image.open(moving.frames[2]), dtype=np.int16)
     # Two frames of +8 px: the kept region is the init moved 16 px right (columns 16..47 of the frame).
     assert np.abs(frame2[:, 18:46] - init[:, 2:30]).max() <= 2
+
+
+def test_gradient_conditioning_reaches_every_frame_of_an_animation(tmp_path, assets):
+    """The runner hands the guidance wrapper to the generator: with mean_scale the frames change."""
+    args = dict(ARGS, W=64, H=64, steps=5, grad_inject_timing=None, decode_method="linear")
+    anim = anim_settings(assets, "2D", 1, max_frames=2)
+    plain = render(args, anim, None, PROMPTS, root_for(assets, tmp_path / "plain"), progress=False)
+    guided = render(dict(args, mean_scale=50), anim, None, PROMPTS, root_for(assets, tmp_path / "guided"),
+                    progress=False)
+    for a, b in zip(plain.frames, guided.frames, strict=True):
+        assert not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
