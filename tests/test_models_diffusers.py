@@ -14,6 +14,7 @@ import torch
 
 from deforum.errors import ModelError
 from deforum.models import diffusers_folder, linear_alphas_cumprod, load_model, load_root_model, resolve_checkpoint
+from deforum.models import download as download_module
 from deforum.models.diffusers_folder import alphas_cumprod_from_scheduler, parameterization_from_scheduler
 from deforum.testing import oracle_checkpoint, oracle_config
 
@@ -247,6 +248,7 @@ def test_a_repo_id_is_fetched_as_safetensors_diffusers_folders(saved, tmp_path, 
         return str(local_dir)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(download_module, "hub_unreachable", lambda endpoint=None: None)  # the fake hub answers
     root = {"models_path": str(tmp_path / "models"), "model_checkpoint": "someone/tiny-sd1",
             "map_location": "cpu", "model_config": "v1-inference.yaml"}
     model = load_root_model(root)

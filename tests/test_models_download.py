@@ -128,7 +128,12 @@ def test_sha256_mismatch_is_an_error_and_the_file_is_not_used(tmp_path, hub, ent
 
 
 def test_offline_error_says_which_file_to_put_where(tmp_path, entry, online, monkeypatch):
-    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # skip huggingface_hub's retry back-off (23 s)
+    from deforum.models import download as download_module
+
+    def no_network_call(*args, **kwargs):
+        raise AssertionError("an unreachable hub must be reported before huggingface_hub retries")
+
+    monkeypatch.setattr(download_module, "_fetch", no_network_call)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]

@@ -216,10 +216,14 @@ def download_repo(repo_id: str, models_path: str | Path, token: str | None = Non
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
-    from deforum.models.download import _is_network_error
+    from deforum.models.download import _is_network_error, hub_unreachable
 
     where = (f"put its diffusers folders (model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
              f"scheduler/; .safetensors weights) from https://huggingface.co/{repo_id} into {dest}")
+    unreachable = hub_unreachable(endpoint)
+    if unreachable:
+        raise ModelError(f"model_checkpoint = {repo_id!r} is not in {dest} and the Hugging Face hub cannot be "
+                         f"reached ({unreachable}); {where}")
     print(f"Downloading {repo_id} (diffusers folders) to {dest}")
     try:
         snapshot_download(repo_id, local_dir=dest, allow_patterns=HUB_PATTERNS,

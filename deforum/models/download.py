@@ -78,6 +78,28 @@ def _fetch(repo_id: str, filename: str, dest_dir: Path, token: str | None = None
     return Path(hf_hub_download(repo_id, filename, local_dir=dest_dir, token=token, endpoint=endpoint))
 
 
+def hub_unreachable(endpoint: str | None = None, timeout: float = 5.0) -> str | None:
+    """Why the hub cannot be reached (offline mode, no DNS, no route), or None when it answers a TCP connect.
+
+    Checked once before a download, so an offline machine gets the clear "put the file here" message at once
+    instead of after huggingface_hub's retries (about 25 s of back-off).
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(endpoint or constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{url.hostname}: {e.strerror or e}"
+    return None
+
+
 def _is_network_error(e: Exception) -> bool:
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
@@ -95,6 +117,10 @@ def download(entry: CatalogueEntry, models_path: str | Path, token: str | None =
     models_path.mkdir(parents=True, exist_ok=True)
     dest = models_path / entry.name
     where = f"download {entry.url} and put it at {dest}"
+    unreachable = hub_unreachable(endpoint)
+    if unreachable:
+        raise ModelError(f"{entry.name} is not in {models_path} and the Hugging Face hub cannot be reached "
+                         f"({unreachable}); {where}")
     print(f"Downloading {entry.name} from {entry.repo_id} to {models_path}")
     try:
         got = _fetch(entry.repo_id, entry.filename, models_path, token or os.environ.get("HF_TOKEN"), endpoint)
