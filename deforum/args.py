@@ -502,12 +502,23 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
+def as_dict(obj: Any) -> dict[str, Any]:
+    """The fields of a settings group given as a mapping or a namespace (None: empty)."""
     if obj is None:
         return {}
     if isinstance(obj, Mapping):
         return dict(obj)
     return dict(vars(obj))
+
+
+_REQUIRED = object()
+
+
+def get_value(obj: Any, name: str, default: Any = _REQUIRED) -> Any:
+    """One field of a settings group given as a mapping or a namespace; without ``default`` it must exist."""
+    if isinstance(obj, Mapping):
+        return obj[name] if default is _REQUIRED else obj.get(name, default)
+    return getattr(obj, name) if default is _REQUIRED else getattr(obj, name, default)
 
 
 def normalize(group: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -705,11 +716,11 @@ def validate(args: Any, anim_args: Any, root: Any = None) -> None:
     ``args``/``anim_args``/``root`` are dicts or namespaces holding complete groups (merge partial input
     with ``defaults`` first). The error has a ``problems`` attribute: one line per problem.
     """
-    args_d = normalize("args", _as_dict(args))
-    anim_d = normalize("anim_args", _as_dict(anim_args))
+    args_d = normalize("args", as_dict(args))
+    anim_d = normalize("anim_args", as_dict(anim_args))
     found = problems("args", args_d) + problems("anim_args", anim_d)
     if root is not None:
-        found += problems("root", normalize("root", _as_dict(root)))
+        found += problems("root", normalize("root", as_dict(root)))
     found += schedule_problems(anim_d)
     if found:
         raise settings_error(found)
@@ -758,9 +769,9 @@ def finalize(args: Any, anim_args: Any, root: Any = None, now: datetime.datetime
     """
     now = now or datetime.datetime.now()
     rng = rng or random.SystemRandom()
-    a = normalize("args", _as_dict(args))
-    anim = normalize("anim_args", _as_dict(anim_args))
-    root_d = _as_dict(root)
+    a = normalize("args", as_dict(args))
+    anim = normalize("anim_args", as_dict(anim_args))
+    root_d = as_dict(root)
 
     a["timestring"] = now.strftime("%Y%m%d%H%M%S")
     a["strength"] = min(1.0, max(0.0, float(a["strength"])))

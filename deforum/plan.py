@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from deforum.args import ANIMATION_MODES, FIELDS, SEED_MAX, schedule_fields
+from deforum.args import ANIMATION_MODES, FIELDS, SEED_MAX, get_value, schedule_fields
 from deforum.errors import SettingsError
 from deforum.keyframes import parse_schedules, prompt_schedule
 
@@ -148,9 +148,6 @@ class RenderPlan:
         return text
 
 
-def _get(obj: Any, name: str) -> Any:
-    return obj[name] if isinstance(obj, Mapping) else getattr(obj, name)
-
 
 def _seeds(start_seed: int, seed_behavior: str, count: int) -> list[int]:
     seeds, seed = [], int(start_seed)
@@ -194,15 +191,15 @@ def make_plan(args: Any, anim_args: Any, animation_prompts: Mapping[Any, str] | 
     records it. ``init_images`` is the list of init images of a None-mode batch or the extracted frames of
     a Video Input run (their count then sets the number of frames).
     """
-    mode = _get(anim_args, "animation_mode")
+    mode = get_value(anim_args, "animation_mode")
     if mode not in ANIMATION_MODES:
         raise SettingsError(
             f"animation_mode: {mode!r} is not allowed; choose one of {', '.join(map(repr, ANIMATION_MODES))}"
         )
-    seed = int(_get(args, "seed"))
+    seed = int(get_value(args, "seed"))
     if seed < 0:
         raise SettingsError(f"seed: {seed} must be resolved to a value >= 0 before planning (-1 means random)")
-    seed_behavior = _get(args, "seed_behavior")
+    seed_behavior = get_value(args, "seed_behavior")
     if seed_behavior not in SEED_BEHAVIORS:
         raise SettingsError(
             f"seed_behavior: {seed_behavior!r} is not allowed; choose one of {', '.join(SEED_BEHAVIORS)}"
@@ -214,10 +211,10 @@ def make_plan(args: Any, anim_args: Any, animation_prompts: Mapping[Any, str] | 
         return _plan_interpolation(anim_args, seed, animation_prompts or {})
 
     max_frames = len(init_images) if mode == "Video Input" and init_images is not None else int(
-        _get(anim_args, "max_frames"))
-    schedules = parse_schedules({name: _get(anim_args, name) for name in schedule_fields()}, max_frames)
+        get_value(anim_args, "max_frames"))
+    schedules = parse_schedules({name: get_value(anim_args, name) for name in schedule_fields()}, max_frames)
     prompt_per_frame = prompt_schedule(animation_prompts or {}, max_frames)
-    cadence = 1 if mode == "Video Input" else max(1, int(_get(anim_args, "diffusion_cadence")))
+    cadence = 1 if mode == "Video Input" else max(1, int(get_value(anim_args, "diffusion_cadence")))
 
     keys = list(range(0, max_frames, cadence))
     seed_of_key = dict(zip(keys, _seeds(seed, seed_behavior, len(keys)), strict=True))
@@ -238,7 +235,7 @@ def _plan_stills(args: Any, seed: int, seed_behavior: str, prompts: list[str],
                  init_images: list[str] | None) -> RenderPlan:
     """None mode (spec 11): prompts x n_batch x init images, the seed advancing after every image."""
     inits: list[str | None] = list(init_images) if init_images else [None]
-    n_batch = int(_get(args, "n_batch"))
+    n_batch = int(get_value(args, "n_batch"))
     combos = [(prompt, init) for prompt in prompts for _ in range(n_batch) for init in inits]
     seeds = _seeds(seed, seed_behavior, len(combos))
     rows = [FrameRow(index, prompt, image_seed, "still", init_image=init)
@@ -253,8 +250,8 @@ def _plan_interpolation(anim_args: Any, seed: int, animation_prompts: Mapping[An
     items = sorted((int(key), text) for key, text in animation_prompts.items())
     keys = [key for key, _ in items]
     texts = [text for _, text in items]
-    frames = interpolation_frames(len(items), keys, int(_get(anim_args, "interpolate_x_frames")),
-                                  bool(_get(anim_args, "interpolate_key_frames")))
+    frames = interpolation_frames(len(items), keys, int(get_value(anim_args, "interpolate_x_frames")),
+                                  bool(get_value(anim_args, "interpolate_key_frames")))
     rows = [FrameRow(index, texts[b] if t >= 0.5 else texts[a], seed, "interpolated", interpolation=(a, b, t))
             for index, (a, b, t) in enumerate(frames)]
     return RenderPlan("Interpolation", len(rows), rows, {}, seed, "fixed")

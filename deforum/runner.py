@@ -33,18 +33,14 @@ class RunResult:
 
 
 def _merged(group: str, values: Any) -> dict[str, Any]:
-    merged = fields.defaults(group)
-    if values is not None:
-        merged.update(dict(values) if isinstance(values, Mapping) else vars(values))
-    return merged
+    return fields.defaults(group) | fields.as_dict(values)
 
 
 def _root_namespace(root: Any) -> SimpleNamespace:
-    values = _merged("root", {k: v for k, v in (dict(root) if isinstance(root, Mapping) else vars(root or
-                                                  SimpleNamespace())).items() if k != "model"})
-    ns = SimpleNamespace(**values)
-    ns.model = root.get("model") if isinstance(root, Mapping) else getattr(root, "model", None)
-    return ns
+    """Root fields over their defaults, plus ``model`` (None until loaded)."""
+    given = fields.as_dict(root)
+    model = given.pop("model", None)
+    return SimpleNamespace(**_merged("root", given), model=model)
 
 
 class _Progress:

@@ -26,6 +26,7 @@ from deforum.args import (
     DEFAULT_ANIMATION_PROMPTS,
     DEFAULT_PROMPTS,
     FIELDS,
+    as_dict,
     defaults,
     normalize,
     problems,
@@ -106,8 +107,8 @@ def apply_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
                    animation_prompts: Mapping[Any, str] | None = None, *, where: str = "settings",
                    check: bool = True) -> Settings:
     """``apply_settings_file`` for an already parsed JSON object; ``where`` names it in errors."""
-    a = _as_dict(args)
-    anim = _as_dict(anim_args)
+    a = as_dict(args)
+    anim = as_dict(anim_args)
     found: list[str] = []
     unknown: dict[str, Any] = {}
     for key, value in data.items():
@@ -156,9 +157,6 @@ def apply_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
         path=where,
     )
 
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    return dict(obj) if isinstance(obj, Mapping) else dict(vars(obj))
 
 
 _INT_KEY = re.compile(r"\s*\d+\s*")
@@ -234,7 +232,7 @@ def settings_dict(args: Any, anim_args: Any, prompts: list[str] | None = None,
     """The JSON object of a settings file, in v0.6 key order: args, ``prompts``, anim_args, then ours."""
     from deforum import __version__
 
-    a, anim = _as_dict(args), _as_dict(anim_args)
+    a, anim = as_dict(args), as_dict(anim_args)
     anim_prompts = {str(k): v for k, v in (animation_prompts or {}).items()}
     still = list(prompts or [])
     out: dict[str, Any] = {f.name: a[f.name] for f in ARGS_FIELDS if f.name in a}

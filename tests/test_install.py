@@ -1,12 +1,17 @@
 """What installing the package brings: nothing that pins numpy below 2, no k-diffusion (DESIGN section 4)."""
 
 import importlib.util
-import tomllib
+import sys
 from pathlib import Path
 
 import numpy as np
 from packaging.requirements import Requirement
 from packaging.version import Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the test extra installs tomli
+    import tomli as tomllib
 
 PYPROJECT = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
 RUNTIME = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from deforum.args import as_dict, get_value
 from deforum.conditioning import interpolate_conditioning
 from deforum.errors import SettingsError
 from deforum.image.convert import sample_to_uint8
@@ -33,19 +34,11 @@ from deforum.plan import RenderPlan, make_plan
 log = logging.getLogger(__name__)
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    return dict(obj) if isinstance(obj, Mapping) else dict(vars(obj))
 
 
 def interpolation_plan(args: Any, anim_args: Any, animation_prompts: Mapping[Any, str]) -> RenderPlan:
     """The render plan of an Interpolation run (one row per output frame, all with ``args.seed``)."""
-    return make_plan(args, _as_dict(anim_args) | {"animation_mode": "Interpolation"}, animation_prompts)
+    return make_plan(args, as_dict(anim_args) | {"animation_mode": "Interpolation"}, animation_prompts)
 
 
 def key_image_frames(plan: RenderPlan) -> list[int]:
@@ -82,30 +75,30 @@ def render_interpolation(args: Any, anim_args: Any, animation_prompts: Mapping[A
     """
     from deforum.generate import generation_kwargs
 
-    method = str(_get(anim_args, "interpolation_method", "linear") or "linear")
+    method = str(get_value(anim_args, "interpolation_method", "linear") or "linear")
     if method not in ("linear", "slerp"):
         raise SettingsError(f"interpolation_method: {method!r} is not allowed; choose 'linear' or 'slerp'")
     plan = interpolation_plan(args, anim_args, animation_prompts)
     texts = [text for _key, text in sorted((int(k), str(v)) for k, v in animation_prompts.items())]
-    W, H = int(_get(args, "W")), int(_get(args, "H"))
-    timestring = str(_get(args, "timestring"))
-    outdir = ensure_output_folder(_get(args, "outdir"))
+    W, H = int(get_value(args, "W")), int(get_value(args, "H"))
+    timestring = str(get_value(args, "timestring"))
+    outdir = ensure_output_folder(get_value(args, "outdir"))
 
     # Read every input before the first generation.
     init = mask = None
-    use_init = bool(_get(args, "use_init", False))
-    use_mask = bool(_get(args, "use_mask", False))
+    use_init = bool(get_value(args, "use_init", False))
+    use_mask = bool(get_value(args, "use_mask", False))
     if use_mask and not use_init:
         raise SettingsError("use_mask: True needs use_init True and an init_image (the mask applies to it)")
     if use_init:
-        init_source = _get(args, "init_image")
+        init_source = get_value(args, "init_image")
         if not init_source:
             raise SettingsError("init_image: is empty but use_init is on; give an image path or URL")
-        use_alpha = use_mask and bool(_get(args, "use_alpha_as_mask", False))
+        use_alpha = use_mask and bool(get_value(args, "use_alpha_as_mask", False))
         init, alpha = load_init_image(init_source, W, H, use_alpha_as_mask=use_alpha)
         if use_mask:
-            mask = alpha if use_alpha else open_image(_get(args, "mask_file"), field="mask_file")
-    strength = min(max(float(_get(args, "strength", 0.0) or 0.0), 0.0), 1.0) if use_init else 0.0
+            mask = alpha if use_alpha else open_image(get_value(args, "mask_file"), field="mask_file")
+    strength = min(max(float(get_value(args, "strength", 0.0) or 0.0), 0.0), 1.0) if use_init else 0.0
 
     call = generation_kwargs(args)
     weighting = {name: call[name] for name in
@@ -120,7 +113,7 @@ def render_interpolation(args: Any, anim_args: Any, animation_prompts: Mapping[A
         a, b, t = row.interpolation
         uc, c = _conditioning_at(keys, a, b, t, method)
         step_dir = None
-        if _get(args, "save_sample_per_step", False):
+        if get_value(args, "save_sample_per_step", False):
             step_dir = outdir / f"{timestring}_00_{row.seed}"  # v0.6's name; the fixed seed reuses it
         sample = generator(**call | {"strength": strength}, seed=row.seed, prompt=row.prompt, frame=0,
                            uc=uc, c=c, init_image=init, mask=mask, step_dir=step_dir, progress=progress)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from deforum.args import get_value
 from deforum.errors import SettingsError
 from deforum.image.convert import sample_to_uint8
 from deforum.image.io import list_init_images, load_init_image, open_image, save_png_atomic
@@ -29,11 +30,6 @@ log = logging.getLogger(__name__)
 PROMPT_FILENAME_FORMAT = "{timestring}_{index}_{prompt}.png"
 GRID_PADDING = 2  # pixels of black between and around grid cells (torchvision make_grid's default)
 
-
-def _get(args: Any, name: str, default: Any = None) -> Any:
-    if isinstance(args, Mapping):
-        return args.get(name, default)
-    return getattr(args, name, default)
 
 
 def image_filename(filename_format: str, timestring: str, index: int, prompt: str, seed: int) -> str:
@@ -104,22 +100,22 @@ def render_image_batch(args: Any, prompts: list[str], model: Any, *,
     prompts = [str(p) for p in (prompts or [])]
     if not prompts:
         raise SettingsError("prompts: the None mode needs at least one prompt in the prompts list")
-    seed = int(_get(args, "seed"))
+    seed = int(get_value(args, "seed"))
     if seed == -1:
         seed = random.randint(0, SEED_LIMIT - 1)
         log.info("seed -1: using random seed %d", seed)
-    timestring = str(_get(args, "timestring"))
-    outdir = Path(_get(args, "outdir"))
-    W, H = int(_get(args, "W")), int(_get(args, "H"))
+    timestring = str(get_value(args, "timestring"))
+    outdir = Path(get_value(args, "outdir"))
+    W, H = int(get_value(args, "W")), int(get_value(args, "H"))
 
-    use_init = bool(_get(args, "use_init", False))
-    use_mask = bool(_get(args, "use_mask", False))
-    use_alpha_as_mask = bool(_get(args, "use_alpha_as_mask", False))
+    use_init = bool(get_value(args, "use_init", False))
+    use_mask = bool(get_value(args, "use_mask", False))
+    use_alpha_as_mask = bool(get_value(args, "use_alpha_as_mask", False))
     if use_mask and not use_init:
         raise SettingsError("use_mask: True needs use_init True and an init_image (the mask applies to it)")
 
     # Everything read from disk or the network is read before the first image is generated.
-    init_sources = list_init_images(_get(args, "init_image")) if use_init else []
+    init_sources = list_init_images(get_value(args, "init_image")) if use_init else []
     inits = {source: load_init_image(source, W, H, use_alpha_as_mask=use_alpha_as_mask and use_mask)
              for source in init_sources}
     if use_mask and use_alpha_as_mask:
@@ -127,25 +123,25 @@ def render_image_batch(args: Any, prompts: list[str], model: Any, *,
             check_alpha_mask(alpha)
     mask_image = None
     if use_mask and not use_alpha_as_mask:
-        mask_image = open_image(_get(args, "mask_file"), field="mask_file")
+        mask_image = open_image(get_value(args, "mask_file"), field="mask_file")
 
-    plan = make_plan({"seed": seed, "seed_behavior": _get(args, "seed_behavior", "iter"),
-                      "n_batch": _get(args, "n_batch", 1)},
+    plan = make_plan({"seed": seed, "seed_behavior": get_value(args, "seed_behavior", "iter"),
+                      "n_batch": get_value(args, "n_batch", 1)},
                      {"animation_mode": "None"}, None, prompts, init_sources or None)
 
     outdir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    if _get(args, "save_settings", True):
+    if get_value(args, "save_settings", True):
         written.append(_save_settings(args, seed, prompts, outdir / f"{timestring}_settings.txt"))
 
     call = generation_kwargs(args)
-    save_samples = bool(_get(args, "save_samples", True))
-    n_batch = int(_get(args, "n_batch", 1))
+    save_samples = bool(get_value(args, "save_samples", True))
+    n_batch = int(get_value(args, "n_batch", 1))
     per_prompt: dict[str, list[tuple[int, np.ndarray]]] = {}
     for row in plan.rows:
         init, alpha = inits[row.init_image] if row.init_image is not None else (None, None)
         step_dir = None
-        if _get(args, "save_sample_per_step", False):
+        if get_value(args, "save_sample_per_step", False):
             step_dir = outdir / f"{timestring}_00_{row.seed}"  # v0.6: the sample index is always 00
         sample = generate(**call, prompt=row.prompt, frame=0, seed=row.seed, init_image=init,
                           mask=(alpha if use_alpha_as_mask else mask_image) if use_mask else None,
@@ -153,30 +149,30 @@ def render_image_batch(args: Any, prompts: list[str], model: Any, *,
         image = sample_to_uint8(sample)
         per_prompt.setdefault(row.prompt, []).append((row.seed, image))
         if save_samples:
-            name = image_filename(str(_get(args, "filename_format", "")), timestring, row.frame, row.prompt,
+            name = image_filename(str(get_value(args, "filename_format", "")), timestring, row.frame, row.prompt,
                                   row.seed)
             written.append(save_png_atomic(image, outdir / name))
-        if display is not None and _get(args, "display_samples", False):
+        if display is not None and get_value(args, "display_samples", False):
             if clear_output is not None and n_batch >= 32 and row.frame % 32 == 0 and row.frame:
                 clear_output()
             display(Image.fromarray(image))
 
-    if _get(args, "make_grid", False):
+    if get_value(args, "make_grid", False):
         for prompt_index, prompt in enumerate(dict.fromkeys(prompts)):
             images = per_prompt.get(prompt, [])
             if not images:
                 continue
-            grid = make_grid([image for _, image in images], int(_get(args, "grid_rows", 2)))
+            grid = make_grid([image for _, image in images], int(get_value(args, "grid_rows", 2)))
             path = save_png_atomic(grid, outdir / grid_filename(timestring, prompt_index, images[0][0]))
             written.append(path)
-            if display is not None and _get(args, "display_samples", False):
+            if display is not None and get_value(args, "display_samples", False):
                 display(Image.fromarray(grid))
     return written
 
 
 def _show_step(display: Callable[[Image.Image], None] | None, args: Any):
     """The per-step preview hook for ``show_sample_per_step`` (labels 'x' and 'x0_pred')."""
-    if display is None or not _get(args, "show_sample_per_step", False):
+    if display is None or not get_value(args, "show_sample_per_step", False):
         return None
 
     def show(label: str, image: np.ndarray) -> None:

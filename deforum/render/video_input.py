@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deforum.args import as_dict, get_value
 from deforum.errors import MediaError, SettingsError
 from deforum.image.convert import sample_to_uint8
 from deforum.image.io import ensure_output_folder, load_init_image, open_image, save_png_atomic
@@ -47,18 +48,10 @@ class VideoFrames:
     source_fps: float = 0.0
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    return dict(obj) if isinstance(obj, Mapping) else dict(vars(obj))
 
 
 def _nth_frame(anim_args: Any) -> int:
-    value = _get(anim_args, "extract_nth_frame", 1)
+    value = get_value(anim_args, "extract_nth_frame", 1)
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # v0.6's number field may give 3.0
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -74,9 +67,9 @@ def prepare_video_input(args: Any, anim_args: Any) -> VideoFrames:
     with the same ``extract_nth_frame`` (see ``deforum.video.extract_frames``).
     """
     n = _nth_frame(anim_args)
-    video_path = str(_get(anim_args, "video_init_path") or "")
-    use_mask_video = bool(_get(anim_args, "use_mask_video", False))
-    mask_path = str(_get(anim_args, "video_mask_path") or "")
+    video_path = str(get_value(anim_args, "video_init_path") or "")
+    use_mask_video = bool(get_value(anim_args, "use_mask_video", False))
+    mask_path = str(get_value(anim_args, "video_mask_path") or "")
     if not video_path:
         raise MediaError("video_init_path: is empty; give the path of the video to use in Video Input mode")
     if use_mask_video and not mask_path:
@@ -86,9 +79,9 @@ def prepare_video_input(args: Any, anim_args: Any) -> VideoFrames:
     info = probe_video(video_path, count_frames=False, field="video_init_path")
     if use_mask_video:
         probe_video(mask_path, count_frames=False, field="video_mask_path")
-    outdir = ensure_output_folder(_get(args, "outdir"))
+    outdir = ensure_output_folder(get_value(args, "outdir"))
 
-    overwrite = bool(_get(anim_args, "overwrite_extracted_frames", True))
+    overwrite = bool(get_value(anim_args, "overwrite_extracted_frames", True))
     frames = extract_frames(video_path, outdir / INPUT_FRAMES, n, overwrite, field="video_init_path")
     mask_frames = None
     if use_mask_video:
@@ -116,7 +109,7 @@ def frame_strengths(args: Any, rows: list[FrameRow]) -> tuple[list[float], str]:
     ``strength`` > 0: that value for every frame (v0.6). ``strength`` 0: the per-frame ``strength_schedule``
     (v0.6 used 0 here, which ignored the video). Values are clamped to [0, 1].
     """
-    strength = float(_get(args, "strength", 0.0) or 0.0)
+    strength = float(get_value(args, "strength", 0.0) or 0.0)
     if strength > 0:
         return [min(strength, 1.0)] * len(rows), "strength"
     return [min(max(float(row.values["strength_schedule"]), 0.0), 1.0) for row in rows], "strength_schedule"
@@ -147,7 +140,7 @@ def render_input_video(args: Any, anim_args: Any, animation_prompts: Mapping[Any
         raise MediaError(f"video_mask_path: {len(video.mask_frames)} mask frames for {len(video.frames)} "
                          "video frames")
 
-    anim = _as_dict(anim_args) | {"animation_mode": "Video Input"}
+    anim = as_dict(anim_args) | {"animation_mode": "Video Input"}
     plan = make_plan(args, anim, animation_prompts, init_images=[str(p) for p in video.frames])
     strengths, source = frame_strengths(args, plan.rows)
     if source == "strength":
@@ -156,17 +149,17 @@ def render_input_video(args: Any, anim_args: Any, animation_prompts: Mapping[Any
         log.info("Video Input: strength is 0, so each frame uses strength_schedule (frame 0: %.3g); "
                  "set strength > 0 to use one value for every frame", strengths[0])
 
-    W, H = int(_get(args, "W")), int(_get(args, "H"))
-    timestring = str(_get(args, "timestring"))
-    outdir = ensure_output_folder(_get(args, "outdir"))
+    W, H = int(get_value(args, "W")), int(get_value(args, "H"))
+    timestring = str(get_value(args, "timestring"))
+    outdir = ensure_output_folder(get_value(args, "outdir"))
 
     # A still mask (use_mask with mask_file) applies to every frame; read it before the first frame.
     still_mask = None
-    if video.mask_frames is None and _get(args, "use_mask", False):
-        if _get(args, "use_alpha_as_mask", False):
+    if video.mask_frames is None and get_value(args, "use_mask", False):
+        if get_value(args, "use_alpha_as_mask", False):
             raise SettingsError("use_alpha_as_mask: extracted video frames (JPEG) have no alpha channel; "
                                 "use use_mask_video with video_mask_path, or a mask_file")
-        still_mask = open_image(_get(args, "mask_file"), field="mask_file")
+        still_mask = open_image(get_value(args, "mask_file"), field="mask_file")
     use_any_mask = video.mask_frames is not None or still_mask is not None
 
     call = generation_kwargs(args)
@@ -179,7 +172,7 @@ def render_input_video(args: Any, anim_args: Any, animation_prompts: Mapping[Any
         if video.mask_frames is not None:
             mask = open_image(video.mask_frames[row.frame], field="video_mask_path")
         step_dir = None
-        if _get(args, "save_sample_per_step", False):
+        if get_value(args, "save_sample_per_step", False):
             step_dir = outdir / f"{timestring}_00_{row.seed}"  # v0.6's per-step folder name
         sample = generator(**call | {"strength": strength}, seed=row.seed, prompt=row.prompt, frame=row.frame,
                            init_image=init, mask=mask if use_any_mask else None, step_dir=step_dir,
