@@ -8,6 +8,7 @@ before a model is loaded.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,9 @@ def prepare(args: Any, anim_args: Any, prompts: list[str] | None, animation_prom
     args_ns, anim_ns = fields.finalize(a, anim, vars(root_ns), now=now)
     if anim_ns.resume_from_timestring and anim_ns.animation_mode in ("2D", "3D"):
         _resume_target(args_ns, anim_ns, root_ns, requested_seed)
+    elif anim_ns.resume_from_timestring:
+        warnings.warn(f"resume_from_timestring: resuming is for 2D and 3D runs; this {anim_ns.animation_mode} "
+                      "run starts from the beginning", UserWarning, stacklevel=2)
     plan = None
     if anim_ns.animation_mode in ("2D", "3D", "Interpolation"):
         plan = make_plan(args_ns, anim_ns, animation_prompts)
