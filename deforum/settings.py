@@ -77,6 +77,9 @@ def read_settings_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise SettingsError(f"settings file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno}, "
                             f"column {exc.colno}") from exc
+    except RecursionError:
+        raise SettingsError(f"settings file {str(path)!r} nests lists or objects too deeply to be a settings "
+                            "file") from None
     if not isinstance(data, dict):
         raise SettingsError(f"settings file {str(path)!r} must hold a JSON object {{\"key\": value, ...}}, "
                             f"not {type(data).__name__}")

@@ -7,11 +7,16 @@ none of these).
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import queue
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,9 @@ from deforum.errors import MediaError, SettingsError
 
 URL_TIMEOUT_S = 30.0
 URL_MAX_BYTES = 50 * 1024 * 1024
+URL_TOTAL_TIMEOUT_S = 120.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # v0.6's folder rule (compared case-insensitively here)
+TEMP_SUFFIX = ".png.tmp"  # save_png_atomic's temp files: ".{stem}.XXXXXXXX.png.tmp" beside the frame
 _ACCEPTED_CONTENT_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
 
 
@@ -31,10 +38,16 @@ def is_url(source: str) -> bool:
 
 
 def fetch_url(
-    url: str, *, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX_BYTES, field: str = "init_image"
+    url: str, *, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX_BYTES, field: str = "init_image",
+    total_timeout: float = URL_TOTAL_TIMEOUT_S,
 ) -> bytes:
-    """The body of an http(s) GET of an image: refused when not 200, not an image type, too large or slow."""
+    """The body of an http(s) GET of an image: refused when not 200, not an image type, too large or slow.
+
+    ``timeout`` bounds each wait for the server; ``total_timeout`` the whole download, so a server that
+    trickles a byte at a time cannot hold the run forever.
+    """
     request = urllib.request.Request(url, headers={"User-Agent": "deforum"})
+    deadline = time.monotonic() + total_timeout
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http/https only)
             status = getattr(response, "status", 200)
@@ -49,7 +62,9 @@ def fetch_url(
             length = response.headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > max_bytes:
                 raise MediaError(f"{field}: {url!r} is {int(length)} bytes, over the limit of {max_bytes}")
-            body = response.read(max_bytes + 1)
+            body = _read_body(response, max_bytes + 1, deadline)
+            if body is None:
+                raise MediaError(f"{field}: downloading {url!r} took longer than {total_timeout:g} s in total")
     except urllib.error.HTTPError as error:
         raise MediaError(f"{field}: {url!r} answered HTTP {error.code} {error.reason}") from error
     except urllib.error.URLError as error:
@@ -61,6 +76,20 @@ def fetch_url(
     if len(body) > max_bytes:
         raise MediaError(f"{field}: {url!r} is larger than the limit of {max_bytes} bytes")
     return body
+
+
+def _read_body(response: Any, limit: int, deadline: float) -> bytes | None:
+    """Up to ``limit`` bytes of the body, or None when the deadline passes first."""
+    chunks, size = [], 0
+    while size < limit:
+        if time.monotonic() > deadline:
+            return None
+        chunk = response.read1(min(1 << 16, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def open_image(
@@ -139,27 +168,144 @@ def save_png_atomic(image: np.ndarray | Image.Image, path: str | os.PathLike[str
     """Write an 8-bit PNG so that ``path`` is either absent or complete: a temp file in the same folder,
     then ``os.replace``. The one place frames are written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise MediaError(f"save_png_atomic: expected a uint8 image, got {image.dtype} for {str(path)!r}")
         image = Image.fromarray(image)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=TEMP_SUFFIX)
+    except OSError as error:
+        raise write_error(path, error) from error
     try:
         with os.fdopen(handle, "wb") as stream:
             image.save(stream, format="PNG")
+            stream.flush()
+            os.fsync(stream.fileno())  # on disk before the rename, so even a power cut leaves no empty frame
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temp):
             os.unlink(temp)
+        if isinstance(error, OSError):
+            raise write_error(path, error) from error
         raise
     return path
 
 
+def write_error(path: str | os.PathLike[str], error: OSError) -> MediaError:
+    """A MediaError naming the file that could not be written; a full disk says so and how to go on."""
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOSPC:
+        return MediaError(f"cannot write {str(path)!r}: no space left on device. Files written before it are "
+                          "complete; free some space (a 2D/3D run continues with resume_from_timestring)")
+    return MediaError(f"cannot write {str(path)!r}: {reason}")
+
+
+class BackgroundWriter:
+    """Frame writes on one background thread, so the render loop never waits for PNG compression.
+
+    ``submit(fn, *args, tag=...)`` queues a job (``write(image, path)`` queues ``save_png_atomic``); the queue
+    holds at most ``max_pending`` jobs, so a slow disk slows the render instead of filling memory. Jobs run
+    in order. The first error stops the writer and is raised by the next ``submit``, ``done``, ``flush`` or
+    ``close``. ``done()`` returns the tags (other than None) of jobs finished since the last call, in order, so per-frame
+    callbacks can run in the caller's thread once their file exists; ``flush()`` waits for every queued
+    job (call it before saving resume state, so the state never names a frame that is not on disk).
+    """
+
+    def __init__(self, max_pending: int = 4):
+        self._jobs: queue.Queue = queue.Queue(maxsize=max(1, int(max_pending)))
+        self._finished: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: BaseException | None = None  # set by the worker thread
+        self._failed: BaseException | None = None  # the error once it has been raised to the caller
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="deforum-frame-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                fn, args, tag = job
+                # After a failure the rest is dropped: written later, it would be out of order.
+                if self._error is None and self._failed is None:
+                    fn(*args)
+                    if tag is not None:
+                        self._finished.put(tag)
+            except BaseException as error:  # noqa: BLE001 - handed to the caller's thread, not swallowed
+                self._error = error
+            finally:
+                self._jobs.task_done()
+
+    def submit(self, fn: Callable[..., Any], *args: Any, tag: Any = None) -> None:
+        """Queue ``fn(*args)`` (blocks while ``max_pending`` jobs wait); raises an earlier job's error."""
+        if self._closed:
+            raise MediaError("BackgroundWriter: submit after close")
+        self._check()
+        self._jobs.put((fn, args, tag))
+
+    def write(self, image: np.ndarray | Image.Image, path: str | os.PathLike[str], tag: Any = None) -> None:
+        """Queue ``save_png_atomic(image, path)``; ``image`` must not be changed afterwards."""
+        self.submit(save_png_atomic, image, path, tag=tag)
+
+    def done(self) -> list[Any]:
+        """Tags of the jobs finished since the last call, in submission order."""
+        self._check()
+        return self._drain()
+
+    def _drain(self) -> list[Any]:
+        tags = []
+        while True:
+            try:
+                tags.append(self._finished.get_nowait())
+            except queue.Empty:
+                return tags
+
+    def _check(self) -> None:
+        """Raise a failed job's error: the original once, then a MediaError naming it."""
+        if self._failed is not None:
+            raise MediaError(f"an earlier frame write failed: {self._failed}") from self._failed
+        if self._error is not None:
+            self._failed = self._error
+            raise self._error
+
+    def flush(self) -> list[Any]:
+        """Wait until every queued job has run; returns the tags finished since ``done()`` was last called."""
+        self._jobs.join()
+        self._check()
+        return self._drain()
+
+    def close(self) -> list[Any]:
+        """Flush, then stop the thread (idempotent)."""
+        if self._closed:
+            return self._drain()
+        self._jobs.join()
+        self._closed = True
+        self._jobs.put(None)
+        self._thread.join()
+        self._check()
+        return self._drain()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if exc_info[0] is None:
+            self.close()
+            return
+        try:  # the frames already queued are finished work: write them, but keep the original error
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 __all__ = [
+    "BackgroundWriter",
     "IMAGE_EXTENSIONS",
     "URL_MAX_BYTES",
     "URL_TIMEOUT_S",
+    "URL_TOTAL_TIMEOUT_S",
     "fetch_url",
     "is_url",
     "list_init_images",
@@ -167,6 +313,7 @@ __all__ = [
     "open_image",
     "resize",
     "save_png_atomic",
+    "write_error",
 ]
 
 

@@ -7,6 +7,7 @@ resumes a download whose connection drops (it retries from the byte where the cu
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -137,6 +138,11 @@ def download(entry: CatalogueEntry, models_path: str | Path, token: str | None =
         if _is_network_error(e):
             raise ModelError(f"{entry.name} is not in {models_path} and the Hugging Face hub cannot be reached "
                              f"({type(e).__name__}); {where}") from e
+        if isinstance(e, OSError) and not isinstance(e, ConnectionError):
+            # huggingface_hub deletes its partial file, so nothing half-downloaded is left to be used.
+            reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+            raise ModelError(f"{entry.name}: the download into {models_path} failed: {reason}. Nothing was "
+                             f"kept; free some space (the file is {entry.name}) and run again, or {where}") from e
         raise
     if got.resolve() != dest.resolve():
         shutil.move(str(got), dest)  # a file in a repo subfolder lands in models_path/<name>

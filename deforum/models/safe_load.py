@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +46,8 @@ _TORCH_DTYPES = {
 }
 
 _ALLOWED_CODECS = {"latin1", "latin-1", "iso-8859-1"}
+_RECORD_KEY = re.compile(r"[A-Za-z0-9_]{1,64}")  # torch.save names tensor records 0, 1, 2 ...
+_MAX_DEFLATE_RATIO = 1100  # deflate expands at most ~1032:1
 
 
 class _StorageType:
@@ -150,6 +153,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, data: bytes, zf: zipfile.ZipFile, prefix: str, path: Path):
         super().__init__(io.BytesIO(data))
         self._zf, self._prefix, self._path = zf, prefix, path
+        self._archive_size = path.stat().st_size
         self._storages: dict[str, torch.Tensor] = {}
 
     def find_class(self, module: str, name: str) -> Any:
@@ -165,6 +169,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 and isinstance(pid[1], _StorageType) and isinstance(pid[2], str) and isinstance(pid[4], int)):
             raise ModelError(f"{self._path.name}: unexpected persistent id in the checkpoint pickle: {pid!r:.200}")
         _, storage_type, key, _location, numel = pid
+        if not _RECORD_KEY.fullmatch(key):
+            raise ModelError(f"{self._path.name}: refused to load: a tensor names the record {key!r:.80}, which "
+                             "is not a plain record name; the file is crafted")
         if key not in self._storages:
             self._storages[key] = self._read_storage(key, storage_type, numel)
         return self._storages[key]
@@ -176,6 +183,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             raise ModelError(f"{self._path.name}: the checkpoint is incomplete: record {record!r} is missing") \
                 from None
+        _check_record_size(info, self._archive_size, self._path)
         itemsize = torch.empty((), dtype=storage_type.dtype).element_size()
         if storage_type.name == "UntypedStorage":
             numel = info.file_size  # an untyped storage's size is in bytes
@@ -187,6 +195,25 @@ class _RestrictedUnpickler(pickle.Unpickler):
             if f.readinto(memoryview(raw.numpy())) != info.file_size:
                 raise ModelError(f"{self._path.name}: record {record!r} is truncated")
         return raw.view(storage_type.dtype) if info.file_size else torch.empty(0, dtype=storage_type.dtype)
+
+
+def _check_record_size(info: zipfile.ZipInfo, archive_size: int, path: Path) -> None:
+    """Refuse a record whose declared size its stored bytes cannot hold (a zip header that lies, or a zip
+    bomb) before memory for it is allocated."""
+    stored = info.compress_size
+    expands = info.compress_type != zipfile.ZIP_STORED and info.file_size <= max(stored, 1) * _MAX_DEFLATE_RATIO
+    if stored > archive_size or not (info.file_size == stored or expands):
+        raise ModelError(f"{path.name}: record {info.filename!r} declares {info.file_size} bytes but holds "
+                         f"{stored} bytes of data in a {archive_size}-byte file; the file is corrupt or crafted")
+
+
+def _check_member_names(zf: zipfile.ZipFile, path: Path) -> None:
+    """Nothing is extracted, but a member named outside the archive's folder only appears in crafted files."""
+    for name in zf.namelist():
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0] or "\x00" in name:
+            raise ModelError(f"{path.name}: refused to load: the archive has a member named {name!r:.100} "
+                             "(a path outside the archive); the file is crafted")
 
 
 def _pickle_prefix(zf: zipfile.ZipFile, path: Path) -> str:
@@ -202,13 +229,16 @@ def load_ckpt(path: str | Path) -> Any:
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
+            _check_member_names(zf, path)
             prefix = _pickle_prefix(zf, path)
             if f"{prefix}/byteorder" in zf.namelist() and zf.read(f"{prefix}/byteorder").strip() != b"little":
                 raise ModelError(f"{path.name}: big-endian checkpoints are not supported")
             data = zf.read(f"{prefix}/data.pkl")
             return _RestrictedUnpickler(data, zf, prefix, path).load()
-    except ModelError:
-        raise
+    except ModelError as e:
+        if path.name in str(e):
+            raise
+        raise ModelError(f"{path.name}: {e}") from e  # a check deep in the pickle, which knows no file name
     except zipfile.BadZipFile as e:
         raise ModelError(f"{path}: not a readable checkpoint ({e}); the file is truncated or not a zip-format "
                          ".ckpt (re-download it, or convert old-format files to .safetensors)") from e

@@ -86,7 +86,19 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def save_state(folder: Path, state: AnimationState, settings: dict[str, Any]) -> None:
-    """Write the images first, then ``state.json``, which names them: a crash in between is harmless."""
+    """Write the images first, then ``state.json``, which names them: a crash in between is harmless.
+
+    A write that fails (a full disk) is a MediaError naming the file; the previous state stays valid.
+    """
+    try:
+        _save_state(folder, state, settings)
+    except OSError as error:
+        from deforum.image.io import write_error
+
+        raise write_error(Path(error.filename or folder), error) from error
+
+
+def _save_state(folder: Path, state: AnimationState, settings: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     images = {}
     for name in IMAGE_FIELDS:
@@ -133,12 +145,25 @@ def load_state(folder: Path, settings: dict[str, Any]) -> AnimationState:
             f"resume_timestring: the settings that shape the frames changed since the run started, so it "
             f"cannot be continued exactly ({details}). Restore them, or start a new run."
         )
+    remove_stale_temps(folder)
     state = AnimationState(next_key=record["next_key"], prev_idx=record["prev_idx"],
                            next_idx=record["next_idx"], mask_idx=record["mask_idx"],
                            depth_range=record["depth_range"], complete=record["complete"])
     for name, file in record["images"].items():
         setattr(state, name, np.load(folder / file, allow_pickle=False))
     return state
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temp files a killed run left behind: its unfinished frames (``.{timestring}_*.png.tmp``
+    beside them, never under a frame's name) and the state's own ``*.tmp``. Returns what was removed."""
+    from deforum.image.io import TEMP_SUFFIX
+
+    timestring = folder.name.removesuffix("_state")
+    stale = [*folder.parent.glob(f".{timestring}_*{TEMP_SUFFIX}"), *folder.glob("*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def find_run(output_path: str | Path, batch_name: str, timestring: str, outdir: str | Path | None = None) -> Path:

@@ -1,0 +1,181 @@
+"""Downloads that go wrong (issue 10, part 5): never a half file used as a model, a clear error, and a
+retry that resumes where it can. Adds to tests/test_models_download.py (one cut + resume, wrong sha256,
+no network, hub offline mode), against a local fake of the Hugging Face hub.
+"""
+
+import errno
+import hashlib
+import http.server
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from deforum.errors import ModelError
+from deforum.models import catalogue, load_state_dict, resolve_checkpoint
+from deforum.models.catalogue import CatalogueEntry
+
+PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class Hub(http.server.BaseHTTPRequestHandler):
+    """/<org>/<repo>/resolve/main/<file> as ``PAYLOAD``; GETs may be cut after ``cut_after`` bytes."""
+
+    cut_gets = 0  # how many GETs to cut short
+    cut_after = 100_000
+    gets: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _headers(self, start: int, status: int):
+        self.send_response(status)
+        self.send_header("X-Repo-Commit", "0" * 40)
+        self.send_header("ETag", f'"{SHA}"')
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(PAYLOAD) - start))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+        self.end_headers()
+
+    def do_HEAD(self):  # noqa: N802 (http.server's name)
+        self._headers(0, 200)
+
+    def do_GET(self):  # noqa: N802
+        rng = self.headers.get("Range")
+        Hub.gets.append(rng)
+        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        self._headers(start, 206 if rng else 200)
+        if Hub.cut_gets:
+            Hub.cut_gets -= 1
+            self.wfile.write(PAYLOAD[start: start + Hub.cut_after])
+            self.wfile.flush()
+            time.sleep(0.2)
+            self.close_connection = True
+            return
+        self.wfile.write(PAYLOAD[start:])
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest turns it on; this is a local server
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 16 * 1024)
+    Hub.cut_gets, Hub.cut_after, Hub.gets = 0, 100_000, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def entry(monkeypatch):
+    e = CatalogueEntry("fake-model.ckpt", "someone/fake-model", "fake-model.ckpt", SHA, "v1-inference.yaml")
+    monkeypatch.setitem(catalogue.CATALOGUE, e.name, e)
+    return e
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """huggingface_hub sleeps 1 s between its retries; the test does not need to wait."""
+    from huggingface_hub import file_download
+
+    monkeypatch.setattr(file_download.time, "sleep", lambda seconds: None)
+
+
+def root(tmp_path, **kw):
+    return {"models_path": str(tmp_path / "models"), "model_checkpoint": "fake-model.ckpt", "check_sha256": True,
+            **kw}
+
+
+def model_files(tmp_path) -> list[Path]:
+    """Every file under models_path outside huggingface_hub's own .cache bookkeeping folder."""
+    models = tmp_path / "models"
+    return sorted(p for p in models.rglob("*") if p.is_file() and ".cache" not in p.relative_to(models).parts
+                  and p.name != ".deforum-sha256.json")
+
+
+def test_a_connection_that_keeps_dropping_is_resumed_within_the_run(tmp_path, hub, entry, no_backoff):
+    Hub.cut_gets = 4  # four cuts in a row, each after 100 kB
+    path = resolve_checkpoint(root(tmp_path), endpoint=hub)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA
+    assert len(Hub.gets) == 5 and Hub.gets[0] is None
+    offsets = [int(r.split("=")[1].split("-")[0]) for r in Hub.gets[1:]]
+    assert offsets == sorted(offsets) and offsets[0] > 0  # each retry continued from where the last stopped
+
+
+def test_a_connection_that_never_delivers_is_a_clear_error_and_leaves_no_half_file(tmp_path, hub, entry,
+                                                                                   no_backoff):
+    Hub.cut_gets, Hub.cut_after = 1000, 1000  # every GET gives 1 kB and hangs up
+    with pytest.raises(ModelError, match="fake-model.ckpt") as caught:
+        resolve_checkpoint(root(tmp_path), endpoint=hub)
+    assert str(tmp_path / "models" / "fake-model.ckpt") in str(caught.value)  # says where to put it by hand
+    assert len(Hub.gets) > 1  # huggingface_hub retried before giving up
+    assert model_files(tmp_path) == []
+    assert not [p for p in (tmp_path / "models").rglob("*.incomplete")]
+    # The network is back: the next run downloads the whole file and verifies it.
+    Hub.cut_gets = 0
+    path = resolve_checkpoint(root(tmp_path), endpoint=hub)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA
+
+
+def test_a_full_disk_during_download_is_a_clear_error_and_nothing_half_written_is_kept(tmp_path, hub, entry,
+                                                                                       monkeypatch):
+    from huggingface_hub import file_download
+
+    real_http_get = file_download.http_get
+
+    class FullDisk:
+        """The download's file: accepts 200 kB, then the disk is full."""
+
+        def __init__(self, handle):
+            self.handle, self.written = handle, 0
+
+        def write(self, data):
+            if self.written + len(data) > 200_000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.written += len(data)
+            return self.handle.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    monkeypatch.setattr(file_download, "http_get", lambda url, temp_file, **kw: real_http_get(
+        url, FullDisk(temp_file), **kw))
+    with pytest.raises(ModelError, match="no space left on device") as caught:
+        resolve_checkpoint(root(tmp_path), endpoint=hub)
+    assert "fake-model.ckpt" in str(caught.value) and str(tmp_path / "models") in str(caught.value)
+    assert model_files(tmp_path) == []
+    assert not [p for p in (tmp_path / "models").rglob("*.incomplete")]
+
+    monkeypatch.setattr(file_download, "http_get", real_http_get)  # space freed
+    path = resolve_checkpoint(root(tmp_path), endpoint=hub)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.99])
+def test_a_half_file_under_the_models_name_is_never_used(tmp_path, entry, keep):
+    """A download interrupted outside deforum (a browser, wget) left a partial file under the right name."""
+    models = tmp_path / "models"
+    models.mkdir()
+    half = models / "fake-model.ckpt"
+    half.write_bytes(PAYLOAD[: int(len(PAYLOAD) * keep)])
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        resolve_checkpoint(root(tmp_path))
+    assert not half.exists() and (models / "fake-model.ckpt.sha256-mismatch").exists()
+
+
+def test_a_truncated_checkpoint_without_sha_check_fails_to_load_clearly(tmp_path):
+    from deforum.testing import tiny_checkpoint
+
+    ckpt, _ = tiny_checkpoint(tmp_path / "m", fmt="ckpt")
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    path = resolve_checkpoint({"models_path": str(tmp_path / "m"), "model_checkpoint": ckpt.name,
+                               "check_sha256": False})
+    with pytest.raises(ModelError, match="tiny-sd1.ckpt"):
+        load_state_dict(path)
