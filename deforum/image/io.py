@@ -207,9 +207,9 @@ class BackgroundWriter:
     ``submit(fn, *args, tag=...)`` queues a job (``write(image, path)`` queues ``save_png_atomic``); the queue
     holds at most ``max_pending`` jobs, so a slow disk slows the render instead of filling memory. Jobs run
     in order. The first error stops the writer and is raised by the next ``submit``, ``done``, ``flush`` or
-    ``close``. ``done()`` returns the tags (other than None) of jobs finished since the last call, in order, so per-frame
-    callbacks can run in the caller's thread once their file exists; ``flush()`` waits for every queued
-    job (call it before saving resume state, so the state never names a frame that is not on disk).
+    ``close``. ``done()`` returns the tags (other than None) of jobs finished since the last call, in order,
+    so per-frame callbacks can run in the caller's thread once their file exists; ``flush()`` waits for every
+    queued job (call it before saving resume state, so the state never names a frame that is not on disk).
     """
 
     def __init__(self, max_pending: int = 4):

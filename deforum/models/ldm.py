@@ -93,6 +93,14 @@ class LatentDiffusionModel:
     def vae_tiling(self) -> bool:
         return bool(self.vae.use_tiling)
 
+    def use_channels_last(self) -> None:
+        """Store the UNet's weights channels-last (NHWC): faster convolutions with cuDNN on CUDA."""
+        self.unet.to(memory_format=torch.channels_last)
+
+    def attention_processors(self) -> set[str]:
+        """Class names of the UNet's attention processors (diffusers' SDPA one is ``AttnProcessor2_0``)."""
+        return {type(p).__name__ for p in self.unet.attn_processors.values()}
+
     def compile_unet(self) -> None:
         """torch.compile the UNet in place (the first call is slow; later calls are faster)."""
         self.unet.compile()

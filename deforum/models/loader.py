@@ -107,6 +107,8 @@ def load_model(checkpoint: str | Path, config: str | Path | None = None, device:
     else:
         model = _load_single_file(path, config, dtype)
     model.to(device)
+    if device.type == "cuda":
+        model.use_channels_last()
     model.set_vae_tiling(vae_tiling)
     if compile_unet:
         model.compile_unet()

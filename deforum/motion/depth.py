@@ -51,6 +51,8 @@ DEPTH_MODELS = {
     "depth_anything_v2_small": "depth-anything/Depth-Anything-V2-Small-hf",
 }
 
+OFFLOAD_DEVICE = torch.device("cpu")  # where an offloaded depth network waits between frames
+
 _NETWORKS: dict[tuple[str, str, torch.dtype], tuple[torch.nn.Module, DepthFamily]] = {}
 _warned_adabins = False
 
@@ -61,6 +63,9 @@ class DepthModel:
     ``name`` is 'midas' (default, v0.6's network), 'depth_anything_v2', a Hugging Face repository id, or a
     local folder holding a transformers depth model (config.json + weights). ``midas_weight`` < 1 asked
     v0.6 to blend in AdaBins, which is not provided: MiDaS is used alone (with one warning per process).
+    ``offload`` (Root's ``offload_depth_model``) keeps the network on the CPU between predictions and moves
+    it to ``device`` only while it runs, to free VRAM for the diffusion model; otherwise it stays on
+    ``device`` for the whole run.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class DepthModel:
         device: str | torch.device = "cpu",
         midas_weight: float = 1.0,
         half: bool | None = None,
+        offload: bool = False,
     ):
         self.device = torch.device(device)
         half = self.device.type == "cuda" if half is None else half
@@ -78,8 +84,28 @@ class DepthModel:
         folder = resolve_model_folder(name, models_path)
         self.name = name
         self.network, self.family = _load_network(folder, self.device, self.dtype)
+        self.offload = bool(offload)
+        self._park()
         if midas_weight < 1.0:
             _warn_no_adabins(midas_weight)
+
+    @classmethod
+    def from_network(cls, network: torch.nn.Module, *, device: str | torch.device = "cpu",
+                     offload: bool = False, name: str = "") -> DepthModel:
+        """A DepthModel around an already built transformers depth network (benchmarks, tests)."""
+        model = cls.__new__(cls)
+        model.device = torch.device(device)
+        model.dtype = next(network.parameters()).dtype
+        model.name = name or type(network).__name__
+        model.family = FAMILIES[network.config.model_type]
+        model.network = network.eval().to(model.device)
+        model.offload = bool(offload)
+        model._park()
+        return model
+
+    def _park(self) -> None:
+        """Where the network waits between predictions: the CPU when offloading, else its device."""
+        self.network.to(OFFLOAD_DEVICE if self.offload else self.device)
 
     @torch.no_grad()
     def predict(self, image: np.ndarray) -> torch.Tensor:
@@ -93,7 +119,13 @@ class DepthModel:
         pixels = prepare_input(image, self.family).to(self.device)
         if self.device.type == "cuda":
             pixels = pixels.contiguous(memory_format=torch.channels_last)
-        inverse = _network_forward(self.network, pixels.to(self.dtype)).float()
+        if self.offload:
+            self.network.to(self.device)
+        try:
+            inverse = _network_forward(self.network, pixels.to(self.dtype)).float()
+        finally:
+            if self.offload:
+                self.network.to(OFFLOAD_DEVICE)
         inverse = F.interpolate(inverse.unsqueeze(1), size=(height, width), mode="bicubic", align_corners=False)
         return (50.0 - inverse[0, 0]) / 19.0
 

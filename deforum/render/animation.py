@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deforum.image.io import save_png_atomic
+from deforum.image.io import BackgroundWriter, save_png_atomic
 from deforum.plan import FrameRow, RenderPlan, rng_seed
 from deforum.render import steps
 from deforum.render.resume import AnimationState, load_state, save_state, shaping_settings, state_dir
@@ -60,7 +60,7 @@ class AnimationLoop:
                  outdir: Path, timestring: str, generate: KeyGenerator, depth: DepthFn | None = None,
                  save_depth: Callable[[torch.Tensor, Path, dict], None] | None = None,
                  device: str = "cpu", on_frame: Callable[[int, Path], None] | None = None,
-                 mask: np.ndarray | None = None):
+                 mask: np.ndarray | None = None, background_writes: bool = True):
         self.plan, self.args, self.anim_args = plan, args, anim_args
         self.outdir, self.timestring = Path(outdir), timestring
         self.generate, self.depth, self.save_depth = generate, depth, save_depth
@@ -70,6 +70,9 @@ class AnimationLoop:
         self.settings = shaping_settings(args, anim_args, animation_prompts)
         self.state_folder = state_dir(self.outdir, timestring)
         self.written: list[Path] = []
+        # PNG compression runs on a writer thread while the next frame is computed (None: write inline).
+        self.background_writes = background_writes
+        self._writer: BackgroundWriter | None = None
 
     # -- one tween/output frame -------------------------------------------------------------------------
     def _depth_of(self, image: np.ndarray, cache: dict, key: tuple) -> torch.Tensor | None:
@@ -98,13 +101,38 @@ class AnimationLoop:
             state.next_idx = j
         image = steps.to_uint8(steps.blend(state.prev_img if role.blended else None, state.next_img, role.tween))
         path = frame_path(self.outdir, self.timestring, j)
-        save_png_atomic(image, path)
+        self._submit(save_png_atomic, image, path)
         if self.save_depth is not None and self.depth is not None:
-            self.save_depth(self._depth_of(state.next_img, cache, ("next", state.next_idx)),
-                            depth_path(self.outdir, self.timestring, j), state.depth_range)
+            self._submit(self.save_depth, self._depth_of(state.next_img, cache, ("next", state.next_idx)),
+                         depth_path(self.outdir, self.timestring, j), state.depth_range)
         self.written.append(path)
+        self._frame_done((j, path))
+
+    def _submit(self, fn: Callable, *args: Any) -> None:
+        if self._writer is None:
+            fn(*args)
+        else:
+            self._writer.submit(fn, *args)
+
+    def _frame_done(self, written: tuple[int, Path]) -> None:
+        """``on_frame`` for the frames whose files exist, in order, in this thread."""
+        if self._writer is None:
+            done = [written]
+        else:
+            self._writer.submit(lambda: None, tag=written)  # finishes once the frame's writes have
+            done = self._writer.done()
+        self._report(done)
+
+    def _report(self, done: list[tuple[int, Path]]) -> None:
         if self.on_frame is not None:
-            self.on_frame(j, path)
+            for j, path in done:
+                self.on_frame(j, path)
+
+    def _save_state(self, state: AnimationState) -> None:
+        """Resume state is saved only after every frame it counts as written is on disk."""
+        if self._writer is not None:
+            self._report(self._writer.flush())
+        save_state(self.state_folder, state, self.settings)
 
     # -- one key frame ----------------------------------------------------------------------------------
     def _key_init(self, state: AnimationState, row: FrameRow):
@@ -144,6 +172,18 @@ class AnimationLoop:
         if state.complete:
             log.info("run %s is already complete", self.timestring)
             return AnimationResult(self.outdir, self.timestring, self._all_frames())
+        if not self.background_writes:
+            return self._run(state)
+        self._writer = BackgroundWriter()
+        try:
+            with self._writer:
+                result = self._run(state)
+            self._report(self._writer.close())
+            return result
+        finally:
+            self._writer = None
+
+    def _run(self, state: AnimationState) -> AnimationResult:
         n, last = self.cadence, self.plan.max_frames
         for key in range(state.next_key, last, n):
             for j in range(max(0, key - n), key):
@@ -157,12 +197,12 @@ class AnimationLoop:
             state.prev_img, state.prev_idx = state.next_img, state.next_idx
             state.next_img, state.next_idx = image, key
             state.next_key = key + n
-            save_state(self.state_folder, state, self.settings)
+            self._save_state(state)
         last_key = ((last - 1) // n) * n
         for j in range(last_key, last):  # the tail v0.6 never wrote
             self._write_frame(state, j)
         state.complete = True
-        save_state(self.state_folder, state, self.settings)
+        self._save_state(state)
         return AnimationResult(self.outdir, self.timestring, self._all_frames())
 
     def _all_frames(self) -> list[Path]:
@@ -230,9 +270,14 @@ def depth_functions(anim_args: Any, root: Any, device: str) -> tuple[DepthFn | N
         return None, None
     from deforum.motion.depth import DepthModel, save_depth_map
 
-    model = DepthModel(anim_args.depth_model, models_path=getattr(root, "models_path", "models"), device=device,
-                       midas_weight=float(anim_args.midas_weight))
+    model = DepthModel(anim_args.depth_model, models_path=_root_field(root, "models_path", "models"), device=device,
+                       midas_weight=float(anim_args.midas_weight),
+                       offload=bool(_root_field(root, "offload_depth_model", False)))
     return model.predict, (save_depth_map if anim_args.save_depth_maps else None)
+
+
+def _root_field(root: Any, name: str, default: Any) -> Any:
+    return root.get(name, default) if isinstance(root, dict) else getattr(root, name, default)
 
 
 def render_animation(args: Any, anim_args: Any, animation_prompts: dict, root: Any, *, generator: Any = None,

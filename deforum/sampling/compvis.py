@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import trange
 
-from deforum.sampling.samplers import _report, default_noise_sampler, get_ancestral_step, to_d
+from deforum.sampling.samplers import _report, default_noise_sampler, get_ancestral_step, nonzero_sigmas, to_d
 
 
 @torch.no_grad()
@@ -25,12 +25,13 @@ def sample_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     extra_args = extra_args or {}
     noise_sampler = noise_sampler or default_noise_sampler(x)
     s_in = x.new_ones([x.shape[0]])
+    nonzero = nonzero_sigmas(sigmas)
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
         x = denoised + to_d(x, sigmas[i], denoised) * sigma_down
-        if sigmas[i + 1] > 0 and eta:
+        if nonzero[i + 1] and eta:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
@@ -46,12 +47,13 @@ def sample_plms(model, x, sigmas, extra_args=None, callback=None, disable=None):
     extra_args = extra_args or {}
     s_in = x.new_ones([x.shape[0]])
     old_eps: list[torch.Tensor] = []
+    nonzero = nonzero_sigmas(sigmas)
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         eps = to_d(x, sigmas[i], denoised)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
         dt = sigmas[i + 1] - sigmas[i]
-        if not old_eps and sigmas[i + 1] > 0:
+        if not old_eps and nonzero[i + 1]:
             x_next = x + eps * dt
             eps_next = to_d(x_next, sigmas[i + 1], model(x_next, sigmas[i + 1] * s_in, **extra_args))
             eps_prime = (eps + eps_next) / 2

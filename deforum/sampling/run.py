@@ -83,7 +83,7 @@ def sample(denoiser, sampler_name: str, steps: int, strength: float = 0.0, *,
     device = torch.device(device or "cpu")
 
     def randn() -> torch.Tensor:
-        return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+        return samplers.draw_noise(shape, generator, device)
 
     sigmas = schedule_for(denoiser, sampler_name, steps, strength, karras).to(device)
     start = (init_latent.to(device, torch.float32) if init_latent is not None

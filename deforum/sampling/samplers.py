@@ -50,8 +50,11 @@ def get_ancestral_step(sigma_from, sigma_to, eta: float = 1.0):
     """Split a step sigma_from -> sigma_to into a deterministic step to sigma_down plus noise sigma_up."""
     if not eta:
         return sigma_to, 0.0
-    sigma_up = min(sigma_to,
-                   eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5)
+    sigma_up = eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5
+    if isinstance(sigma_up, torch.Tensor):  # Python's min() would read a comparison back to the host (a GPU sync)
+        sigma_up = torch.minimum(torch.as_tensor(sigma_to, dtype=sigma_up.dtype, device=sigma_up.device), sigma_up)
+    else:
+        sigma_up = min(sigma_to, sigma_up)
     sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
     return sigma_down, sigma_up
 
@@ -59,13 +62,33 @@ def get_ancestral_step(sigma_from, sigma_to, eta: float = 1.0):
 def default_noise_sampler(x: torch.Tensor, generator: torch.Generator | None = None) -> NoiseSampler:
     """Standard normal noise shaped like `x`, drawn on the CPU (from `generator` if given) then moved."""
     def noise(sigma, sigma_next):
-        return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device, x.dtype)
+        return draw_noise(x.shape, generator, x.device).to(x.dtype)
     return noise
+
+
+def draw_noise(shape, generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
+    """Standard normal float32 noise drawn on the CPU, then moved to ``device``.
+
+    On CUDA the draw goes to pinned memory and is copied without blocking, so the CPU does not wait for
+    the GPU to finish its queued work (a plain ``.to('cuda')`` of pageable memory does).
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+    noise = torch.randn(shape, generator=generator, dtype=torch.float32, pin_memory=True)
+    return noise.to(device, non_blocking=True)
+
+
+def nonzero_sigmas(sigmas: torch.Tensor) -> list[bool]:
+    """``sigma != 0`` for every sigma, read to the host once (per-step ``if sigmas[i + 1] > 0`` would sync)."""
+    return (sigmas != 0).tolist()
 
 
 def _churn(x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise, noise_sampler):
     """Karras et al. Algorithm 2 lines 5-7: raise sigma_i to sigma_hat by adding fresh noise."""
-    gamma = min(s_churn / (len(sigmas) - 1), 2 ** 0.5 - 1) if s_tmin <= sigmas[i] <= s_tmax else 0.0
+    # s_churn is tested first: the sigma range test reads a tensor back to the host.
+    in_range = s_churn > 0 and s_tmin <= sigmas[i] <= s_tmax
+    gamma = min(s_churn / (len(sigmas) - 1), 2 ** 0.5 - 1) if in_range else 0.0
     sigma_hat = sigmas[i] * (gamma + 1)
     if gamma > 0:
         x = x + noise_sampler(sigmas[i], sigma_hat) * s_noise * (sigma_hat ** 2 - sigmas[i] ** 2) ** 0.5
@@ -100,12 +123,13 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
     extra_args = extra_args or {}
     noise_sampler = noise_sampler or default_noise_sampler(x)
     s_in = x.new_ones([x.shape[0]])
+    nonzero = nonzero_sigmas(sigmas)
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
         x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
-        if sigmas[i + 1] > 0:
+        if nonzero[i + 1]:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
@@ -117,13 +141,14 @@ def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     extra_args = extra_args or {}
     noise_sampler = noise_sampler or default_noise_sampler(x)
     s_in = x.new_ones([x.shape[0]])
+    nonzero = nonzero_sigmas(sigmas)
     for i in trange(len(sigmas) - 1, disable=disable):
         x, sigma_hat = _churn(x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
         denoised = model(x, sigma_hat * s_in, **extra_args)
         d = to_d(x, sigma_hat, denoised)
         _report(callback, x, i, sigmas[i], sigma_hat, denoised)
         dt = sigmas[i + 1] - sigma_hat
-        if sigmas[i + 1] == 0:
+        if not nonzero[i + 1]:
             x = x + d * dt
         else:
             x_2 = x + d * dt
@@ -139,12 +164,13 @@ def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
     extra_args = extra_args or {}
     noise_sampler = noise_sampler or default_noise_sampler(x)
     s_in = x.new_ones([x.shape[0]])
+    nonzero = nonzero_sigmas(sigmas)
     for i in trange(len(sigmas) - 1, disable=disable):
         x, sigma_hat = _churn(x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise, noise_sampler)
         denoised = model(x, sigma_hat * s_in, **extra_args)
         d = to_d(x, sigma_hat, denoised)
         _report(callback, x, i, sigmas[i], sigma_hat, denoised)
-        if sigmas[i + 1] == 0:
+        if not nonzero[i + 1]:
             x = x + d * (sigmas[i + 1] - sigma_hat)
         else:
             sigma_mid = sigma_hat.log().lerp(sigmas[i + 1].log(), 0.5).exp()
@@ -418,6 +444,7 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
     extra_args = extra_args or {}
     noise_sampler = noise_sampler or default_noise_sampler(x)
     s_in = x.new_ones([x.shape[0]])
+    nonzero = nonzero_sigmas(sigmas)
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta)
@@ -431,7 +458,7 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
             x_2 = (_sigma(s) / _sigma(t)) * x - (-h / 2).expm1() * denoised
             denoised_2 = model(x_2, _sigma(s) * s_in, **extra_args)
             x = (_sigma(t_next) / _sigma(t)) * x - (-h).expm1() * denoised_2
-        if sigmas[i + 1] > 0:
+        if nonzero[i + 1]:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
@@ -447,10 +474,11 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
     extra_args = extra_args or {}
     noise_sampler = noise_sampler or default_noise_sampler(x)
     s_in = x.new_ones([x.shape[0]])
+    nonzero = nonzero_sigmas(sigmas)
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
-        if sigmas[i + 1] == 0:
+        if not nonzero[i + 1]:
             x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
             continue
         t, t_next = _t(sigmas[i]), _t(sigmas[i + 1])
@@ -478,12 +506,13 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
     extra_args = extra_args or {}
     s_in = x.new_ones([x.shape[0]])
     old_denoised = None
+    nonzero = nonzero_sigmas(sigmas)
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
         t, t_next = _t(sigmas[i]), _t(sigmas[i + 1])
         h = t_next - t
-        if old_denoised is None or sigmas[i + 1] == 0:
+        if old_denoised is None or not nonzero[i + 1]:
             denoised_d = denoised
         else:
             r = (t - _t(sigmas[i - 1])) / h
@@ -503,10 +532,11 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
     noise_sampler = noise_sampler or default_noise_sampler(x)
     s_in = x.new_ones([x.shape[0]])
     old_denoised, h_last, h = None, None, None
+    nonzero = nonzero_sigmas(sigmas)
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
-        if sigmas[i + 1] == 0:
+        if not nonzero[i + 1]:
             x = denoised
         else:
             h = _t(sigmas[i + 1]) - _t(sigmas[i])

@@ -1,0 +1,58 @@
+"""The benchmark scripts run end to end on the CPU (tiny models) and print their tables. No timing checks."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_bench(script: str, *args: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+GPU_FRAME_ROWS = ["UNet step (CFG batch 2)", "VAE encode", "VAE decode", "floor (", "Generator img2img call",
+                  "2D frame (animation loop)", "3D frame (loop + depth)", "diffusers img2img pipeline"]
+
+
+@pytest.mark.slow
+def test_gpu_frame_tiny_prints_its_table():
+    out = run_bench("gpu_frame.py", "--tiny", "--frames", "3", "--steps", "10")
+    assert re.search(r"machine: .*torch \d", out)
+    assert "attention processors: AttnProcessor2_0;" in out  # diffusers' SDPA processor, nothing else
+    rows = {}
+    for line in out.splitlines():
+        match = re.match(r"\s*64\s+(.+?)\s{2,}([\d.]+)\s", line)
+        if match:
+            rows[match.group(1)] = float(match.group(2))
+    for label in GPU_FRAME_ROWS:
+        found = [ms for name, ms in rows.items() if name.startswith(label)]
+        assert found, f"row {label!r} missing from:\n{out}"
+        assert found[0] > 0, label
+    floor = next(ms for name, ms in rows.items() if name.startswith("floor ("))
+    parts = rows["UNet step (CFG batch 2)"], rows["VAE encode"], rows["VAE decode"]
+    assert floor >= sum(parts)  # steps run x step + encode + decode
+
+
+@pytest.mark.slow
+def test_overhead_tiny_prints_its_table():
+    out = run_bench("overhead.py", "--tiny")
+    assert re.search(r"machine: .*torch \d", out)
+    rows = [line.split() for line in out.splitlines() if re.match(r"\s*64\s+[23]D\s", line)]
+    assert [(r[1], r[2]) for r in rows] == [("2D", "inline"), ("2D", "background"), ("3D", "inline"),
+                                           ("3D", "background")]
+    for row in rows:
+        wall, unet, vae, _text, depth, outside = map(float, row[3:9])
+        percent = float(row[9].rstrip("%"))
+        assert wall > 0 and unet > 0 and vae > 0, row
+        assert (depth > 0) == (row[1] == "3D"), row
+        assert outside == pytest.approx(wall - unet - vae - _text - depth, abs=0.02)
+        assert 0 <= percent <= 100
