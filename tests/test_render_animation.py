@@ -184,3 +184,30 @@ def test_gradient_conditioning_reaches_every_frame_of_an_animation(tmp_path, ass
                     progress=False)
     for a, b in zip(plain.frames, guided.frames, strict=True):
         assert not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
+def test_a_run_killed_before_its_first_frame_can_be_resumed(tmp_path, assets, monkeypatch):
+    """The resume state exists from the start: a crash while frame 0 is generated loses nothing."""
+    from deforum.render import animation
+
+    root = root_for(assets, tmp_path)
+    args = dict(ARGS, W=64, H=64, steps=4)
+    anim = anim_settings(assets, "2D", 1, max_frames=2)
+
+    class Crash(Exception):
+        pass
+
+    def crash(*a, **k):
+        raise Crash
+
+    monkeypatch.setattr(animation.AnimationLoop, "_key_init", crash)
+    with pytest.raises(Crash):
+        render(args, anim, None, PROMPTS, root, progress=False)
+    monkeypatch.undo()
+    states = list(tmp_path.glob("*/StableFun/*_state/state.json"))
+    assert len(states) == 1
+    timestring = states[0].parent.name.split("_")[0]
+    resumed = render(args, dict(anim, resume_from_timestring=True, resume_timestring=timestring), None, PROMPTS,
+                     root, progress=False)
+    assert [p.name for p in resumed.frames] == [f"{timestring}_{j:05}.png" for j in range(2)]
+    assert all(p.is_file() for p in resumed.frames)

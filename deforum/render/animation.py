@@ -168,7 +168,12 @@ class AnimationLoop:
 
     def run(self, resume: bool = False) -> AnimationResult:
         self.outdir.mkdir(parents=True, exist_ok=True)
-        state = load_state(self.state_folder, self.settings) if resume else AnimationState()
+        if resume:
+            state = load_state(self.state_folder, self.settings)
+        else:
+            # Saved before the first key, so a run killed while frame 0 is generated can be resumed too.
+            state = AnimationState()
+            save_state(self.state_folder, state, self.settings)
         if state.complete:
             log.info("run %s is already complete", self.timestring)
             return AnimationResult(self.outdir, self.timestring, self._all_frames())
