@@ -112,25 +112,18 @@ def test_midas_weight_below_one_warns_once(tiny_dpt, monkeypatch):
         DepthModel(tiny_dpt, midas_weight=0.3)
 
 
-# v0.6 running extremes (spec 6.9): state starts at (1000, -1000) and only widens.
-def test_depth_map_normalisation_uses_running_extremes():
+# A stable scale (fixes spec 12.1 #20): the first map's range, kept for the whole run.
+def test_depth_map_scale_is_fixed_by_the_first_map():
     state = {}
     first = depth_map_image(np.array([[1.0, 2.0], [3.0, 3.0]], np.float32), state)
     assert state == {"dmin": 1.0, "dmax": 3.0}
     np.testing.assert_array_equal(first[..., 0], [[0, 127], [255, 255]])
     assert (first[..., 0] == first[..., 1]).all() and (first[..., 0] == first[..., 2]).all()
     second = depth_map_image(torch.tensor([[2.0, 2.5]]), state)
-    assert state == {"dmin": 1.0, "dmax": 3.0}
     np.testing.assert_array_equal(second[..., 0], [[127, 191]])  # same depth, same grey as before
-    third = depth_map_image(np.array([[5.0]], np.float32), state)
-    assert state == {"dmin": 1.0, "dmax": 5.0} and third[0, 0, 0] == 255
-
-
-def test_depth_map_state_starts_like_v06():
-    # A first map entirely above 1000 keeps dmin at v0.6's initial 1000.
-    state = {}
-    depth_map_image(np.array([[1500.0, 2000.0]], np.float32), state)
-    assert state == {"dmin": 1000.0, "dmax": 2000.0}
+    third = depth_map_image(np.array([[0.0, 2.0, 5.0]], np.float32), state)
+    assert state == {"dmin": 1.0, "dmax": 3.0}  # a wider later map does not move the scale
+    np.testing.assert_array_equal(third[..., 0], [[0, 127, 255]])  # ... it is clipped, and 2.0 stays 127
 
 
 def test_save_depth_map_writes_a_png(tmp_path):

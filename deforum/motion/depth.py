@@ -268,20 +268,21 @@ def _warn_no_adabins(midas_weight: float) -> None:
 
 
 def depth_map_image(depth: torch.Tensor | np.ndarray, state: dict) -> np.ndarray:
-    """HxW depth -> HxWx3 uint8 grey image (spec 6.9; farther = brighter), widening ``state`` in place.
+    """HxW depth -> HxWx3 uint8 grey image (farther = brighter) on a scale that stays fixed for the run.
 
-    ``state`` is the run's ``{"dmin", "dmax"}`` (JSON-friendly, kept for resume); an empty dict starts as
-    v0.6 did at (1000, -1000). The extremes run over the whole render, so a depth keeps its grey level
-    unless a later frame widens the range: ``trunc((D - dmin) / max(1e-8, dmax - dmin) * 255)``, in float32.
+    ``state`` is the run's ``{"dmin", "dmax"}`` (JSON-friendly, kept for resume): the range of the first map
+    saved, used for every later map, so one depth has one grey level in every frame; depths outside it are
+    clipped to black/white. v0.6 widened the range whenever a frame went beyond it (spec 6.9, 12.1 #20), so
+    the same depth drifted to other greys over the run. Grey = ``trunc((D - dmin) / (dmax - dmin) * 255)``.
     """
     if isinstance(depth, torch.Tensor):
         depth = depth.detach().float().cpu().numpy()
     d = np.asarray(depth, np.float32)
-    state["dmin"] = min(state.get("dmin", 1000.0), float(d.min()))
-    state["dmax"] = max(state.get("dmax", -1000.0), float(d.max()))
+    if not state:
+        state["dmin"], state["dmax"] = float(d.min()), float(d.max())
     dmin, dmax = np.float32(state["dmin"]), np.float32(state["dmax"])
     scaled = (d - dmin) / max(np.float32(1e-8), dmax - dmin) * np.float32(255)
-    return np.repeat(scaled.astype(np.uint8)[:, :, None], 3, axis=2)
+    return np.repeat(np.clip(scaled, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
 
 
 def save_depth_map(depth: torch.Tensor | np.ndarray, path: str | os.PathLike, state: dict) -> dict:
