@@ -1,13 +1,11 @@
 """Catalogue downloads against a local fake of the Hugging Face hub (http.server with Range support)."""
 
 import hashlib
-import http.server
 import os
 import socket
-import threading
-import time
 
 import pytest
+from helpers import fake_hub, serve
 
 from deforum.errors import ModelError
 from deforum.models import catalogue, resolve_checkpoint
@@ -18,43 +16,7 @@ PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class FakeHub(http.server.BaseHTTPRequestHandler):
-    """Serves every /<org>/<repo>/resolve/main/<file> as `body`, with ETag/X-Repo-Commit like the hub."""
-
-    body = PAYLOAD
-    cut_next_gets = 0  # how many GETs to drop after the first 100 KB
-    requests: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def _headers(self, start: int, status: int):
-        self.send_response(status)
-        self.send_header("X-Repo-Commit", "0" * 40)
-        self.send_header("ETag", f'"{hashlib.sha256(self.body).hexdigest()}"')
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(len(self.body) - start))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}")
-        self.end_headers()
-
-    def do_HEAD(self):
-        FakeHub.requests.append(("HEAD", self.path, self.headers.get("Range"), self.headers.get("Authorization")))
-        self._headers(0, 200)
-
-    def do_GET(self):
-        rng = self.headers.get("Range")
-        FakeHub.requests.append(("GET", self.path, rng, self.headers.get("Authorization")))
-        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
-        self._headers(start, 206 if rng else 200)
-        if FakeHub.cut_next_gets:
-            FakeHub.cut_next_gets -= 1
-            self.wfile.write(self.body[start: start + 100_000])
-            self.wfile.flush()
-            time.sleep(0.3)  # let the client store what it got before the connection drops
-            self.close_connection = True
-            return
-        self.wfile.write(self.body[start:])
+FakeHub = fake_hub(PAYLOAD)
 
 
 @pytest.fixture
@@ -67,13 +29,9 @@ def online(monkeypatch):
 
 @pytest.fixture
 def hub(online):
-    FakeHub.body, FakeHub.cut_next_gets, FakeHub.requests = PAYLOAD, 0, []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    FakeHub.content, FakeHub.cut_gets, FakeHub.cut_after, FakeHub.requests = PAYLOAD, 0, 100_000, []
+    with serve(FakeHub) as url:
+        yield url
 
 
 @pytest.fixture
@@ -107,7 +65,7 @@ def test_download_resumes_after_a_cut_connection(tmp_path, hub, entry, monkeypat
 
     # huggingface_hub writes in DOWNLOAD_CHUNK_SIZE pieces (10 MB); shrink it so this 512 KiB file resumes
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 32 * 1024)
-    FakeHub.cut_next_gets = 1
+    FakeHub.cut_gets = 1
     path = resolve_checkpoint(root(tmp_path), endpoint=hub)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA
     gets = [r for r in FakeHub.requests if r[0] == "GET"]
@@ -116,8 +74,8 @@ def test_download_resumes_after_a_cut_connection(tmp_path, hub, entry, monkeypat
 
 
 def test_sha256_mismatch_is_an_error_and_the_file_is_not_used(tmp_path, hub, entry):
-    FakeHub.body = PAYLOAD[:-1] + b"!"
-    bad = hashlib.sha256(FakeHub.body).hexdigest()
+    FakeHub.content = PAYLOAD[:-1] + b"!"
+    bad = hashlib.sha256(FakeHub.content).hexdigest()
     with pytest.raises(ModelError) as err:
         resolve_checkpoint(root(tmp_path), endpoint=hub)
     message = str(err.value)

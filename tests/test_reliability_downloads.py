@@ -5,13 +5,11 @@ no network, hub offline mode), against a local fake of the Hugging Face hub.
 
 import errno
 import hashlib
-import http.server
 import os
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from helpers import fake_hub, serve
 
 from deforum.errors import ModelError
 from deforum.models import catalogue, load_state_dict, resolve_checkpoint
@@ -21,42 +19,12 @@ PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class Hub(http.server.BaseHTTPRequestHandler):
-    """/<org>/<repo>/resolve/main/<file> as ``PAYLOAD``; GETs may be cut after ``cut_after`` bytes."""
+Hub = fake_hub(PAYLOAD)
 
-    cut_gets = 0  # how many GETs to cut short
-    cut_after = 100_000
-    gets: list = []
 
-    def log_message(self, *args):
-        pass
-
-    def _headers(self, start: int, status: int):
-        self.send_response(status)
-        self.send_header("X-Repo-Commit", "0" * 40)
-        self.send_header("ETag", f'"{SHA}"')
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(len(PAYLOAD) - start))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
-        self.end_headers()
-
-    def do_HEAD(self):  # noqa: N802 (http.server's name)
-        self._headers(0, 200)
-
-    def do_GET(self):  # noqa: N802
-        rng = self.headers.get("Range")
-        Hub.gets.append(rng)
-        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
-        self._headers(start, 206 if rng else 200)
-        if Hub.cut_gets:
-            Hub.cut_gets -= 1
-            self.wfile.write(PAYLOAD[start: start + Hub.cut_after])
-            self.wfile.flush()
-            time.sleep(0.2)
-            self.close_connection = True
-            return
-        self.wfile.write(PAYLOAD[start:])
+def gets() -> list:
+    """The Range header of every GET the hub answered."""
+    return [r[2] for r in Hub.requests if r[0] == "GET"]
 
 
 @pytest.fixture
@@ -65,12 +33,9 @@ def hub(monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest turns it on; this is a local server
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 16 * 1024)
-    Hub.cut_gets, Hub.cut_after, Hub.gets = 0, 100_000, []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    Hub.cut_gets, Hub.cut_after, Hub.requests = 0, 100_000, []
+    with serve(Hub) as url:
+        yield url
 
 
 @pytest.fixture
@@ -104,8 +69,8 @@ def test_a_connection_that_keeps_dropping_is_resumed_within_the_run(tmp_path, hu
     Hub.cut_gets = 4  # four cuts in a row, each after 100 kB
     path = resolve_checkpoint(root(tmp_path), endpoint=hub)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA
-    assert len(Hub.gets) == 5 and Hub.gets[0] is None
-    offsets = [int(r.split("=")[1].split("-")[0]) for r in Hub.gets[1:]]
+    assert len(gets()) == 5 and gets()[0] is None
+    offsets = [int(r.split("=")[1].split("-")[0]) for r in gets()[1:]]
     assert offsets == sorted(offsets) and offsets[0] > 0  # each retry continued from where the last stopped
 
 
@@ -115,7 +80,7 @@ def test_a_connection_that_never_delivers_is_a_clear_error_and_leaves_no_half_fi
     with pytest.raises(ModelError, match="fake-model.ckpt") as caught:
         resolve_checkpoint(root(tmp_path), endpoint=hub)
     assert str(tmp_path / "models" / "fake-model.ckpt") in str(caught.value)  # says where to put it by hand
-    assert len(Hub.gets) > 1  # huggingface_hub retried before giving up
+    assert len(gets()) > 1  # huggingface_hub retried before giving up
     assert model_files(tmp_path) == []
     assert not [p for p in (tmp_path / "models").rglob("*.incomplete")]
     # The network is back: the next run downloads the whole file and verifies it.

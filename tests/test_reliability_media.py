@@ -4,14 +4,14 @@ limit, before any diffusion. Adds to tests/test_image_io.py, test_video.py and t
 
 import io
 import struct
-import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import serve
 from PIL import Image
 
 from deforum.errors import DeforumError, MediaError
@@ -174,12 +174,8 @@ class Hostile(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(Hostile) as url:
+        yield url
 
 
 @pytest.mark.parametrize("path, message", [

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import Recorder
 from PIL import Image
 
 from deforum.args import make_namespace
@@ -18,21 +19,6 @@ from deforum.testing import oracle_checkpoint, oracle_config
 TIMESTRING = "20240506070809"
 SEED = 321
 FOUR = {0: "a red apple:1 blurry:-1", 2: "a yellow banana", 3: "a brown coconut:1 green:-0.5", 5: "a durian"}
-
-
-class Recorder:
-    """A Generator stand-in that records every call's keywords and forwards them."""
-
-    def __init__(self, generator):
-        self.generator = generator
-        self.calls = []
-
-    def conditioning(self, *args, **kwargs):
-        return self.generator.conditioning(*args, **kwargs)
-
-    def __call__(self, **kwargs):
-        self.calls.append(kwargs)
-        return self.generator(**kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from helpers import Recorder
 from PIL import Image
 
 from deforum.args import make_namespace
@@ -28,21 +29,6 @@ N_FRAMES = 30
 FPS = 24
 SEED = 500
 PROMPTS = {0: "a red apple", 15: "a yellow banana"}
-
-
-class Recorder:
-    """A Generator stand-in that records every call's keywords and forwards them."""
-
-    def __init__(self, generator):
-        self.generator = generator
-        self.calls = []
-
-    def conditioning(self, *args, **kwargs):
-        return self.generator.conditioning(*args, **kwargs)
-
-    def __call__(self, **kwargs):
-        self.calls.append(kwargs)
-        return self.generator(**kwargs)
 
 
 @pytest.fixture(scope="module")
