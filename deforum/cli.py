@@ -206,7 +206,8 @@ def render_one(path: str, ns: argparse.Namespace, sets: Mapping[str, Mapping[str
         job.anim_args.update(resume_from_timestring=True, resume_timestring=ns.resume)
     if not ns.quiet:
         print(f"{path}: {job.anim_args['animation_mode']} mode", file=sys.stderr)
-    result = render(job.args, job.anim_args, job.prompts, job.animation_prompts, root, progress=not ns.quiet)
+    result = render(job.args, job.anim_args, job.prompts, job.animation_prompts, root, progress=not ns.quiet,
+                    step_progress=bool(getattr(ns, "verbose", False)) and not ns.quiet)
     lines = [f"{path}: {len(result.frames)} frame(s) in {result.outdir}"]
     if result.settings_path is not None:
         lines.append(f"  settings: {result.settings_path}")
@@ -461,7 +462,7 @@ def _add_common(p: argparse.ArgumentParser, *, quiet: bool = True) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[], help=SET_HELP)
     if quiet:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (for logs)")
-        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging and a bar over each image's steps")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -105,12 +105,14 @@ class Generator:
     (CFG) denoiser, e.g. for gradient conditioning; it gets and returns ``D(x, sigma, **extra_args)``.
     """
 
-    def __init__(self, model: Any, *, denoiser_wrapper: DenoiserWrapper | None = None, cache_size: int = 64):
+    def __init__(self, model: Any, *, denoiser_wrapper: DenoiserWrapper | None = None, cache_size: int = 64,
+                 progress: Callable[[int, int], None] | None = None):
         from deforum.sampling.denoisers import make_denoiser
 
         self.model = model
         self.denoiser = make_denoiser(model)
         self.denoiser_wrapper = denoiser_wrapper
+        self.progress = progress  # the default per-step hook of every call, e.g. a progress bar over steps
         self.encode = ConditioningCache(model, maxsize=cache_size)
         self.last_latent: torch.Tensor | None = None  # the latent of the latest call, before decoding
 
@@ -224,7 +226,7 @@ class Generator:
                 begin(schedule_for(self.denoiser, sampler, steps, strength, karras), sampler=sampler, prompt=prompt)
 
         total = steps_to_run(steps, strength)
-        step_callback = self._step_callback(callback, progress, total, step_dir, show_step)
+        step_callback = self._step_callback(callback, progress or self.progress, total, step_dir, show_step)
         f_shape = (1, int(getattr(self.model, "latent_channels", 4)), H // f, W // f)
         with torch.no_grad():
             latent = sample(_Guided(guided, self.denoiser), sampler, steps, strength, shape=f_shape,

@@ -44,6 +44,22 @@ def _root_namespace(root: Any) -> SimpleNamespace:
     return SimpleNamespace(**_merged("root", given), model=model)
 
 
+class _StepBar:
+    """A progress bar over the sampler steps of the image being generated (restarts for every image)."""
+
+    def __init__(self):
+        from tqdm.auto import tqdm
+        self.bar = tqdm(total=0, unit="step", desc="steps", leave=False)
+
+    def __call__(self, step: int, total: int) -> None:
+        if step == 1 or self.bar.total != total:
+            self.bar.reset(total=total)
+        self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class _Progress:
     """A frame progress bar (tqdm) plus the display hook's per-frame update."""
 
@@ -116,8 +132,11 @@ def _resume_target(args: SimpleNamespace, anim: SimpleNamespace, root: SimpleNam
 def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = None,
            animation_prompts: Mapping | None = None, root: Any = None, *,
            settings_file: str | Path | None = None, display: Any = None, progress: bool = True,
-           now=None) -> RunResult:
-    """Render one run of any mode; ``root.model`` is loaded (once per process) when it is missing."""
+           step_progress: bool = False, now=None) -> RunResult:
+    """Render one run of any mode; ``root.model`` is loaded (once per process) when it is missing.
+
+    ``progress`` shows a bar over frames (with ETA); ``step_progress`` adds one over each image's steps.
+    """
     args_ns, anim_ns, prompts, animation_prompts, root_ns, plan = prepare(
         args, anim_args, prompts, animation_prompts, root, settings_file=settings_file, now=now)
     mode = anim_ns.animation_mode
@@ -148,7 +167,8 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
             root.model = root_ns.model  # keep it for the next run of the notebook cell
     from deforum.guidance import make_denoiser_wrapper
     guidance = make_denoiser_wrapper(args_ns, root_ns.model, models_path=root_ns.models_path)
-    generator = Generator(root_ns.model, denoiser_wrapper=guidance)
+    steps_bar = _StepBar() if step_progress else None
+    generator = Generator(root_ns.model, denoiser_wrapper=guidance, progress=steps_bar)
 
     settings_path = None
     if mode != "None" and not resume:
@@ -163,6 +183,8 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
                                      plan, video if mode == "Video Input" else inputs, resume, bar, display)
     finally:
         bar.close()
+        if steps_bar is not None:
+            steps_bar.close()
     if mode == "None" and args_ns.save_settings:
         settings_path = outdir / f"{args_ns.timestring}_settings.txt"
     return RunResult(outdir, args_ns.timestring, frames, settings_path, fps_hint, args_ns, anim_ns)

@@ -211,3 +211,22 @@ def test_a_run_killed_before_its_first_frame_can_be_resumed(tmp_path, assets, mo
                      root, progress=False)
     assert [p.name for p in resumed.frames] == [f"{timestring}_{j:05}.png" for j in range(2)]
     assert all(p.is_file() for p in resumed.frames)
+
+
+def test_step_progress_counts_every_sampler_step(tmp_path, assets, monkeypatch):
+    """``step_progress`` puts a bar over each image's sampler steps: it sees steps 1..n of every image."""
+    from deforum import runner
+
+    seen = []
+
+    class Recording(runner._StepBar):
+        def __call__(self, step, total):
+            seen.append((step, total))
+            super().__call__(step, total)
+
+    monkeypatch.setattr(runner, "_StepBar", Recording)
+    args = dict(ARGS, W=64, H=64, steps=6)
+    render(args, anim_settings(assets, "2D", 1, max_frames=2), None, PROMPTS, root_for(assets, tmp_path),
+           progress=False, step_progress=True)
+    # frame 0 runs all 6 steps; frame 1 (strength 0.65) runs int(0.35 * 6) = 2
+    assert seen == [(s, 6) for s in range(1, 7)] + [(1, 2), (2, 2)]
