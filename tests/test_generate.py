@@ -56,6 +56,21 @@ def test_same_seed_same_image_other_seed_other_image(generator):
     assert not torch.allclose(a, c)
 
 
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_sde", "ddim"])
+def test_no_global_rng_is_used_so_the_device_does_not_change_the_image(generator, init, sampler):
+    """Every draw comes from the call's own CPU generator: moving the model (here: CPU -> CPU, the only
+    device this machine has) and disturbing torch's global RNG leave the image bit for bit the same, and the
+    global RNG state is untouched (a device's RNG is never consulted)."""
+    kwargs = dict(BASE, seed=9, sampler=sampler, init_image=init, strength=0.3, mask=halves(), ddim_eta=0.5)
+    first = generator(**kwargs)
+    generator.model.to("cpu")
+    torch.manual_seed(12345)
+    state = torch.get_rng_state()
+    second = generator(**kwargs)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first, second)
+
+
 def test_seed_past_2_32_wraps_instead_of_turning_random(generator):
     a = generator(**BASE, seed=5, sampler="euler")
     b = generator(**BASE, seed=5 + 2**32, sampler="euler")
