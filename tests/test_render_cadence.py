@@ -19,7 +19,7 @@ from deforum.render.animation import AnimationLoop
 
 DATA = Path(__file__).parent / "data"
 CADENCE = json.loads((DATA / "cadence.json").read_text())
-SIZE = 16
+SIZE = 64
 
 
 def anim_args(cadence, max_frames, translation_x="0:(0)"):
@@ -110,3 +110,29 @@ def test_warp_sequence_is_v06_without_wasted_warps_plus_the_tail(tmp_path, monke
         if j > last_key:
             tail.append(j)  # the newest key
     assert seen[len(expected):] == tail
+
+
+@pytest.mark.parametrize("cadence", [1, 3])
+def test_depth_is_predicted_once_per_image_it_is_used_for(tmp_path, cadence):
+    """3D with depth maps: one prediction per output frame (v0.6 predicted twice per diffused frame)."""
+    args = make_namespace("args", dict(seed=1000, W=64, H=64))
+    anim = make_namespace("anim_args", dict(animation_mode="3D", max_frames=9, diffusion_cadence=str(cadence),
+                                            noise_schedule="0:(0)", color_coherence="None", save_depth_maps=True))
+    plan = make_plan(args, anim, {0: "a"})
+    predicted, saved = [], []
+
+    def depth(image):
+        predicted.append(image.copy())
+        return torch.ones(SIZE, SIZE)
+
+    def save_depth(depth_map, path, state):
+        saved.append(path.name)
+
+    def generate(row, init, strength, mask=None, overlay=None):
+        return torch.rand((1, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(row.frame)) * 2 - 1
+
+    AnimationLoop(plan, args, anim, {0: "a"}, tmp_path, "T", generate, depth=depth, save_depth=save_depth).run()
+    assert saved == [f"T_depth_{j:05}.png" for j in range(9)]
+    assert len(predicted) == 9
+    # no image is sent to the depth model twice
+    assert len({p.tobytes() for p in predicted}) == len(predicted)

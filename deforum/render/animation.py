@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deforum.args import get_value
 from deforum.image.io import BackgroundWriter, save_png_atomic
 from deforum.plan import FrameRow, RenderPlan, rng_seed
 from deforum.render import steps
@@ -73,26 +74,29 @@ class AnimationLoop:
         # PNG compression runs on a writer thread while the next frame is computed (None: write inline).
         self.background_writes = background_writes
         self._writer: BackgroundWriter | None = None
+        self._depth_key: int | None = None  # next_idx of the image _depth_cache belongs to
+        self._depth_cache: torch.Tensor | None = None
 
     # -- one tween/output frame -------------------------------------------------------------------------
-    def _depth_of(self, image: np.ndarray, cache: dict, key: tuple) -> torch.Tensor | None:
-        """Depth of ``image``, predicted at most once per image (v0.6 predicted it twice per frame)."""
+    def _depth_of_next(self, state: AnimationState) -> torch.Tensor | None:
+        """Depth of the newest key image as it is now, predicted once per image: the frame's depth map, the
+        tween warps and the next key's warp all share it (v0.6 predicted depth twice per frame)."""
         if self.depth is None:
             return None
-        if key not in cache:
-            cache[key] = self.depth(steps.to_uint8(image))
-        return cache[key]
+        if self._depth_key != state.next_idx:
+            self._depth_cache, self._depth_key = self.depth(steps.to_uint8(state.next_img)), state.next_idx
+        return self._depth_cache
+
+    def _warps_with_depth(self) -> bool:
+        return self.anim_args.animation_mode == "3D" and bool(self.anim_args.use_depth_warping)
 
     def _write_frame(self, state: AnimationState, j: int) -> None:
         row = self.plan.rows[j]
         role = row.cadence
-        cache: dict = {}
         # The older key is only warped while it is still shown: at tween 1 it drops out for good.
         warp_prev = role.blended and state.prev_idx < j
         warp_next = state.next_idx < j
-        uses_depth = self.anim_args.animation_mode == "3D" and self.anim_args.use_depth_warping
-        depth = self._depth_of(state.next_img, cache, ("next", state.next_idx)) if (
-            (warp_prev or warp_next) and uses_depth) else None
+        depth = self._depth_of_next(state) if (warp_prev or warp_next) and self._warps_with_depth() else None
         if warp_prev:
             state.prev_img = steps.warp_image(state.prev_img, row.values, self.anim_args, depth, self.device)
             state.prev_idx = j
@@ -103,8 +107,8 @@ class AnimationLoop:
         path = frame_path(self.outdir, self.timestring, j)
         self._submit(save_png_atomic, image, path)
         if self.save_depth is not None and self.depth is not None:
-            self._submit(self.save_depth, self._depth_of(state.next_img, cache, ("next", state.next_idx)),
-                         depth_path(self.outdir, self.timestring, j), state.depth_range)
+            self._submit(self.save_depth, self._depth_of_next(state), depth_path(self.outdir, self.timestring, j),
+                         state.depth_range)
         self.written.append(path)
         self._frame_done((j, path))
 
@@ -140,9 +144,7 @@ class AnimationLoop:
         if row.frame == 0 or state.next_img is None:
             return None, 0.0, None
         source = steps.to_uint8(state.next_img)
-        depth = None
-        if self.anim_args.animation_mode == "3D" and self.anim_args.use_depth_warping and self.depth is not None:
-            depth = self.depth(source)
+        depth = self._depth_of_next(state) if self._warps_with_depth() else None
         warped = steps.warp_image(source, row.values, self.anim_args, depth, self.device)
         warped, state.color_ref = steps.match_colors(warped, state.color_ref, self.anim_args.color_coherence)
         generator = torch.Generator().manual_seed(rng_seed(row.seed))
@@ -275,14 +277,10 @@ def depth_functions(anim_args: Any, root: Any, device: str) -> tuple[DepthFn | N
         return None, None
     from deforum.motion.depth import DepthModel, save_depth_map
 
-    model = DepthModel(anim_args.depth_model, models_path=_root_field(root, "models_path", "models"), device=device,
+    model = DepthModel(anim_args.depth_model, models_path=get_value(root, "models_path", "models"), device=device,
                        midas_weight=float(anim_args.midas_weight),
-                       offload=bool(_root_field(root, "offload_depth_model", False)))
+                       offload=bool(get_value(root, "offload_depth_model", False)))
     return model.predict, (save_depth_map if anim_args.save_depth_maps else None)
-
-
-def _root_field(root: Any, name: str, default: Any) -> Any:
-    return root.get(name, default) if isinstance(root, dict) else getattr(root, name, default)
 
 
 def render_animation(args: Any, anim_args: Any, animation_prompts: dict, root: Any, *, generator: Any = None,
