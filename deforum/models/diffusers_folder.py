@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -214,33 +213,14 @@ def download_repo(repo_id: str, models_path: str | Path, token: str | None = Non
     if dest.is_dir() and not missing_files(dest):
         return dest
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
-    from deforum.models.download import _is_network_error, hub_unreachable
+    from deforum.models.download import fetch_from_hub
 
-    where = (f"put its diffusers folders (model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
-             f"scheduler/; .safetensors weights) from https://huggingface.co/{repo_id} into {dest}")
-    unreachable = hub_unreachable(endpoint)
-    if unreachable:
-        raise ModelError(f"model_checkpoint = {repo_id!r} is not in {dest} and the Hugging Face hub cannot be "
-                         f"reached ({unreachable}); {where}")
-    print(f"Downloading {repo_id} (diffusers folders) to {dest}")
-    try:
-        snapshot_download(repo_id, local_dir=dest, allow_patterns=HUB_PATTERNS,
-                          token=token or os.environ.get("HF_TOKEN"), endpoint=endpoint)
-    except GatedRepoError as e:
-        raise ModelError(f"{repo_id} asks you to accept its licence on https://huggingface.co/{repo_id}; accept "
-                         f"it, set HF_TOKEN (or log in from the notebook) and run again; or {where}") from e
-    except RepositoryNotFoundError as e:
-        raise ModelError(f"model_checkpoint = {repo_id!r}: no such Hugging Face repository (or it needs a "
-                         f"token); or {where}") from e
-    except HfHubHTTPError as e:
-        raise ModelError(f"{repo_id}: download failed ({e}); {where}") from e
-    except Exception as e:
-        if _is_network_error(e):
-            raise ModelError(f"model_checkpoint = {repo_id!r} is not in {dest} and the Hugging Face hub cannot be "
-                             f"reached ({type(e).__name__}); {where}") from e
-        raise
+    fetch_from_hub(lambda tok: snapshot_download(repo_id, local_dir=dest, allow_patterns=HUB_PATTERNS, token=tok,
+                                                 endpoint=endpoint),
+                   what=f"model_checkpoint = {repo_id!r}", repo_id=repo_id, place=dest, token=token, endpoint=endpoint,
+                   where=f"put its diffusers folders (model_index.json, unet/, vae/, text_encoder/, tokenizer/, "
+                         f"scheduler/; .safetensors weights) from https://huggingface.co/{repo_id} into {dest}")
     missing = missing_files(dest)
     if missing:
         raise ModelError(f"{repo_id} is not a diffusers Stable Diffusion repository with .safetensors weights: "

@@ -12,10 +12,14 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from deforum.errors import ModelError
 from deforum.models.catalogue import CatalogueEntry
+
+T = TypeVar("T")
 
 CHUNK = 8 * 1024 * 1024
 SHA_CACHE_FILE = ".deforum-sha256.json"
@@ -109,41 +113,47 @@ def _is_network_error(e: Exception) -> bool:
         names & {"ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError", "ConnectionError"})
 
 
-def download(entry: CatalogueEntry, models_path: str | Path, token: str | None = None,
-             endpoint: str | None = None) -> Path:
-    """Fetch a catalogue checkpoint into models_path/<entry.name>; ModelError saying what to do when offline."""
+def fetch_from_hub(fetch: Callable[[str | None], T], *, what: str, repo_id: str, place: Path, where: str,
+                   token: str | None = None, endpoint: str | None = None) -> T:
+    """Run one hub download, ``fetch(token)``, turning every way it can fail into a ModelError that names
+    ``what`` and says ``where`` to put it by hand. The hub is probed first, so an offline machine is told at
+    once instead of after huggingface_hub's retries."""
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
-    models_path = Path(models_path)
-    models_path.mkdir(parents=True, exist_ok=True)
-    dest = models_path / entry.name
-    where = f"download {entry.url} and put it at {dest}"
+    offline = f"{what} is not in {place} and the Hugging Face hub cannot be reached"
     unreachable = hub_unreachable(endpoint)
     if unreachable:
-        raise ModelError(f"{entry.name} is not in {models_path} and the Hugging Face hub cannot be reached "
-                         f"({unreachable}); {where}")
-    print(f"Downloading {entry.name} from {entry.repo_id} to {models_path}")
+        raise ModelError(f"{offline} ({unreachable}); {where}")
+    print(f"Downloading {what} from {repo_id} to {place}")
     try:
-        got = _fetch(entry.repo_id, entry.filename, models_path, token or os.environ.get("HF_TOKEN"), endpoint)
+        return fetch(token or os.environ.get("HF_TOKEN"))
     except GatedRepoError as e:
-        raise ModelError(f"{entry.name}: {entry.repo_id} asks you to accept its licence: open "
-                         f"https://huggingface.co/{entry.repo_id}, accept it, set HF_TOKEN (or log in from the "
-                         f"notebook) and run again; or {where}") from e
+        raise ModelError(f"{what}: {repo_id} asks you to accept its licence: open https://huggingface.co/{repo_id}, "
+                         f"accept it, set HF_TOKEN (or log in from the notebook) and run again; or {where}") from e
     except RepositoryNotFoundError as e:
-        raise ModelError(f"{entry.name}: the repository {entry.repo_id} was not found (or needs a token); {where}") \
-            from e
+        raise ModelError(f"{what}: the repository {repo_id} was not found (or needs a token); {where}") from e
     except HfHubHTTPError as e:
-        raise ModelError(f"{entry.name}: download failed ({e}); {where}") from e
+        raise ModelError(f"{what}: download failed ({e}); {where}") from e
     except Exception as e:
         if _is_network_error(e):
-            raise ModelError(f"{entry.name} is not in {models_path} and the Hugging Face hub cannot be reached "
-                             f"({type(e).__name__}); {where}") from e
+            raise ModelError(f"{offline} ({type(e).__name__}); {where}") from e
         if isinstance(e, OSError) and not isinstance(e, ConnectionError):
             # huggingface_hub deletes its partial file, so nothing half-downloaded is left to be used.
             reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-            raise ModelError(f"{entry.name}: the download into {models_path} failed: {reason}. Nothing was "
-                             f"kept; free some space (the file is {entry.name}) and run again, or {where}") from e
+            raise ModelError(f"{what}: the download into {place} failed: {reason}. Nothing was kept; free some "
+                             f"space and run again, or {where}") from e
         raise
+
+
+def download(entry: CatalogueEntry, models_path: str | Path, token: str | None = None,
+             endpoint: str | None = None) -> Path:
+    """Fetch a catalogue checkpoint into models_path/<entry.name>; ModelError saying what to do when offline."""
+    models_path = Path(models_path)
+    models_path.mkdir(parents=True, exist_ok=True)
+    dest = models_path / entry.name
+    got = fetch_from_hub(lambda tok: _fetch(entry.repo_id, entry.filename, models_path, tok, endpoint),
+                         what=entry.name, repo_id=entry.repo_id, place=models_path,
+                         where=f"download {entry.url} and put it at {dest}", token=token, endpoint=endpoint)
     if got.resolve() != dest.resolve():
         shutil.move(str(got), dest)  # a file in a repo subfolder lands in models_path/<name>
     return dest
