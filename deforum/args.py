@@ -757,6 +757,11 @@ def schedule_problems(anim: Mapping[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------------ post-processing
 
 
+def resolve_seed(seed: int, rng: random.Random | None = None) -> int:
+    """``seed``, or for -1 a fresh random seed from the OS (not from a previous run's state, 12.1 #22)."""
+    return (rng or random.SystemRandom()).randint(0, SEED_MAX) if seed == -1 else seed
+
+
 def finalize(args: Any, anim_args: Any, root: Any = None, now: datetime.datetime | None = None,
              rng: random.Random | None = None) -> tuple[SimpleNamespace, SimpleNamespace]:
     """The notebook's post-processing after the cells and the settings file (spec 1.4), on copies.
@@ -768,15 +773,13 @@ def finalize(args: Any, anim_args: Any, root: Any = None, now: datetime.datetime
     animation (v0.6 switched it to klms; our plms supports img2img).
     """
     now = now or datetime.datetime.now()
-    rng = rng or random.SystemRandom()
     a = normalize("args", as_dict(args))
     anim = normalize("anim_args", as_dict(anim_args))
     root_d = as_dict(root)
 
     a["timestring"] = now.strftime("%Y%m%d%H%M%S")
     a["strength"] = min(1.0, max(0.0, float(a["strength"])))
-    if a["seed"] == -1:
-        a["seed"] = rng.randint(0, SEED_MAX)
+    a["seed"] = resolve_seed(a["seed"], rng)
     if not a["use_init"]:
         a["init_image"] = None
     if a["sampler"] != "ddim":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from deforum.args import get_value
+from deforum.args import get_value, resolve_seed
 from deforum.errors import SettingsError
 from deforum.image.convert import sample_to_uint8
 from deforum.image.io import list_init_images, load_init_image, open_image, save_png_atomic
 from deforum.image.masks import check_alpha_mask
-from deforum.plan import SEED_LIMIT, make_plan
+from deforum.plan import make_plan
 from deforum.prompts import sanitize
 
 log = logging.getLogger(__name__)
@@ -100,10 +99,7 @@ def render_image_batch(args: Any, prompts: list[str], model: Any, *,
     prompts = [str(p) for p in (prompts or [])]
     if not prompts:
         raise SettingsError("prompts: the None mode needs at least one prompt in the prompts list")
-    seed = int(get_value(args, "seed"))
-    if seed == -1:
-        seed = random.randint(0, SEED_LIMIT - 1)
-        log.info("seed -1: using random seed %d", seed)
+    seed = resolve_seed(int(get_value(args, "seed")))
     timestring = str(get_value(args, "timestring"))
     outdir = Path(get_value(args, "outdir"))
     W, H = int(get_value(args, "W")), int(get_value(args, "H"))
