@@ -1,6 +1,7 @@
 """What one Deforum frame costs on a GPU next to its floor and next to diffusers' img2img pipeline.
 
     python bench/gpu_frame.py [--sizes 512 768 1024] [--frames 6] [--dtype fp16|bf16] [--compile]
+    python bench/gpu_frame.py --device cpu --sizes 256 --repeat 3   # the same rows on the CPU (fp32)
     python bench/gpu_frame.py --tiny          # CPU smoke test: the tiny test model at 64 px
 
 The model is the real SD 1.5 architecture (configs/v1-inference.yaml built by deforum.models.config and
@@ -264,22 +265,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=6, help="frames per 2D/3D loop (first 2 are warm-up)")
     parser.add_argument("--repeat", type=int, default=10, help="repeats of the component timings")
     parser.add_argument("--steps", type=int, default=STEPS, help=f"sampler steps (default {STEPS})")
-    parser.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16")
+    parser.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default=None,
+                        help="default: fp16 on CUDA, fp32 on the CPU")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default=None,
+                        help="default: cuda when present; --device cpu runs the real architecture on the CPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet first (slow start)")
     parser.add_argument("--no-diffusers", action="store_true", help="skip the diffusers pipeline rows")
     ns = parser.parse_args(argv)
     set_steps(ns.steps)
 
-    tiny = ns.tiny or not torch.cuda.is_available()
-    device = torch.device("cpu" if tiny else "cuda")
-    dtype = torch.float32 if tiny else {"fp16": torch.float16, "bf16": torch.bfloat16}[ns.dtype]
+    if ns.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    tiny = ns.tiny or (ns.device is None and not torch.cuda.is_available())
+    device = torch.device("cpu" if tiny or ns.device == "cpu" else "cuda")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[
+        ns.dtype or ("fp16" if device.type == "cuda" else "fp32")]
+    if tiny and dtype != torch.float32:
+        parser.error("--tiny runs in fp32")
     sizes = ns.sizes or ([64] if tiny else [512, 768, 1024])
     repeat = 3 if tiny else ns.repeat
     frames = max(3, ns.frames)
     config = (REPO / "tests" / "data" / "ldm" / "tiny-sd1-inference.yaml" if tiny
               else REPO / "configs" / "v1-inference.yaml")
     if tiny and not ns.tiny:
-        print("no CUDA device: running the tiny CPU smoke test (--tiny)")
+        print("no CUDA device: running the tiny CPU smoke test (--tiny; --device cpu runs SD 1.5 on the CPU)")
 
     started = time.perf_counter()
     model = build_model(config, device, dtype)

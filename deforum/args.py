@@ -137,7 +137,8 @@ ROOT_FIELDS: tuple[Field, ...] = (
         Field("load_on_run_all", "bool", True, "Load the model when the cell runs (Run all).", widget="boolean"),
         Field("map_location", "str", "cuda", "Device for the model: cuda, mps or cpu.", widget="dropdown",
               choices=("cuda", "mps", "cpu")),
-        Field("half_precision", "bool", True, "Run the model in float16 on CUDA (v0.6: always on)."),
+        Field("half_precision", "bool", True,
+              "Run the model and the depth model in float16 on CUDA (v0.6: always on)."),
     ),
     *_section(
         "root", "New in this version",

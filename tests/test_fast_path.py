@@ -2,6 +2,7 @@
 channels-last UNet and SDPA attention."""
 
 import threading
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deforum.args import make_namespace
+from deforum.args import SAMPLERS, make_namespace
 from deforum.errors import MediaError
 from deforum.image.io import BackgroundWriter
 from deforum.plan import make_plan
@@ -222,3 +223,90 @@ def test_channels_last_unet_gives_the_same_prediction(tiny_model):
         after = tiny_model.apply_model(x, t, cond)
     assert tiny_model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+# -- half precision: fp16 on the CPU exercises the dtype handling CUDA's fp16 path relies on ---------------
+
+
+@pytest.fixture(scope="module")
+def half_pair():
+    from deforum.generate import Generator
+    from deforum.models.loader import load_model
+    from deforum.testing import oracle_checkpoint, oracle_config
+
+    return tuple(Generator(load_model(oracle_checkpoint(), oracle_config(), "cpu", dtype, cache=False))
+                 for dtype in (torch.float32, torch.float16))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_a_float16_model_gives_the_float32_image(half_pair, sampler):
+    """Same seeds, noise, sigmas and steps in fp16: txt2img and masked img2img match fp32 to fp16 rounding."""
+    full, half = half_pair
+    assert half.model.dtype == torch.float16
+    rng = np.random.default_rng(0)
+    init = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    mask = Image.fromarray(np.where(np.arange(64) < 32, 255, 0).astype(np.uint8)[None].repeat(64, 0))
+    for extra in ({}, {"init_image": init, "strength": 0.5, "mask": mask}):
+        kwargs = dict(seed=1, W=64, H=64, prompt="a cat:1 a dog:-0.5", steps=6, sampler=sampler, **extra)
+        expected, got = full(**kwargs), half(**kwargs)
+        assert got.dtype == torch.float32 and torch.isfinite(got).all()
+        difference = (got - expected).abs()
+        assert difference.mean() < 0.01 and difference.max() < 0.1, (sampler, bool(extra))
+
+
+def test_a_float16_depth_overflow_is_redone_in_float32_and_kept(tiny_dpt):
+    from deforum.motion.depth import MIDAS, DepthModel, _network_forward, prepare_input
+
+    image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    expected = DepthModel(tiny_dpt).predict(image)
+    model = DepthModel(tiny_dpt, half=True)
+    with torch.no_grad():  # the tiny random DPT predicts ~1e6, beyond float16's 65504
+        assert not torch.isfinite(_network_forward(model.network, prepare_input(image, MIDAS).half())).all()
+    with pytest.warns(UserWarning, match="overflowed in float16"):
+        depth = model.predict(image)
+    assert torch.equal(depth, expected)
+    assert model.dtype == torch.float32 and next(model.network.parameters()).dtype == torch.float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(model.predict(image), expected)  # float32 from now on, no second warning
+    assert DepthModel(tiny_dpt, half=True).dtype == torch.float16  # a new model starts in float16 again
+
+
+def test_non_finite_float32_depth_is_a_media_error(tiny_dpt, monkeypatch):
+    from deforum.motion import depth as depth_module
+
+    model = depth_module.DepthModel(tiny_dpt)
+    monkeypatch.setattr(depth_module, "_network_forward", lambda network, pixels: torch.full((1, 32, 32), np.nan))
+    with pytest.raises(MediaError, match="non-finite depth"):
+        model.predict(np.zeros((32, 32, 3), np.uint8))
+
+
+@pytest.mark.parametrize("half_precision, half", [(True, None), (False, False)])
+def test_half_precision_field_reaches_the_depth_model(monkeypatch, half_precision, half):
+    from deforum.motion import depth as depth_module
+
+    made = []
+    monkeypatch.setattr(depth_module, "DepthModel", lambda name, **kwargs: made.append(kwargs) or
+                        SimpleNamespace(predict=None))
+    anim = SimpleNamespace(animation_mode="3D", use_depth_warping=True, save_depth_maps=False,
+                           depth_model="midas", midas_weight=1.0)
+    animation.depth_functions(anim, SimpleNamespace(half_precision=half_precision), "cuda")
+    assert made[0]["half"] is half  # None: float16 on CUDA, as the diffusion model
+
+
+def test_a_float16_3d_animation_renders_finite_frames(half_pair, tiny_dpt, tmp_path):
+    from deforum.motion.depth import DepthModel
+    from deforum.render.animation import key_generator
+
+    args = make_namespace("args", dict(W=64, H=64, seed=1, steps=6, sampler="euler_ancestral", strength=0.65))
+    anim = make_namespace("anim_args", dict(animation_mode="3D", max_frames=4, diffusion_cadence="2",
+                                            translation_z="0:(2)", color_coherence="Match Frame 0 LAB"))
+    prompts = {0: "a lighthouse"}
+    depth = DepthModel(tiny_dpt, half=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's "invalid value encountered in cast" (NaN)
+        warnings.filterwarnings("ignore", "depth model .* overflowed", UserWarning)
+        result = AnimationLoop(make_plan(args, anim, prompts), args, anim, prompts, tmp_path, "half",
+                               key_generator(half_pair[1], args), depth=depth.predict, device="cpu").run()
+    frames = [np.asarray(Image.open(path)) for path in result.frames]
+    assert len(frames) == 4 and all(frame.std() > 0 for frame in frames)

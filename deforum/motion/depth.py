@@ -65,7 +65,8 @@ class DepthModel:
     v0.6 to blend in AdaBins, which is not provided: MiDaS is used alone (with one warning per process).
     ``offload`` (Root's ``offload_depth_model``) keeps the network on the CPU between predictions and moves
     it to ``device`` only while it runs, to free VRAM for the diffusion model; otherwise it stays on
-    ``device`` for the whole run.
+    ``device`` for the whole run. ``half`` (default: on CUDA) runs the network in float16; a prediction
+    that overflows there (inf or NaN) is redone in float32, which is then kept, with one warning.
     """
 
     def __init__(
@@ -81,9 +82,9 @@ class DepthModel:
         self.device = torch.device(device)
         half = self.device.type == "cuda" if half is None else half
         self.dtype = torch.float16 if half else torch.float32
-        folder = resolve_model_folder(name, models_path)
+        self.folder = resolve_model_folder(name, models_path)
         self.name = name
-        self.network, self.family = _load_network(folder, self.device, self.dtype)
+        self.network, self.family = _load_network(self.folder, self.device, self.dtype)
         self.offload = bool(offload)
         self._park()
         if midas_weight < 1.0:
@@ -94,6 +95,7 @@ class DepthModel:
                      offload: bool = False, name: str = "") -> DepthModel:
         """A DepthModel around an already built transformers depth network (benchmarks, tests)."""
         model = cls.__new__(cls)
+        model.folder = None
         model.device = torch.device(device)
         model.dtype = next(network.parameters()).dtype
         model.name = name or type(network).__name__
@@ -119,15 +121,38 @@ class DepthModel:
         pixels = prepare_input(image, self.family).to(self.device)
         if self.device.type == "cuda":
             pixels = pixels.contiguous(memory_format=torch.channels_last)
+        inverse = self._forward(pixels)
+        if not bool(torch.isfinite(inverse).all()):  # one host read per frame, not per step
+            if self.dtype == torch.float32:
+                raise MediaError(f"depth model {self.name!r} predicted non-finite depth (inf or NaN) for a "
+                                 f"{width} x {height} frame in float32")
+            self._use_float32()
+            inverse = self._forward(pixels)
+        inverse = F.interpolate(inverse.unsqueeze(1), size=(height, width), mode="bicubic", align_corners=False)
+        return (50.0 - inverse[0, 0]) / 19.0
+
+    def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The network's relative inverse depth (1 x h' x w', float32), moving it in and out when offloading."""
         if self.offload:
             self.network.to(self.device)
         try:
-            inverse = _network_forward(self.network, pixels.to(self.dtype)).float()
+            return _network_forward(self.network, pixels.to(self.dtype)).float()
         finally:
             if self.offload:
                 self.network.to(OFFLOAD_DEVICE)
-        inverse = F.interpolate(inverse.unsqueeze(1), size=(height, width), mode="bicubic", align_corners=False)
-        return (50.0 - inverse[0, 0]) / 19.0
+
+    def _use_float32(self) -> None:
+        """Switch to float32 for the rest of the process after a half-precision overflow."""
+        warnings.warn(f"depth model {self.name!r} overflowed in {str(self.dtype).replace('torch.', '')} "
+                      "(inf or NaN depth); it runs in float32 from now on (set half_precision: False to "
+                      "start that way)", UserWarning, stacklevel=3)
+        if self.folder is not None:
+            _NETWORKS.pop((str(self.folder.resolve()), str(self.device), self.dtype), None)
+            self.network, _ = _load_network(self.folder, self.device, torch.float32)
+        else:
+            self.network = self.network.float()
+        self.dtype = torch.float32
+        self._park()
 
 
 def prepare_input(image: np.ndarray, family: DepthFamily) -> torch.Tensor:

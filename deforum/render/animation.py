@@ -279,6 +279,7 @@ def depth_functions(anim_args: Any, root: Any, device: str) -> tuple[DepthFn | N
 
     model = DepthModel(anim_args.depth_model, models_path=get_value(root, "models_path", "models"), device=device,
                        midas_weight=float(anim_args.midas_weight),
+                       half=None if get_value(root, "half_precision", True) else False,
                        offload=bool(get_value(root, "offload_depth_model", False)))
     return model.predict, (save_depth_map if anim_args.save_depth_maps else None)
 
