@@ -723,8 +723,25 @@ def validate(args: Any, anim_args: Any, root: Any = None) -> None:
     if root is not None:
         found += problems("root", normalize("root", as_dict(root)))
     found += schedule_problems(anim_d)
+    if anim_d.get("animation_mode") != "Video Input":  # there every frame is an init (use_init is forced on)
+        found += [problem for problem in [mask_problem(args_d)] if problem]
     if found:
         raise settings_error(found)
+
+
+def mask_problem(args: Any) -> str | None:
+    """``use_mask`` applies the mask to the init image, so it needs ``use_init`` and an ``init_image``."""
+    if get_value(args, "use_mask", False) and not (get_value(args, "use_init", False)
+                                                   and get_value(args, "init_image", None)):
+        return "use_mask=True: needs use_init True and an init_image (the mask applies to the init)"
+    return None
+
+
+def check_mask(args: Any) -> None:
+    """Raise ``mask_problem`` as a SettingsError (renderers called without ``validate``)."""
+    problem = mask_problem(args)
+    if problem:
+        raise SettingsError(problem)
 
 
 def settings_error(found: list[str], where: str | None = None) -> SettingsError:

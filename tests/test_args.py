@@ -327,3 +327,18 @@ def test_markdown_lists_every_field():
     for fields in A.GROUPS.values():
         for f in fields:
             assert f"`{f.name}`" in text
+
+
+@pytest.mark.parametrize("mode", ["None", "2D", "3D", "Interpolation"])
+def test_use_mask_without_an_init_is_reported_before_rendering(mode):
+    anim = dict(A.defaults("anim_args"), animation_mode=mode)
+    for extra in ({"use_init": False}, {"use_init": True, "init_image": ""}):
+        with pytest.raises(SettingsError, match=r"use_mask=True: needs use_init True and an init_image"):
+            A.validate(dict(A.defaults("args"), use_mask=True, **extra), anim)
+    A.validate(dict(A.defaults("args"), use_mask=True, use_init=True, init_image="init.png"), anim)
+
+
+def test_use_mask_in_video_input_needs_no_init_image():
+    # Video Input turns use_init on after validation: every video frame is the init its mask applies to
+    A.validate(dict(A.defaults("args"), use_mask=True, use_init=False),
+               dict(A.defaults("anim_args"), animation_mode="Video Input"))

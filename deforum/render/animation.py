@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deforum.args import get_value
+from deforum.args import check_mask, get_value
 from deforum.image.io import BackgroundWriter, save_png_atomic
 from deforum.plan import FrameRow, RenderPlan, rng_seed
 from deforum.render import steps
@@ -259,11 +259,9 @@ def animation_mask(args: Any) -> np.ndarray | None:
     """``use_mask``: the mask of frame 0 as uint8 W x H (``mask_file``, or the init's alpha channel)."""
     if not args.use_mask:
         return None
-    from deforum.errors import SettingsError
     from deforum.image.io import load_init_image, open_image, resize
 
-    if not (args.use_init and args.init_image):
-        raise SettingsError("use_mask: True needs use_init True and an init_image (the mask applies to it)")
+    check_mask(args)
     if args.use_alpha_as_mask:
         _image, alpha = load_init_image(args.init_image, args.W, args.H, use_alpha_as_mask=True)
         return np.asarray(alpha.convert("L"))

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from deforum.args import as_dict, get_value
+from deforum.args import as_dict, check_mask, get_value
 from deforum.conditioning import interpolate_conditioning
 from deforum.errors import SettingsError
 from deforum.image.convert import sample_to_uint8
@@ -88,8 +88,7 @@ def render_interpolation(args: Any, anim_args: Any, animation_prompts: Mapping[A
     init = mask = None
     use_init = bool(get_value(args, "use_init", False))
     use_mask = bool(get_value(args, "use_mask", False))
-    if use_mask and not use_init:
-        raise SettingsError("use_mask: True needs use_init True and an init_image (the mask applies to it)")
+    check_mask(args)
     if use_init:
         init_source = get_value(args, "init_image")
         if not init_source:

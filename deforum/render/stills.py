@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from deforum.args import get_value, resolve_seed
+from deforum.args import check_mask, get_value, resolve_seed
 from deforum.errors import SettingsError
 from deforum.image.convert import sample_to_uint8
 from deforum.image.io import list_init_images, load_init_image, open_image, save_png_atomic
@@ -107,8 +107,7 @@ def render_image_batch(args: Any, prompts: list[str], model: Any, *,
     use_init = bool(get_value(args, "use_init", False))
     use_mask = bool(get_value(args, "use_mask", False))
     use_alpha_as_mask = bool(get_value(args, "use_alpha_as_mask", False))
-    if use_mask and not use_init:
-        raise SettingsError("use_mask: True needs use_init True and an init_image (the mask applies to it)")
+    check_mask(args)
 
     # Everything read from disk or the network is read before the first image is generated.
     init_sources = list_init_images(get_value(args, "init_image")) if use_init else []
