@@ -202,7 +202,7 @@ def _dispatch(mode: str, args, anim, prompts, animation_prompts, root, generator
         return render_input_video(args, anim, animation_prompts, generator, inputs, on_frame=bar), inputs.fps_hint
     if mode == "Interpolation":
         from deforum.render.interpolation import render_interpolation
-        return render_interpolation(args, anim, animation_prompts, generator, on_frame=bar), None
+        return render_interpolation(args, anim, animation_prompts, generator, plan=plan, on_frame=bar), None
     from deforum.render.stills import render_image_batch
     show = getattr(display, "image", None) or (display if callable(display) else None)
     written = render_image_batch(args, prompts, generator, display=show, root=root)

@@ -65,20 +65,22 @@ def _conditioning_at(keys: list[tuple[torch.Tensor, torch.Tensor]], a: int, b: i
 
 
 def render_interpolation(args: Any, anim_args: Any, animation_prompts: Mapping[Any, str], generator: Any, *,
-                         on_frame: Callable[[int, Path], None] | None = None,
+                         plan: RenderPlan | None = None, on_frame: Callable[[int, Path], None] | None = None,
                          progress: Callable[[int, int], None] | None = None) -> list[Path]:
     """Generate and save every Interpolation frame as ``{timestring}_{n:05}.png``; returns the paths in order.
 
     ``generator`` is a ``deforum.generate.Generator`` (it needs ``conditioning`` and the call). The
     conditioning blends linearly, or by slerp when ``anim_args.interpolation_method == 'slerp'``. An init is
-    used only with ``use_init`` (then ``args.strength`` applies), for every frame.
+    used only with ``use_init`` (then ``args.strength`` applies), for every frame. ``plan`` is
+    ``interpolation_plan`` of the same settings when the caller already made it.
     """
     from deforum.generate import generation_kwargs
 
     method = str(get_value(anim_args, "interpolation_method", "linear") or "linear")
     if method not in ("linear", "slerp"):
         raise SettingsError(f"interpolation_method: {method!r} is not allowed; choose 'linear' or 'slerp'")
-    plan = interpolation_plan(args, anim_args, animation_prompts)
+    if plan is None:
+        plan = interpolation_plan(args, anim_args, animation_prompts)
     texts = [text for _key, text in sorted((int(k), str(v)) for k, v in animation_prompts.items())]
     W, H = int(get_value(args, "W")), int(get_value(args, "H"))
     timestring = str(get_value(args, "timestring"))
