@@ -164,11 +164,24 @@ def component_times(model: LatentDiffusionModel, size: int, repeat: int) -> dict
         }
 
 
-def generator_call_ms(generator: Generator, size: int, repeat: int) -> float:
+def img2img_calls(generator: Generator, pipe, size: int):
+    """(ours, theirs): one img2img of the test image by ``generator`` and by diffusers' ``pipe`` (built from
+    the same modules; None: theirs is None), the same steps with the same embeddings (diffusers' strength
+    is the noise share: 0.35 there is Deforum's 0.65)."""
+    model = generator.model
     init = init_image(size)
-    kwargs = dict(seed=1, W=size, H=size, prompt=PROMPT, init_image=init, strength=STRENGTH, steps=STEPS,
+    embeddings = model.get_learned_conditioning(["", PROMPT])
+    uc, c = embeddings[:1], embeddings[1:]
+
+    def ours():
+        generator(seed=1, W=size, H=size, prompt=PROMPT, init_image=init, strength=STRENGTH, steps=STEPS,
                   sampler=SAMPLER, scale=SCALE)
-    return median_ms(lambda: generator(**kwargs), generator.model.device, repeat, warmup=1)
+
+    def theirs():
+        pipe(prompt_embeds=c, negative_prompt_embeds=uc, image=init, strength=1.0 - STRENGTH,
+             num_inference_steps=STEPS, guidance_scale=SCALE, output_type="np",
+             generator=torch.Generator("cpu").manual_seed(1))
+    return ours, (None if pipe is None else theirs)
 
 
 def animation_loop(generator: Generator, size: int, mode: str, frames: int, outdir: Path, depth=None,
@@ -215,19 +228,6 @@ def diffusers_pipeline(model: LatentDiffusionModel):
                                           feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def diffusers_call_ms(pipe, model: LatentDiffusionModel, size: int, repeat: int) -> float:
-    embeddings = model.get_learned_conditioning(["", PROMPT])
-    uc, c = embeddings[:1], embeddings[1:]
-    init = init_image(size)
-    device = model.device
-
-    def call():
-        pipe(prompt_embeds=c, negative_prompt_embeds=uc, image=init, strength=1.0 - STRENGTH,
-             num_inference_steps=STEPS, guidance_scale=SCALE, output_type="np",
-             generator=torch.Generator("cpu").manual_seed(1))
-    return median_ms(call, device, repeat, warmup=1)
 
 
 def sync_counts(generator: Generator, size: int) -> dict[int, int]:
@@ -325,8 +325,9 @@ def main(argv: list[str] | None = None) -> None:
             row(size, "VAE encode" + (" (tiled)" if model.vae_tiling else ""), parts["encode"], None, None)
             row(size, "VAE decode" + (" (tiled)" if model.vae_tiling else ""), parts["decode"], None, None)
             row(size, f"floor ({t_enc} x step + encode + decode)", floor, floor, None)
+            ours, theirs = img2img_calls(generator, pipe, size)
             with peak_memory(device, mem):
-                ms = generator_call_ms(generator, size, max(2, repeat // 3))
+                ms = median_ms(ours, device, max(2, repeat // 3), warmup=1)
             row(size, "Generator img2img call", ms, floor, mem["peak"])
             with peak_memory(device, mem):
                 ms = loop_frame_ms(generator, size, "2D", frames, Path(tmp))
@@ -334,9 +335,9 @@ def main(argv: list[str] | None = None) -> None:
             with peak_memory(device, mem):
                 ms = loop_frame_ms(generator, size, "3D", frames, Path(tmp), depth=depth)
             row(size, "3D frame (loop + depth)", ms, floor, mem["peak"])
-            if pipe is not None:
+            if theirs is not None:
                 with peak_memory(device, mem):
-                    ms = diffusers_call_ms(pipe, model, size, max(2, repeat // 3))
+                    ms = median_ms(theirs, device, max(2, repeat // 3), warmup=1)
                 row(size, "diffusers img2img pipeline", ms, floor, mem["peak"])
         if device.type == "cuda":
             counts = sync_counts(generator, sizes[0])
