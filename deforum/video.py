@@ -7,6 +7,7 @@ argument lists (never a shell). Spec: v06-animation.md sections 1.5, 7, 10.7 and
 from __future__ import annotations
 
 import base64
+import glob
 import hashlib
 import json
 import logging
@@ -341,10 +342,15 @@ def _rgb_frame(path: Path) -> np.ndarray:
 
 
 def _temp_beside(final: Path, suffix: str) -> Path:
-    """A fresh temporary file in the folder of `final` (so os.replace is atomic); MediaError if unwritable."""
+    """A fresh temporary file in the folder of `final` (so os.replace is atomic); MediaError if unwritable.
+
+    Its name, ``.{stem}.{pid}.XXXXXXXX{suffix}``, carries this process's id, so the temp files of a process
+    that was killed mid-encode are recognised and removed by the next encode of the same name.
+    """
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=suffix)
+        _remove_stale_temps(final, suffix)
+        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.{os.getpid()}.", suffix=suffix)
     except OSError as exc:
         raise MediaError(f"cannot write to the output folder {str(final.parent)!r}: "
                          f"{exc.strerror or exc}") from exc
@@ -354,6 +360,28 @@ def _temp_beside(final: Path, suffix: str) -> Path:
     os.umask(umask)
     os.chmod(name, 0o666 & ~umask)
     return Path(name)
+
+
+def _remove_stale_temps(final: Path, suffix: str) -> None:
+    """Remove ``_temp_beside`` files of ``final`` left by processes that no longer run (POSIX only)."""
+    if os.name != "posix":
+        return  # os.kill(pid, 0) is not a liveness test on Windows
+    head = f".{final.stem}."
+    for path in final.parent.glob(f"{glob.escape(head)}*{glob.escape(suffix)}"):
+        pid = path.name[len(head):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            path.unlink(missing_ok=True)
+            log.info("removed %s, left by an interrupted encode", path)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists but belongs to someone else
+    return True
 
 
 def _x264_process(width: int, height: int, fps: float, out: Path) -> subprocess.Popen:

@@ -215,8 +215,10 @@ def test_three_kills_in_a_row_then_resume_is_bit_for_bit(tmp_path, tiny, mode, c
     pattern, mp4 = str(folder / f"{timestring}_%05d.png"), folder / f"{timestring}.mp4"
     run_child([VIDEO_SCRIPT, pattern, str(mp4), str(rng.randint(1, MAX_FRAMES - 1))], kill_on_attack=True)
     assert not mp4.exists()
+    assert list(folder.glob(f".{timestring}.*.mp4")), "the kill did not land inside the encode"
     run_child([VIDEO_SCRIPT, pattern, str(mp4), "0"], kill_on_attack=False)
     assert count_video_frames(mp4) == MAX_FRAMES
+    assert not list(folder.glob(f".{timestring}.*.mp4"))  # the killed encode's temp file is gone
 
 
 # ------------------------------------------------------------------------------------------ full disk

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -389,6 +390,23 @@ def test_video_cell_makes_the_run_video(tmp_path):
     html = video_html(result.mp4_path, width=256)
     assert html.startswith('<video width="256"')
     assert base64.b64decode(html.split("base64,")[1].split('"')[0]) == result.mp4_path.read_bytes()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="stale temp files are recognised by process id on POSIX")
+def test_temp_files_of_a_killed_encode_are_removed_by_the_next_one(tmp_path):
+    write_pngs(tmp_path, f"{TS}_%05d.png", [0, 80, 160], (32, 32))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid belongs to no process now
+    stale = [tmp_path / f".{TS}.{dead.pid}.k1ll3d0{n}{suffix}" for n, suffix in enumerate((".mp4", ".gif"))]
+    alive = tmp_path / f".{TS}.{os.getppid()}.running.mp4"  # a live process's encode: not touched
+    other = tmp_path / f".other.{dead.pid}.k1ll3d00.mp4"  # another video's name: not touched
+    for path in (*stale, alive, other):
+        path.write_bytes(b"half an mp4")
+    result = video_cell(outdir=tmp_path, timestring=TS, fps=12, make_gif=True)
+    assert result.frame_count == 3 and result.gif_path.exists()
+    assert not any(path.exists() for path in stale)
+    assert alive.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.glob(".*")) == sorted([alive.name, other.name])  # none of its own
 
 
 def test_video_cell_skip(tmp_path):
