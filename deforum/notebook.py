@@ -184,7 +184,11 @@ import sys
 if "google.colab" in sys.modules:
     package = repo_url if repo_url.startswith(("git+", "/", ".")) or repo_url.endswith(".whl") \\
         else "git+" + repo_url
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", package], check=True)
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", package], capture_output=True,
+                         text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(f"pip could not install deforum from repo_url = {{repo_url!r}}; set repo_url to the "
+                           f"git URL of the repository this notebook comes from. pip said:\\n{{pip.stderr[-3000:]}}")
 
 import deforum
 

@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import nbformat
 import numpy as np
@@ -104,6 +104,17 @@ def test_setup_cell_installs_from_the_pyproject_homepage():
     values = module_form_values(code_cell(committed(), "setup"))
     homepage = re.search(r'^Homepage\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
     assert values == {"repo_url": homepage}
+
+
+
+def test_setup_cell_in_colab_says_which_repo_url_failed_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "google.colab", ModuleType("google.colab"))
+    source = code_cell(committed(), "setup")
+    missing = str(tmp_path / "no-such-checkout")
+    source = re.sub(r"^repo_url = .*$", f"repo_url = {missing!r}", source, count=1, flags=re.M)
+    with pytest.raises(RuntimeError, match=r"pip could not install deforum from repo_url = '/.*no-such-checkout'"
+                                           r"(.|\n)*pip said:\n.*\S"):
+        exec(compile(source, "setup-cell", "exec"), {})
 
 
 # ------------------------------------------------------------------------------------ form syntax
