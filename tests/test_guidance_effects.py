@@ -101,6 +101,34 @@ EFFECTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def half_model():
+    return load_model(oracle_checkpoint(), oracle_config(), "cpu", torch.float16, cache=False)
+
+
+HALF_CASES = {
+    "mean, autoencoder decode": {"mean_scale": 1e4},
+    "blue, linear decode": {"blue_scale": 1e4, "decode_method": "linear"},
+    "colormatch, linear decode": {"colormatch_scale": 1e3, "colormatch_image": "palette.png",
+                                  "decode_method": "linear"},
+    "init_mse": {"init_mse_scale": 1e3, "init_mse_image": "target.png"},
+    "mean unsynced, cond": {"mean_scale": 1e4, "cond_uncond_sync": False, "gradient_add_to": "cond"},
+    "var through x": {"var_scale": 1e4, "gradient_wrt": "x"},
+}
+
+
+@pytest.mark.parametrize("case", list(HALF_CASES))
+def test_a_float16_model_is_guided_like_float32(model, half_model, plain, files, case):
+    """The gradient path in fp16 (CUDA's default): finite, and far closer to fp32 than the guidance's effect."""
+    settings = {k: str(files / v) if k.endswith("_image") else v for k, v in HALF_CASES[case].items()}
+    full, _, _ = guided(model, settings)
+    half, _, _ = guided(half_model, settings)
+    assert torch.isfinite(half).all()
+    difference = float((half - full).abs().mean())
+    effect = float((full - plain[0]).abs().mean())
+    assert difference < 0.05 and difference < effect / 5, (case, difference, effect)
+
+
 @pytest.mark.parametrize("case", list(EFFECTS))
 def test_each_loss_moves_its_quantity(model, plain, case):
     settings, quantity, sign = EFFECTS[case]
