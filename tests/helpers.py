@@ -1,4 +1,5 @@
-"""Helpers shared by several test modules: a local HTTP server, a fake Hugging Face hub, a call recorder."""
+"""Helpers shared by several test modules: a local HTTP server and its quiet handler, a fake Hugging Face
+hub, a call recorder."""
 
 from __future__ import annotations
 
@@ -23,6 +24,27 @@ def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
         server.server_close()
 
 
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A test server's request handler: no request log; ``send_body`` answers in one call."""
+
+    def log_message(self, *args):
+        pass
+
+    def send_body(self, status: int, content_type: str | None, body: bytes, *, length: bool = True) -> None:
+        """Status, Content-Type (none if None), Content-Length (unless ``length`` is False) and the body;
+        a client that hung up meanwhile is not an error."""
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        if length:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
 def fake_hub(body: bytes) -> type[http.server.BaseHTTPRequestHandler]:
     """A handler serving every ``/<org>/<repo>/resolve/main/<file>`` as ``body``, with the hub's headers.
 
@@ -30,14 +52,11 @@ def fake_hub(body: bytes) -> type[http.server.BaseHTTPRequestHandler]:
     ``requests`` records (method, path, Range, Authorization) of every request. ``content`` (the body) may be replaced.
     """
 
-    class FakeHub(http.server.BaseHTTPRequestHandler):
+    class FakeHub(QuietHandler):
         content = body
         cut_gets = 0
         cut_after = 100_000
         requests: list = []
-
-        def log_message(self, *args):
-            pass
 
         def _headers(self, start: int, status: int):
             body = FakeHub.content

@@ -2,11 +2,10 @@
 
 import io
 import time
-from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
-from helpers import serve
+from helpers import QuietHandler, serve
 from PIL import Image
 
 from deforum.errors import MediaError
@@ -25,7 +24,7 @@ def png_bytes(size=(20, 10), color=(10, 200, 30), mode="RGB") -> bytes:
     return buffer.getvalue()
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     routes = {
         "/ok.png": (200, "image/png", png_bytes()),
         "/page": (200, "text/html; charset=utf-8", b"<html>not an image</html>"),
@@ -39,18 +38,8 @@ class Handler(BaseHTTPRequestHandler):
         status, content_type, body = self.routes.get(self.path, (404, "text/plain", b"missing"))
         if self.path == "/slow.png":
             status, content_type, body = self.routes["/ok.png"]
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        if self.path != "/big.png":  # the big body comes without a length: the reader must stop by itself
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def log_message(self, *args):
-        pass
+        # the big body comes without a length: the reader must stop by itself
+        self.send_body(status, content_type, body, length=self.path != "/big.png")
 
 
 @pytest.fixture(scope="module")

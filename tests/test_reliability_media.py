@@ -6,12 +6,11 @@ import io
 import struct
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import serve
+from helpers import QuietHandler, serve
 from PIL import Image
 
 from deforum.errors import DeforumError, MediaError
@@ -98,16 +97,16 @@ def test_bad_video_files(tmp_path, small_video, case):
 # -------------------------------------------------------------------------------------------------- URLs
 
 
-class Hostile(BaseHTTPRequestHandler):
+class Hostile(QuietHandler):
     """A web server that misbehaves in every way a URL in a settings file can."""
 
     def do_GET(self):  # noqa: N802 (http.server's name)
         if self.path == "/ok.png":
-            return self._send(200, "image/png", png_bytes())
+            return self.send_body(200, "image/png", png_bytes())
         if self.path == "/page":
-            return self._send(200, "text/html; charset=utf-8", b"<html>a gallery page</html>")
+            return self.send_body(200, "text/html; charset=utf-8", b"<html>a gallery page</html>")
         if self.path == "/no-type":
-            return self._send(200, None, b"<html>a page without a content type</html>")
+            return self.send_body(200, None, b"<html>a page without a content type</html>")
         if self.path == "/huge-declared":
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
@@ -126,7 +125,7 @@ class Hostile(BaseHTTPRequestHandler):
             return None
         if self.path == "/silent":
             time.sleep(3)
-            return self._send(200, "image/png", png_bytes())
+            return self.send_body(200, "image/png", png_bytes())
         if self.path == "/trickle":
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
@@ -145,7 +144,7 @@ class Hostile(BaseHTTPRequestHandler):
             self.end_headers()
             return None
         if self.path == "/error":
-            return self._send(500, "text/plain", b"oops")
+            return self.send_body(500, "text/plain", b"oops")
         if self.path == "/cut":
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
@@ -155,21 +154,8 @@ class Hostile(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return None
-        return self._send(404, "text/plain", b"missing")
+        return self.send_body(404, "text/plain", b"missing")
 
-    def _send(self, status, content_type, body):
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
