@@ -98,18 +98,15 @@ def test_flip_matrices_spec_examples():
     np.testing.assert_allclose(xform / xform[2, 2] * 1.032179, expected, rtol=2e-5, atol=2e-5)
 
 
+# A move with a perspective flip, and the same without its translation.
+FLIPPED_MOVE = dict(angle=5, zoom=1.1, translation_x=10, translation_y=-6, flip_2d_perspective=True,
+                    perspective_flip_theta=10, perspective_flip_gamma=20)
+FLIPPED_STILL = dict(FLIPPED_MOVE, translation_x=0, translation_y=0)
+
+
 def test_v06_flip_drops_translation_and_is_not_identity():
     image = ORACLE["input"]
-    moved = dict(
-        angle=5,
-        zoom=1.1,
-        translation_x=10,
-        translation_y=-6,
-        flip_2d_perspective=True,
-        perspective_flip_theta=10,
-        perspective_flip_gamma=20,
-    )
-    still = dict(moved, translation_x=0, translation_y=0)
+    moved, still = FLIPPED_MOVE, FLIPPED_STILL
     assert np.array_equal(warp2d(image, **moved), warp2d(image, **still))
     flat = warp2d(image, angle=0, zoom=1, translation_x=0, translation_y=0, flip_2d_perspective=True)
     assert not np.array_equal(flat, image)
@@ -117,17 +114,7 @@ def test_v06_flip_drops_translation_and_is_not_identity():
 
 def test_corrected_flip_keeps_translation():
     image = ORACLE["input"]
-    moved = dict(
-        angle=5,
-        zoom=1.1,
-        translation_x=10,
-        translation_y=-6,
-        flip_2d_perspective=True,
-        perspective_flip_theta=10,
-        perspective_flip_gamma=20,
-        corrected_flip=True,
-    )
-    still = dict(moved, translation_x=0, translation_y=0)
+    moved, still = dict(FLIPPED_MOVE, corrected_flip=True), dict(FLIPPED_STILL, corrected_flip=True)
     assert not np.array_equal(warp2d(image, **moved), warp2d(image, **still))
     # With zero flip angles, the corrected flip is exactly the plain warp, translation included.
     plain = dict(angle=5, zoom=1.1, translation_x=10, translation_y=-6)
