@@ -1,5 +1,5 @@
 """Helpers shared by several test modules: a local HTTP server and its quiet handler, a fake Hugging Face
-hub, a call recorder."""
+hub with a catalogue entry it serves, a call recorder."""
 
 from __future__ import annotations
 
@@ -45,50 +45,86 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
             pass
 
 
-def fake_hub(body: bytes) -> type[http.server.BaseHTTPRequestHandler]:
-    """A handler serving every ``/<org>/<repo>/resolve/main/<file>`` as ``body``, with the hub's headers.
+HUB_PAYLOAD = bytes(range(256)) * 2048  # 512 KiB: the model file of the fake hub
+HUB_SHA = hashlib.sha256(HUB_PAYLOAD).hexdigest()
+
+
+class FakeHub(QuietHandler):
+    """Serves every ``/<org>/<repo>/resolve/main/<file>`` as ``content``, with the hub's headers.
 
     It honours ``Range``; ``cut_gets`` GETs are cut after ``cut_after`` bytes (the connection drops), and
-    ``requests`` records (method, path, Range, Authorization) of every request. ``content`` (the body) may be replaced.
+    ``requests`` records (method, path, Range, Authorization) of every request. ``content`` may be replaced.
     """
 
-    class FakeHub(QuietHandler):
-        content = body
-        cut_gets = 0
-        cut_after = 100_000
-        requests: list = []
+    content = HUB_PAYLOAD
+    cut_gets = 0
+    cut_after = 100_000
+    requests: list = []
 
-        def _headers(self, start: int, status: int):
-            body = FakeHub.content
-            self.send_response(status)
-            self.send_header("X-Repo-Commit", "0" * 40)
-            self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
-            self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Content-Length", str(len(body) - start))
-            if status == 206:
-                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-            self.end_headers()
+    @classmethod
+    def reset(cls) -> None:
+        cls.content, cls.cut_gets, cls.cut_after, cls.requests = HUB_PAYLOAD, 0, 100_000, []
 
-        def do_HEAD(self):  # noqa: N802 (http.server's name)
-            FakeHub.requests.append(("HEAD", self.path, self.headers.get("Range"), self.headers.get("Authorization")))
-            self._headers(0, 200)
+    def _headers(self, start: int, status: int):
+        body = FakeHub.content
+        self.send_response(status)
+        self.send_header("X-Repo-Commit", "0" * 40)
+        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(body) - start))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.end_headers()
 
-        def do_GET(self):  # noqa: N802
-            rng = self.headers.get("Range")
-            FakeHub.requests.append(("GET", self.path, rng, self.headers.get("Authorization")))
-            start = int(rng.split("=")[1].split("-")[0]) if rng else 0
-            body = FakeHub.content
-            self._headers(start, 206 if rng else 200)
-            if FakeHub.cut_gets:
-                FakeHub.cut_gets -= 1
-                self.wfile.write(body[start: start + FakeHub.cut_after])
-                self.wfile.flush()
-                time.sleep(0.3)  # let the client store what it got before the connection drops
-                self.close_connection = True
-                return
-            self.wfile.write(body[start:])
+    def do_HEAD(self):  # noqa: N802 (http.server's name)
+        FakeHub.requests.append(("HEAD", self.path, self.headers.get("Range"), self.headers.get("Authorization")))
+        self._headers(0, 200)
 
-    return FakeHub
+    def do_GET(self):  # noqa: N802
+        rng = self.headers.get("Range")
+        FakeHub.requests.append(("GET", self.path, rng, self.headers.get("Authorization")))
+        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        body = FakeHub.content
+        self._headers(start, 206 if rng else 200)
+        if FakeHub.cut_gets:
+            FakeHub.cut_gets -= 1
+            self.wfile.write(body[start: start + FakeHub.cut_after])
+            self.wfile.flush()
+            time.sleep(0.3)  # let the client store what it got before the connection drops
+            self.close_connection = True
+            return
+        self.wfile.write(body[start:])
+
+
+def hub_online(monkeypatch) -> None:
+    """tests/conftest.py turns huggingface_hub's offline mode on; the download tests talk to a local server."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@contextmanager
+def serve_hub(monkeypatch) -> Iterator[str]:
+    """The fake hub, reset, on a local server with huggingface_hub online; yields its URL (the endpoint)."""
+    hub_online(monkeypatch)
+    FakeHub.reset()
+    with serve(FakeHub) as url:
+        yield url
+
+
+def fake_catalogue_entry(monkeypatch, filename: str = "fake-model.ckpt"):
+    """'fake-model.ckpt' in the catalogue: ``filename`` in the repo someone/fake-model, with HUB_SHA."""
+    from deforum.models import catalogue
+    from deforum.models.catalogue import CatalogueEntry
+
+    entry = CatalogueEntry("fake-model.ckpt", "someone/fake-model", filename, HUB_SHA, "v1-inference.yaml")
+    monkeypatch.setitem(catalogue.CATALOGUE, entry.name, entry)
+    return entry
+
+
+def download_root(tmp_path, name: str = "fake-model.ckpt", **kw) -> dict:
+    """Root fields that resolve ``name`` into tmp_path/models with the sha256 check on."""
+    return {"models_path": str(tmp_path / "models"), "model_checkpoint": name, "check_sha256": True, **kw}
 
 
 class Recorder:

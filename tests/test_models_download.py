@@ -5,44 +5,32 @@ import os
 import socket
 
 import pytest
-from helpers import fake_hub, serve
+from helpers import HUB_PAYLOAD as PAYLOAD
+from helpers import HUB_SHA as SHA
+from helpers import FakeHub, download_root, fake_catalogue_entry, hub_online, serve_hub
 
 from deforum.errors import ModelError
-from deforum.models import catalogue, resolve_checkpoint
-from deforum.models.catalogue import CatalogueEntry
+from deforum.models import resolve_checkpoint
 from deforum.models.download import sha256_file
-
-PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
-SHA = hashlib.sha256(PAYLOAD).hexdigest()
-
-
-FakeHub = fake_hub(PAYLOAD)
 
 
 @pytest.fixture
 def online(monkeypatch):
-    """tests/conftest.py turns huggingface_hub's offline mode on; these tests talk to a local server only."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    hub_online(monkeypatch)
 
 
 @pytest.fixture
-def hub(online):
-    FakeHub.content, FakeHub.cut_gets, FakeHub.cut_after, FakeHub.requests = PAYLOAD, 0, 100_000, []
-    with serve(FakeHub) as url:
+def hub(monkeypatch):
+    with serve_hub(monkeypatch) as url:
         yield url
 
 
 @pytest.fixture
 def entry(monkeypatch):
-    e = CatalogueEntry("fake-model.ckpt", "someone/fake-model", "sub/fake-model.ckpt", SHA, "v1-inference.yaml")
-    monkeypatch.setitem(catalogue.CATALOGUE, e.name, e)
-    return e
+    return fake_catalogue_entry(monkeypatch, "sub/fake-model.ckpt")  # a file in a subfolder of the repo
 
 
-def root(tmp_path, name="fake-model.ckpt", **kw):
-    return {"models_path": str(tmp_path / "models"), "model_checkpoint": name, "check_sha256": True, **kw}
+root = download_root
 
 
 def test_download_success_puts_the_file_in_models_path(tmp_path, hub, entry, monkeypatch):

@@ -9,40 +9,31 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import fake_hub, serve
+from helpers import HUB_PAYLOAD as PAYLOAD
+from helpers import HUB_SHA as SHA
+from helpers import FakeHub, download_root, fake_catalogue_entry, serve_hub
 
 from deforum.errors import ModelError
-from deforum.models import catalogue, load_state_dict, resolve_checkpoint
-from deforum.models.catalogue import CatalogueEntry
-
-PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
-SHA = hashlib.sha256(PAYLOAD).hexdigest()
-
-
-Hub = fake_hub(PAYLOAD)
+from deforum.models import load_state_dict, resolve_checkpoint
 
 
 def gets() -> list:
     """The Range header of every GET the hub answered."""
-    return [r[2] for r in Hub.requests if r[0] == "GET"]
+    return [r[2] for r in FakeHub.requests if r[0] == "GET"]
 
 
 @pytest.fixture
 def hub(monkeypatch):
     from huggingface_hub import constants
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest turns it on; this is a local server
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 16 * 1024)
-    Hub.cut_gets, Hub.cut_after, Hub.requests = 0, 100_000, []
-    with serve(Hub) as url:
+    with serve_hub(monkeypatch) as url:
         yield url
 
 
 @pytest.fixture
 def entry(monkeypatch):
-    e = CatalogueEntry("fake-model.ckpt", "someone/fake-model", "fake-model.ckpt", SHA, "v1-inference.yaml")
-    monkeypatch.setitem(catalogue.CATALOGUE, e.name, e)
-    return e
+    return fake_catalogue_entry(monkeypatch)
 
 
 @pytest.fixture
@@ -53,9 +44,7 @@ def no_backoff(monkeypatch):
     monkeypatch.setattr(file_download.time, "sleep", lambda seconds: None)
 
 
-def root(tmp_path, **kw):
-    return {"models_path": str(tmp_path / "models"), "model_checkpoint": "fake-model.ckpt", "check_sha256": True,
-            **kw}
+root = download_root
 
 
 def model_files(tmp_path) -> list[Path]:
@@ -66,7 +55,7 @@ def model_files(tmp_path) -> list[Path]:
 
 
 def test_a_connection_that_keeps_dropping_is_resumed_within_the_run(tmp_path, hub, entry, no_backoff):
-    Hub.cut_gets = 4  # four cuts in a row, each after 100 kB
+    FakeHub.cut_gets = 4  # four cuts in a row, each after 100 kB
     path = resolve_checkpoint(root(tmp_path), endpoint=hub)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA
     assert len(gets()) == 5 and gets()[0] is None
@@ -76,7 +65,7 @@ def test_a_connection_that_keeps_dropping_is_resumed_within_the_run(tmp_path, hu
 
 def test_a_connection_that_never_delivers_is_a_clear_error_and_leaves_no_half_file(tmp_path, hub, entry,
                                                                                    no_backoff):
-    Hub.cut_gets, Hub.cut_after = 1000, 1000  # every GET gives 1 kB and hangs up
+    FakeHub.cut_gets, FakeHub.cut_after = 1000, 1000  # every GET gives 1 kB and hangs up
     with pytest.raises(ModelError, match="fake-model.ckpt") as caught:
         resolve_checkpoint(root(tmp_path), endpoint=hub)
     assert str(tmp_path / "models" / "fake-model.ckpt") in str(caught.value)  # says where to put it by hand
@@ -84,7 +73,7 @@ def test_a_connection_that_never_delivers_is_a_clear_error_and_leaves_no_half_fi
     assert model_files(tmp_path) == []
     assert not [p for p in (tmp_path / "models").rglob("*.incomplete")]
     # The network is back: the next run downloads the whole file and verifies it.
-    Hub.cut_gets = 0
+    FakeHub.cut_gets = 0
     path = resolve_checkpoint(root(tmp_path), endpoint=hub)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == SHA
 
