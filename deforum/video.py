@@ -65,6 +65,20 @@ def _ffmpeg_reason(stderr: bytes) -> str:
     return (errors[0] if errors else lines[-1] if lines else "ffmpeg failed without a message")[:300]
 
 
+_FRAMECRC_LINE = re.compile(rb"^\d+,\s*-?\d+,")
+
+
+def _framecrc_count(listing: bytes) -> int:
+    """Packets in the output of ffmpeg's `-f framecrc -` muxer: one line per packet.
+
+    Each packet line is 'stream, dts, pts, duration, size, checksum'; header lines start with '#'. With
+    `-c copy` the packets are the stored ones (nothing decoded); otherwise each is one decoded frame.
+    Unlike the `frame=` lines of `-progress` (which ffmpeg 7.0 does not print for a stream copy), this
+    listing is the same in every ffmpeg version.
+    """
+    return sum(1 for line in listing.splitlines() if _FRAMECRC_LINE.match(line))
+
+
 # --------------------------------------------------------------------------------------------------
 # Probing
 
@@ -127,6 +141,8 @@ def probe_video(path: str | Path, *, count_frames: bool = True, field: str = "vi
 
     The frame count comes from decoding the whole stream (ffmpeg's `-i` report has no reliable count),
     so it is exact but costs a decode; pass `count_frames=False` to skip it (frame_count is then None).
+    The decoded frames are counted from ffmpeg's framecrc listing (see `_framecrc_count`), not from its
+    progress report, whose `frame=` lines differ between ffmpeg versions.
     Raises MediaError for a missing or unreadable file, a file that is not a video, or zero frames.
     """
     path = Path(path)
@@ -135,14 +151,14 @@ def probe_video(path: str | Path, *, count_frames: bool = True, field: str = "vi
         proc = _run_ffmpeg(["-i", str(path)], what="read", path=path, check=False)
         fps, width, height = _parse_stream_info(path, proc.stderr.decode("utf-8", "replace"), field)
         return VideoInfo(fps=fps, frame_count=None, width=width, height=height)
-    proc = _run_ffmpeg(["-nostats", "-progress", "pipe:1", "-i", str(path), "-map", "0:v:0?",
-                        "-fps_mode", "passthrough", "-f", "null", "-"], what="read", path=path, check=False)
+    # wrapped_avframe hands each decoded frame to the muxer without copying its pixels (as `-f null` does).
+    proc = _run_ffmpeg(["-nostats", "-i", str(path), "-map", "0:v:0?", "-fps_mode", "passthrough",
+                        "-c:v", "wrapped_avframe", "-f", "framecrc", "-"], what="read", path=path, check=False)
     stderr = proc.stderr.decode("utf-8", "replace")
     fps, width, height = _parse_stream_info(path, stderr, field)
     if proc.returncode != 0:
         raise MediaError(f"{field}: could not decode video {str(path)!r}: {_ffmpeg_reason(proc.stderr)}")
-    counts = re.findall(r"^frame=(\d+)", proc.stdout.decode("utf-8", "replace"), re.MULTILINE)
-    frame_count = int(counts[-1]) if counts else 0
+    frame_count = _framecrc_count(proc.stdout)
     if frame_count == 0:
         raise MediaError(f"{field}: video {str(path)!r} has no frames")
     return VideoInfo(fps=fps, frame_count=frame_count, width=width, height=height)
@@ -516,10 +532,9 @@ def make_video(frames: str | Path | Iterable[str | Path], mp4_path: str | Path, 
 
 def _count_packets(path: Path) -> int:
     """Video frames stored in a file, counted without decoding (one packet per frame for h264/mp4)."""
-    proc = _run_ffmpeg(["-nostats", "-progress", "pipe:1", "-i", str(path), "-map", "0:v:0", "-c", "copy",
-                        "-f", "null", "-"], what="check", path=path)
-    counts = re.findall(r"^frame=(\d+)", proc.stdout.decode("utf-8", "replace"), re.MULTILINE)
-    return int(counts[-1]) if counts else 0
+    proc = _run_ffmpeg(["-nostats", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"],
+                       what="check", path=path)
+    return _framecrc_count(proc.stdout)
 
 
 # --------------------------------------------------------------------------------------------------
