@@ -9,7 +9,7 @@ from skimage.exposure import match_histograms
 
 from deforum.errors import MediaError, SettingsError
 from deforum.image import maintain_colors
-from deforum.image.colors import match_histograms_uint8
+from deforum.image.colors import _histogram, match_histograms_uint8
 
 ORACLE = np.load("tests/data/colors.npz")
 META = json.loads(str(ORACLE["meta_json"]))
@@ -41,6 +41,16 @@ def test_matching_equals_scikit_image(channels):
     reference = (rng.random((30, 20, channels)) ** 2 * 255).astype(np.uint8)
     expected = match_histograms(image, reference, channel_axis=-1)
     np.testing.assert_array_equal(match_histograms_uint8(image, reference), expected.astype(np.uint8))
+
+
+def test_histogram_is_a_flat_count_on_every_opencv():
+    # OpenCV 4's calcHist returns a 256x1 column, OpenCV 5's a flat array; both must give 256 exact counts.
+    image = np.random.default_rng(7).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    image[:5, :, 1] = 255  # the top value must be counted, not dropped by the [0, 256) range
+    for channel in range(3):
+        counts = _histogram(image, channel)
+        assert counts.shape == (256,) and counts.dtype == np.int64
+        np.testing.assert_array_equal(counts, np.bincount(image[..., channel].ravel(), minlength=256))
 
 
 def test_matching_to_itself_is_identity():

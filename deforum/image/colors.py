@@ -75,5 +75,6 @@ def _histogram(image: np.ndarray, channel: int) -> np.ndarray:
     """Counts of the 256 values of one channel of a uint8 image (OpenCV: ~4x faster than bincount)."""
     if image.shape[0] * image.shape[1] < 2**24:  # calcHist returns float32 counts, exact below 2**24
         image = np.ascontiguousarray(image)
-        return cv2.calcHist([image], [channel], None, [256], [0, 256])[:, 0].astype(np.int64)
+        # OpenCV 4 returns the counts as a 256x1 column, OpenCV 5 as a flat array of 256.
+        return cv2.calcHist([image], [channel], None, [256], [0, 256]).reshape(256).astype(np.int64)
     return np.bincount(image[..., channel].ravel(), minlength=256)
