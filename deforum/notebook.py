@@ -25,10 +25,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
 from deforum import args as A
+from deforum import install
 from deforum.errors import DeforumError, SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -114,19 +116,33 @@ def _function_cell(name: str, group: str, head: Iterable[str] = ()) -> list[str]
 
 
 def repository_url(pyproject: str | os.PathLike[str] = PYPROJECT) -> str:
-    """``[project.urls] Homepage`` of pyproject.toml: the one place the repository's address is written."""
+    """``[project.urls] Homepage`` of pyproject.toml: the one place the repository's address is written.
+
+    "" while it is the placeholder (a host under the reserved ``.invalid`` domain): the project is not
+    published yet, so the Setup cell has no address to install from until the user sets one.
+    """
     text = Path(pyproject).read_text(encoding="utf-8")
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        match = re.search(r'^Homepage\s*=\s*"([^"]+)"', text, re.MULTILINE)
-        if match is None:
-            raise SettingsError(f"no [project.urls] Homepage in {pyproject}") from None
-        return match.group(1)
-    try:
-        return tomllib.loads(text)["project"]["urls"]["Homepage"]
-    except KeyError:
-        raise SettingsError(f"no [project.urls] Homepage in {pyproject}") from None
+    match = re.search(r'^Homepage\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    if match is None:
+        raise SettingsError(f"no [project.urls] Homepage in {pyproject}")
+    url = match.group(1)
+    return "" if (urlparse(url).hostname or "").endswith(".invalid") else url
+
+
+def package_version(pyproject: str | os.PathLike[str] = PYPROJECT) -> str:
+    """``[project] version`` of pyproject.toml: the deforum version this notebook is built for."""
+    match = re.search(r'^version\s*=\s*"([^"]+)"', Path(pyproject).read_text(encoding="utf-8"), re.MULTILINE)
+    if match is None:
+        raise SettingsError(f"no [project] version in {pyproject}")
+    return match.group(1)
+
+
+def installer_source() -> str:
+    """deforum/install.py without its docstring, ``__future__`` import and command-line entry: the Setup
+    cell's copy (deforum cannot be imported before it is installed)."""
+    text = Path(install.__file__).read_text(encoding="utf-8")
+    body = text[re.search(r"^import ", text, re.MULTILINE).start():text.index('\n\nif __name__ == "__main__":')]
+    return "# deforum/install.py, copied here by the notebook builder\n" + body.strip()
 
 
 TITLE = """\
@@ -174,22 +190,14 @@ except (OSError, subprocess.CalledProcessError):
     print("No NVIDIA GPU found (nvidia-smi is not available): rendering will be slow.")"""
 
 SETUP_CELL = """\
-#@markdown **Setup**: in Colab, install the `deforum` package from `repo_url` (a git URL, or a path or wheel).
-#@markdown Locally nothing is installed: start Jupyter in the repository root (or `pip install -e .` there).
+#@markdown **Setup**: makes the `deforum` package importable. If it is not installed (a new Colab runtime),
+#@markdown it is installed from `repo_url`: this project's git URL, or a checkout or wheel on Google Drive.
+#@markdown pip may add packages to the runtime but never changes one it has.
 repo_url = {repo_url!r} #@param {{type:"string"}}
 
-import subprocess
-import sys
+{installer}
 
-if "google.colab" in sys.modules:
-    package = repo_url if repo_url.startswith(("git+", "/", ".")) or repo_url.endswith(".whl") \\
-        else "git+" + repo_url
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", package], capture_output=True,
-                         text=True)
-    if pip.returncode != 0:
-        raise RuntimeError(f"pip could not install deforum from repo_url = {{repo_url!r}}; set repo_url to the "
-                           f"git URL of the repository this notebook comes from. pip said:\\n{{pip.stderr[-3000:]}}")
-
+ensure_deforum(repo_url, version={version!r})
 import deforum
 
 print(f"deforum {{deforum.__version__}} from {{deforum.__file__}}")"""
@@ -213,7 +221,8 @@ result = run_in_notebook(
     deforum.runner.render, args=DeforumArgs(), anim_args=DeforumAnimArgs(), prompts=prompts,
     animation_prompts=animation_prompts, root=root,
     settings_file=settings_file_path(override_settings_with_file, settings_file, custom_settings_file),
-    display=NotebookDisplay())"""
+    display=NotebookDisplay())
+print(f"Output folder: {result.outdir}")"""
 
 DISCONNECT_TAIL = """\
 
@@ -267,7 +276,8 @@ def notebook_cells() -> list[tuple[str, str, str]]:
         ("terms", "markdown", TERMS),
         ("gpu", "code", GPU_CELL),
         ("setup-heading", "markdown", "# Setup"),
-        ("setup", "code", SETUP_CELL.format(repo_url=repository_url())),
+        ("setup", "code", SETUP_CELL.format(repo_url=repository_url(), installer=installer_source(),
+                                            version=package_version())),
         ("root", "code", "\n".join([*_function_cell("Root", "root"), ROOT_TAIL])),
         ("settings-heading", "markdown", "# Settings"),
         ("animation", "code", "\n".join(_function_cell(

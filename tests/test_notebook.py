@@ -11,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import nbformat
 import numpy as np
@@ -100,15 +101,32 @@ def test_title_cell_has_the_model_terms():
         assert phrase in text
 
 
-def test_setup_cell_installs_from_the_pyproject_homepage():
+def test_setup_cell_installs_from_this_projects_url_never_another_projects():
+    """The committed notebook's repo_url is pyproject's Homepage, or empty while that is the placeholder."""
     values = module_form_values(code_cell(committed(), "setup"))
     homepage = re.search(r'^Homepage\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
-    assert values == {"repo_url": homepage}
+    assert values == {"repo_url": "" if ".invalid/" in homepage else homepage}
+    assert "deforum-art" not in values["repo_url"]
 
+
+def test_repository_url_is_empty_for_the_placeholder_and_stamped_once_published(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nversion = "9.9"\n[project.urls]\nHomepage = "https://example.invalid/x"\n')
+    assert N.repository_url(pyproject) == ""
+    pyproject.write_text('[project.urls]\nHomepage = "https://github.com/someone/deforum"\n')
+    assert N.repository_url(pyproject) == "https://github.com/someone/deforum"
+
+
+def test_setup_cell_carries_the_installer_and_the_package_version():
+    source = code_cell(committed(), "setup")
+    assert N.installer_source() in source
+    assert f"ensure_deforum(repo_url, version={N.package_version()!r})" in source
+    assert N.package_version() == __import__("deforum").__version__
 
 
 def test_setup_cell_in_colab_says_which_repo_url_failed_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "google.colab", ModuleType("google.colab"))
+    monkeypatch.setitem(sys.modules, "deforum", None)  # a new runtime: deforum cannot be imported
     source = code_cell(committed(), "setup")
     missing = str(tmp_path / "no-such-checkout")
     source = re.sub(r"^repo_url = .*$", f"repo_url = {missing!r}", source, count=1, flags=re.M)
@@ -407,29 +425,32 @@ def test_create_video_manual_paths(tmp_path):
 # ------------------------------------------------------------------------------------ executed headless
 
 
-def kernel_manager(tmp_path: Path, env: dict[str, str] | None = None):
-    """A python3 kernel of this interpreter (not whatever 'python3' the machine has), deforum importable."""
+def kernel_manager(tmp_path: Path, env: dict[str, str] | None = None, python: str = sys.executable,
+                   deforum_from_checkout: bool = True):
+    """A python3 kernel of ``python`` (not whatever 'python3' the machine has); by default the checkout's
+    deforum is importable in it."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
 
     spec_dir = tmp_path / "kernels" / "python3"
     spec_dir.mkdir(parents=True)
-    kernel_env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-                  "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+    kernel_env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+    if deforum_from_checkout:
+        kernel_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (deforum tests)", "language": "python", "env": kernel_env}))
     ksm = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
     return KernelManager(kernel_name="python3", kernel_spec_manager=ksm)
 
 
 def execute(nb: nbformat.NotebookNode, tmp_path: Path, env: dict[str, str] | None = None,
-            timeout: int = 300) -> nbformat.NotebookNode:
-    """Run every cell top to bottom in a fresh kernel with the repository root as working directory."""
+            timeout: int = 300, cwd: Path = REPO, **kernel: Any) -> nbformat.NotebookNode:
+    """Run every cell top to bottom in a fresh kernel (working directory: the repository root)."""
     from nbclient import NotebookClient
 
-    client = NotebookClient(nb, km=kernel_manager(tmp_path, env), timeout=timeout,
-                            resources={"metadata": {"path": str(REPO)}})
+    client = NotebookClient(nb, km=kernel_manager(tmp_path, env, **kernel), timeout=timeout,
+                            resources={"metadata": {"path": str(cwd)}})
     client.execute()
     return nb
 
@@ -455,12 +476,12 @@ RUNS = {
 }
 
 
-def user_notebook(tmp_path: Path, mode: str) -> tuple[nbformat.NotebookNode, Path]:
+def user_notebook(tmp_path: Path, mode: str, **overrides: Any) -> tuple[nbformat.NotebookNode, Path]:
     """The committed notebook with the form filled in for a tiny run driven by a settings file."""
     from deforum.testing import tiny_checkpoint, tiny_depth_model
 
     ckpt, yaml_path = tiny_checkpoint(tmp_path / "model", fmt="safetensors")
-    settings = {**SMALL, **RUNS[mode]}
+    settings = {**SMALL, **RUNS[mode], **overrides}
     if mode == "3D":
         settings["depth_model"] = str(tiny_depth_model(tmp_path / "dpt"))
     settings_path = tmp_path / "my_settings.txt"
