@@ -1,10 +1,16 @@
-"""Video I/O: probing, frame extraction (Video Input mode) and the video cell (spec 7, 10.7)."""
+"""Video I/O: probing, frame extraction (Video Input mode) and the video cell (spec 7, 10.7).
+
+Every test here runs with the default ffmpeg (imageio-ffmpeg's, as installed) and again with each other
+ffmpeg build that an allowed imageio-ffmpeg release bundles (tests/data/imageio_ffmpeg_versions.txt;
+fetched by scripts/fetch-ffmpeg.sh), so a version difference in ffmpeg's output or options shows up here.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -18,8 +24,11 @@ from PIL import Image, ImageSequence
 from deforum.errors import MediaError, SettingsError
 from deforum.video import (
     MANIFEST_NAME,
+    Mp4Writer,
+    _count_packets,
     count_video_frames,
     extract_frames,
+    ffmpeg_exe,
     frames_from_pattern,
     make_video,
     probe_video,
@@ -66,8 +75,100 @@ def assert_levels(actual: list[float], expected: list[int]) -> None:
     assert np.allclose(actual, expected, atol=TOLERANCE), (actual, expected)
 
 
+# --------------------------------------------------------------------------------------------------
+# The ffmpeg builds of the allowed imageio-ffmpeg releases
+
+REPO = Path(__file__).resolve().parents[1]
+VERSIONS_FILE = Path(__file__).parent / "data" / "imageio_ffmpeg_versions.txt"
+FETCH_SCRIPT = "scripts/fetch-ffmpeg.sh"
+VERSIONS_DIR_ENV = "DEFORUM_FFMPEG_VERSIONS_DIR"  # also honoured by the fetch script
+
+
+def _listed_versions() -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in VERSIONS_FILE.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+FFMPEG_VERSIONS = _listed_versions()
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    """'0.6' and '0.6.0' compare equal; only plain release numbers are expected in the list."""
+    parts = [int(part) for part in version.split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def released_ffmpeg_path(version: str) -> Path:
+    """Where scripts/fetch-ffmpeg.sh puts the ffmpeg bundled with imageio-ffmpeg `version`."""
+    root = os.environ.get(VERSIONS_DIR_ENV) or REPO / ".cache" / "ffmpeg"
+    return Path(root) / version / "ffmpeg"
+
+
+def released_ffmpeg(version: str) -> Path:
+    """The fetched binary of `version`; a test fails (never skips) when it has not been fetched."""
+    exe = released_ffmpeg_path(version)
+    if not (exe.is_file() and os.access(exe, os.X_OK)):
+        pytest.fail(f"no ffmpeg binary of imageio-ffmpeg {version} at {exe}: run `bash {FETCH_SCRIPT}` "
+                    f"(it fetches every version in {VERSIONS_FILE.relative_to(REPO)}; set {VERSIONS_DIR_ENV} "
+                    "for another folder)")
+    return exe
+
+
+def _build_of(exe: str | Path) -> str:
+    """The first line of `ffmpeg -version`: which ffmpeg build a binary is."""
+    try:
+        proc = subprocess.run([str(exe), "-hide_banner", "-version"], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unusable {exe}: {exc}"
+    return (proc.stdout.decode("utf-8", "replace").splitlines() or [f"silent {exe}"])[0]
+
+
+def _ffmpeg_builds() -> list[tuple[str, Path | None]]:
+    """("default", None) plus one (label, binary) per fetched release whose ffmpeg build differs from
+    the default's and from those before it (0.6.0 and 0.7.0 both bundle ffmpeg 7.0.2, for instance).
+    Versions not fetched are left out here; test_each_allowed_imageio_ffmpeg_makes_and_counts_videos
+    fails for them."""
+    builds: list[tuple[str, Path | None]] = [("default", None)]
+    seen = {_build_of(imageio_ffmpeg.get_ffmpeg_exe())}
+    for version in FFMPEG_VERSIONS:
+        exe = released_ffmpeg_path(version)
+        if exe.is_file():
+            build = _build_of(exe)
+            if build not in seen:
+                seen.add(build)
+                builds.append((f"imageio-ffmpeg-{version}", exe))
+    return builds
+
+
+FFMPEG_BUILDS = _ffmpeg_builds()
+
+
+ONE_BUILD = {"test_listed_versions_start_at_the_pyproject_floor"}  # runs no ffmpeg
+
+
+def pytest_generate_tests(metafunc):
+    """Run each test of this file once per distinct ffmpeg build (module scope: one build at a time);
+    not those that pick a release themselves (`version`) or run no ffmpeg."""
+    if ("ffmpeg_build" in metafunc.fixturenames and "version" not in metafunc.fixturenames
+            and metafunc.function.__name__ not in ONE_BUILD):
+        metafunc.parametrize("ffmpeg_build", [exe for _, exe in FFMPEG_BUILDS], indirect=True,
+                             scope="module", ids=[label for label, _ in FFMPEG_BUILDS])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ffmpeg_build(request):
+    """Point imageio-ffmpeg (and so deforum.video) at the build under test through IMAGEIO_FFMPEG_EXE."""
+    exe = getattr(request, "param", None)
+    with pytest.MonkeyPatch.context() as mp:
+        if exe is not None:
+            mp.setenv("IMAGEIO_FFMPEG_EXE", str(exe))
+        yield exe
+
+
 @pytest.fixture(scope="module")
-def video30(tmp_path_factory) -> Path:
+def video30(tmp_path_factory, ffmpeg_build) -> Path:
     folder = tmp_path_factory.mktemp("video30")
     return write_video(folder / "thirty.mp4", [i * GREY_STEP for i in range(30)], fps=10)
 
@@ -453,3 +554,52 @@ def test_extracted_frames_round_trip_to_a_video(video30, tmp_path):
     info = probe_video(mp4)
     assert info.frame_count == 10 and info.fps == pytest.approx(10 / 3, rel=1e-2)
     assert_levels(mean_levels(read_video_frames(mp4)), [i * GREY_STEP for i in range(0, 30, 3)])
+
+
+# --------------------------------------------------------------------------------------------------
+# Each allowed imageio-ffmpeg release
+
+
+def test_listed_versions_start_at_the_pyproject_floor():
+    """The oldest imageio-ffmpeg that pyproject.toml allows is the oldest whose ffmpeg these tests run."""
+    text = (REPO / "pyproject.toml").read_text()
+    floors = re.findall(r'"imageio[-_]ffmpeg\s*>=\s*([0-9][0-9.]*)[^"]*"', text)
+    assert len(floors) == 1, f"expected one 'imageio-ffmpeg>=X' requirement in pyproject.toml, found {floors}"
+    keys = [_version_key(v) for v in FFMPEG_VERSIONS]
+    assert keys, f"{VERSIONS_FILE} lists no versions"
+    assert keys == sorted(set(keys)), f"{VERSIONS_FILE}: versions must ascend without repeats: {FFMPEG_VERSIONS}"
+    assert keys[0] == _version_key(floors[0]), (
+        f"pyproject.toml allows imageio-ffmpeg>={floors[0]}, but the oldest version tested is "
+        f"{FFMPEG_VERSIONS[0]} ({VERSIONS_FILE.relative_to(REPO)})")
+
+
+@pytest.mark.parametrize("version", FFMPEG_VERSIONS)
+def test_each_allowed_imageio_ffmpeg_makes_and_counts_videos(version, tmp_path, monkeypatch):
+    """make_video and Mp4Writer write, and probe_video reads, the right frames with the ffmpeg of every
+    allowed release. ffmpeg 7.0 (imageio-ffmpeg 0.6.0, Colab's) prints no `frame=` progress line for a
+    stream copy; a count read from it was 0 and every new video was rejected."""
+    exe = released_ffmpeg(version)
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(exe))
+    assert ffmpeg_exe() == str(exe)
+    assert _build_of(exe).startswith("ffmpeg version ")
+
+    levels = [25 * i for i in range(9)]
+    write_pngs(tmp_path / "frames", "%05d.png", levels, (40, 24))
+    mp4 = make_video(str(tmp_path / "frames" / "%05d.png"), tmp_path / "made.mp4", fps=12, make_gif=True)
+    info = probe_video(mp4)
+    assert (info.frame_count, info.fps, info.width, info.height) == (9, 12.0, 40, 24)
+    assert count_video_frames(mp4) == 9
+    assert _count_packets(mp4) == 9  # what make_video checks after encoding, without decoding
+    assert_levels(mean_levels(read_video_frames(mp4)), levels)
+    with Image.open(tmp_path / "made.gif") as gif:
+        assert sum(1 for _ in ImageSequence.Iterator(gif)) == 9
+
+    writer = Mp4Writer(tmp_path / "written.mp4", 33, 17, 29.97)  # odd size: padded to 34x18
+    for level in (0, 60, 120, 180, 240):
+        writer.write(grey_frame(level, 33, 17))
+    written = writer.close()
+    info = probe_video(written)
+    assert (info.frame_count, info.width, info.height) == (5, 34, 18)
+    assert info.fps == pytest.approx(29.97, rel=1e-3)
+    assert _count_packets(written) == 5
+    assert_levels(mean_levels(f[:17, :33] for f in read_video_frames(written)), [0, 60, 120, 180, 240])
