@@ -82,7 +82,7 @@ def overlay_mask(
     Binarised as v0.6 (every value below the mask's maximum becomes 0), then a Gaussian blur of sigma
     ``mask_overlay_blur`` (reflect at the borders, truncated at 4 sigma, as SciPy's default).
     """
-    from scipy.ndimage import gaussian_filter  # scipy comes with scikit-image
+    from scipy.ndimage import gaussian_filter
 
     values = mask_array(
         mask,
