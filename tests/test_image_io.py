@@ -105,7 +105,7 @@ def test_alpha_is_split_off_as_the_mask(tmp_path):
     rgba[..., 0] = 200
     rgba[:, :4, 3] = 255
     path = tmp_path / "alpha.png"
-    Image.fromarray(rgba, "RGBA").save(path)
+    Image.fromarray(rgba).save(path)
     rgb, alpha = load_init_image(path, 8, 8, use_alpha_as_mask=True)
     assert rgb.mode == "RGB" and alpha.mode == "L"
     assert np.asarray(alpha)[0, 0] == 255 and np.asarray(alpha)[0, 7] == 0

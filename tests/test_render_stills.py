@@ -124,7 +124,7 @@ def test_alpha_channel_as_mask(generator, tmp_path):
     rgba = np.random.RandomState(5).randint(0, 256, (64, 64, 4), np.uint8)
     rgba[..., 3] = 0
     rgba[:, :32, 3] = 255  # opaque left half: kept
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "init.png")
+    Image.fromarray(rgba).save(tmp_path / "init.png")
     args = stills_args(tmp_path, n_batch=1, use_init=True, init_image=str(tmp_path / "init.png"), strength=0.5,
                        use_mask=True, use_alpha_as_mask=True, mask_overlay_blur=0, save_settings=False)
     (path,) = render_image_batch(args, ["a cat"], generator)
