@@ -68,6 +68,13 @@ REDUCTIONS = ("sum", "prod", "min", "max")
 _FLOAT_FOR_INTS = ("abs", "copy", "ones_like")
 
 CONSTANTS: dict[str, float | bool] = {"pi": math.pi, "e": math.e, "True": True, "False": False}
+# What messages list as allowed. The rest still works for v0.6 files but means nothing for a per-frame
+# number: numexpr's complex-number and array helpers (real, imag, conj, complex, copy, ones_like), the
+# one-value reductions (sum, prod, min, max: the identity per frame) and v0.6's accidental names i and
+# max_frames (aliases of t and max_f).
+_UNADVERTISED = ("real", "imag", "conj", "complex", "copy", "ones_like")
+ADVERTISED_FUNCTIONS = tuple(name for name in FUNCTIONS if name not in _UNADVERTISED)
+ADVERTISED_VARIABLES = ("t", "max_f")
 # Frame variables: t is the frame index; i and max_frames are the names v0.6 leaked from its
 # interpolation function (t/max_frames appears in old settings), max_f is the documented name.
 FRAME_VARIABLES = ("t", "i", "max_f", "max_frames")
@@ -308,7 +315,7 @@ class _Parser:
 
     def allowed_names(self) -> str:
         hint = _HINTS.get(self.tokens[self.k - 1].text)
-        names = ", ".join((*self.variables, "pi", "e"))
+        names = ", ".join((*(v for v in self.variables if v in ADVERTISED_VARIABLES), "pi", "e"))
         return (hint + "; " if hint else "") + f"allowed names: {names} and the functions {_function_list()}"
 
     def call(self, tok: _Token) -> Node:
@@ -336,7 +343,8 @@ class _Parser:
 
 
 def _function_list() -> str:
-    return ", ".join((*FUNCTIONS, *REDUCTIONS))
+    """The functions a message offers: the ones that mean something for a per-frame number."""
+    return ", ".join(ADVERTISED_FUNCTIONS)
 
 
 def _number_node(tok: _Token, err: _Errors) -> Node:

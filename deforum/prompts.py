@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 
+import numpy as np
+
+from deforum.errors import ScheduleError
 from deforum.keyframes import evaluate_expression, is_number
 
 # The v0.6 grammar (spec §3.2), restated:
@@ -72,6 +76,26 @@ def split_weighted_subprompts(text: str, frame: int = 0, skip_normalize: bool = 
     if skip_normalize:
         return negative, positive
     return normalize_prompt_weights(negative), normalize_prompt_weights(positive)
+
+
+def weight_problems(text: str, frames: Sequence[int]) -> list[str]:
+    """Every back-ticked weight of ``text`` that fails at one of ``frames`` (the values of ``t`` it is used
+    with), as messages with the character position in ``text``; nothing is generated.
+
+    The same checks as ``split_weighted_subprompts`` (the expression allow-list, a finite value), made once
+    over all the frames, so a settings check finds what a render would stop at.
+    """
+    found = []
+    t = np.asarray(list(frames), dtype=np.int64)
+    for match in _SUBPROMPT.finditer(text):
+        raw = match.group("weight")
+        if raw is None or is_number(raw) or len(raw) < 3:
+            continue
+        try:
+            evaluate_expression(raw[1:-1], t, source=text, offset=match.start("weight") + 1)
+        except ScheduleError as exc:
+            found.append(str(exc))
+    return found
 
 
 def normalize_prompt_weights(parsed: Weighted) -> Weighted:

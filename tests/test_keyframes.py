@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import string
 
 import numexpr
@@ -504,3 +505,23 @@ def test_prompt_schedule_errors(prompts, fragment):
         prompt_schedule(prompts, 5)
     assert info.value.field == "animation_prompts"
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("schedule", ["0:(foo)", "0:(foo(t))"])
+def test_messages_list_only_the_functions_an_artist_uses(schedule):
+    with pytest.raises(ScheduleError) as info:
+        parse_schedule(schedule, 10, field="zoom")
+    message = str(info.value)
+    listed = message.split("sin, ")[-1] if "sin, " in message else ""
+    for internal in ("real", "imag", "conj", "copy", "ones_like", "complex", "sum", "prod", "min", "max"):
+        assert not re.search(rf"\b{internal}\b", listed), (internal, message)
+    if "allowed" in message:
+        for useful in ("sin", "cos", "where", "floor", "arctan2", "fmod"):
+            assert useful in message
+    if "allowed names" in message:
+        assert "allowed names: t, max_f, pi, e and the functions" in message
+
+
+def test_unlisted_v06_functions_still_work():
+    np.testing.assert_allclose(parse_schedule("0:(real(t) + copy(t) + max(2) + ones_like(t))", 3), [3, 5, 7])
+    np.testing.assert_allclose(parse_schedule("0:(i + max_frames)", 3), [3, 4, 5])

@@ -128,3 +128,21 @@ def test_backtick_payload_never_runs(tmp_path):
     with pytest.raises(ScheduleError):
         split_weighted_subprompts(f"a:`__import__('pathlib').Path('{sentinel}').touch()`", 0)
     assert not sentinel.exists()
+
+
+def test_weight_problems_check_every_weight_at_every_frame_without_running_code(tmp_path):
+    from deforum.prompts import weight_problems
+
+    sentinel = tmp_path / "sentinel"
+    text = f"a cat:`__import__('pathlib').Path('{sentinel}').touch()` a dog:`1/(t-3)` a fish:`sin(t)` a bird:2"
+    found = weight_problems(text, range(0, 10))
+    assert len(found) == 2
+    assert found[0].startswith("at character 7: name '__import__' is not allowed")
+    at = text.index("1/(t-3)")
+    assert found[1].startswith(f"at character {at}: the expression is inf at t=3")
+    assert found[1].splitlines()[1:] == ["  " + text, "  " + " " * at + "^"]
+    unused = weight_problems(text, [])  # no frame uses it: still checked, and nothing is evaluated
+    assert [p.splitlines()[0] for p in unused] == [found[0].splitlines()[0]]
+    assert weight_problems("a dog:`1/(t-3)`", [0, 1, 2, 4]) == []
+    assert weight_problems("plain prompt, a:2 b:-1 c: d", [0]) == []
+    assert not sentinel.exists()
