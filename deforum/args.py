@@ -20,6 +20,7 @@ import random
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from dataclasses import field as dc_field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,8 +28,30 @@ from typing import Any
 from deforum.errors import ScheduleError, SettingsError
 
 SEED_MAX = 2**32 - 1  # v0.6 drew -1 seeds from 0 .. 2**32 - 1 and seed_everything accepts only that range
-MAX_FRAMES_LIMIT = 100_000  # refuse absurd frame counts before any schedule array is allocated
-MAX_STEPS = 10_000
+
+# Upper bounds: a value past them cannot run on any real machine, so it is refused with the field before a
+# model loads, instead of failing later with an allocation error. One constant per limit; the field table,
+# the messages, docs/settings.md and the schedule parser all read these.
+#
+# Frames of one run (max_frames; also the bound on every other count of images or frames: n_batch, the
+# Interpolation frames, a still batch's prompts x n_batch). 100,000 frames is over 2 hours at 12 fps (one
+# frame every few seconds on a GPU is days of rendering); the plan holds one row per frame and every
+# schedule one float64 per frame, so the bound also keeps the dry run small (15 x 100,000 x 8 bytes = 12 MB).
+MAX_FRAMES_LIMIT = 100_000
+MAX_STEPS = 10_000  # sampler steps: v0.6's default is 80; 10,000 steps of one frame is hours on a GPU
+# W and H: at 8192 x 8192 the latent is 1024 x 1024 (1M tokens per attention layer) and one 320-channel
+# UNet activation is 0.6 GB in fp16: the largest size whose UNet activations an 80 GB GPU can still hold
+# (decoding it needs vae_tiling). Beyond it even one frame cannot be generated.
+MAX_IMAGE_SIZE = 8192
+MAX_FPS = 1000  # the video encoder's limit (deforum.video refuses more); a gif cannot show over 100 fps
+# CLIP guidance pushes every cutout through CLIP with gradients, so memory grows with cutn; guided-diffusion
+# notebooks use tens of cutouts. 256 is far beyond any practical use.
+MAX_CUTOUTS = 256
+MAX_PALETTE_COLORS = 256  # colour-match palette (k-means clusters); a gif palette holds 256 colours too
+# A still batch keeps every image of a prompt in memory to make its grid (make_grid), plus the grid itself:
+# about 2 x n_batch x W x H x 3 bytes. 8 GiB leaves room for the model in Colab's 12.7 GB of RAM.
+GRID_MEMORY_LIMIT = 8 * 2**30
+MAX_NAME_BYTES = 255  # a file or folder name (batch_name): the limit of ext4, APFS, NTFS and FAT
 ANIMATION_MODES = ("None", "2D", "3D", "Video Input", "Interpolation")
 SCHEDULED_MODES = ("2D", "3D", "Video Input")  # v0.6 parses all 15 schedules in these modes only
 DEFAULT_OUTPUT_PATH = "output"
@@ -155,9 +178,9 @@ ARGS_FIELDS: tuple[Field, ...] = (
     *_section(
         "args", "Image Settings",
         Field("W", "int", 512, "Width in pixels; rounded down to a multiple of 64.", widget="raw",
-              minimum=64),
+              minimum=64, maximum=MAX_IMAGE_SIZE),
         Field("H", "int", 512, "Height in pixels; rounded down to a multiple of 64.", widget="raw",
-              minimum=64),
+              minimum=64, maximum=MAX_IMAGE_SIZE),
     ),
     *_section(
         "args", "Sampling Settings",
@@ -198,7 +221,8 @@ ARGS_FIELDS: tuple[Field, ...] = (
     ),
     *_section(
         "args", "Batch Settings",
-        Field("n_batch", "int", 1, "Images per prompt in None mode.", widget="raw", minimum=1),
+        Field("n_batch", "int", 1, "Images per prompt in None mode.", widget="raw", minimum=1,
+              maximum=MAX_FRAMES_LIMIT),
         Field("batch_name", "str", "StableFun", "Output sub-folder name (a plain name, no path).",
               widget="string"),
         Field("filename_format", "str", "{timestring}_{index}_{prompt}.png", "Still image file names.",
@@ -208,7 +232,7 @@ ARGS_FIELDS: tuple[Field, ...] = (
         Field("make_grid", "bool", False, "Save a grid of each prompt's images (None mode).",
               widget="boolean"),
         Field("grid_rows", "int", 2, "Grid layout: images per row = count // grid_rows.", widget="raw",
-              minimum=1),
+              minimum=1, maximum=MAX_FRAMES_LIMIT),
         Field("outdir", "str", None, "Output folder {output_path}/{YYYY-MM}/{batch_name}, set by finalize.",
               nullable=True, kind="computed"),
     ),
@@ -229,7 +253,7 @@ ARGS_FIELDS: tuple[Field, ...] = (
         Field("mask_contrast_adjust", "float", 1.0, "Mask contrast factor (1 = unchanged).", widget="number"),
         Field("overlay_mask", "bool", True, "Paste the unmasked init over the result after decoding."),
         Field("mask_overlay_blur", "float", 5, "Gaussian blur sigma of the overlay mask edge (0 = none).",
-              minimum=0),
+              minimum=0, maximum=MAX_IMAGE_SIZE),  # a wider blur changes nothing more; its kernel is 8 sigma
     ),
     *_section(
         "args", "Exposure/Contrast Conditional Settings",
@@ -245,7 +269,8 @@ ARGS_FIELDS: tuple[Field, ...] = (
               widget="number"),
         Field("colormatch_image", "str", _URL_PALETTE, "Image the palette is taken from.", widget="string",
               nullable=True),
-        Field("colormatch_n_colors", "int", 4, "Number of palette colours.", widget="number", minimum=1),
+        Field("colormatch_n_colors", "int", 4, "Number of palette colours.", widget="number", minimum=1,
+              maximum=MAX_PALETTE_COLORS),
         Field("ignore_sat_weight", "float", 0,
               "How much saturation is ignored by colour matching (null: none).",
               widget="number", nullable=True),
@@ -258,7 +283,8 @@ ARGS_FIELDS: tuple[Field, ...] = (
               widget="number"),
         Field("aesthetics_scale", "float", 0, "Aesthetic-score guidance (negative: towards a lower score).",
               widget="number"),
-        Field("cutn", "int", 1, "Number of CLIP cutouts per step.", widget="number", minimum=1),
+        Field("cutn", "int", 1, "Number of CLIP cutouts per step.", widget="number", minimum=1,
+              maximum=MAX_CUTOUTS),
         Field("cut_pow", "float", 0.0001, "Cutout size exponent (small = large cutouts).", widget="number"),
     ),
     *_section(
@@ -380,7 +406,8 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
         "anim_args", "Video Input",
         Field("video_init_path", "str", "/content/video_in.mp4", "Source video for Video Input.",
               widget="string"),
-        Field("extract_nth_frame", "int", 1, "Use every n-th video frame.", widget="number", minimum=1),
+        Field("extract_nth_frame", "int", 1, "Use every n-th video frame.", widget="number", minimum=1,
+              maximum=MAX_FRAMES_LIMIT),
         Field("overwrite_extracted_frames", "bool", True, "Re-extract frames even if the folder exists.",
               widget="boolean"),
         Field("use_mask_video", "bool", False, "Use video_mask_path as per-frame masks.", widget="boolean"),
@@ -392,7 +419,7 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
         Field("interpolate_key_frames", "bool", False, "Use the prompt frame numbers as in-between counts.",
               widget="boolean"),
         Field("interpolate_x_frames", "int", 4, "In-between frames per prompt pair.", widget="number",
-              minimum=0),
+              minimum=0, maximum=MAX_FRAMES_LIMIT - 1),
     ),
     *_section(
         "anim_args", "Resume Animation",
@@ -421,14 +448,16 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
 VIDEO_FIELDS: tuple[Field, ...] = _section(
     "video", "Create Video From Frames",
     Field("skip_video_for_run_all", "bool", True, "Skip making the mp4 during Run all.", widget="boolean"),
-    Field("fps", "float", 12, "Frames per second of the video.", widget="number", minimum=1),
+    Field("fps", "float", 12, "Frames per second of the video.", widget="number", minimum=1,
+          maximum=MAX_FPS),
     Field("use_manual_settings", "bool", False, "Use image_path, mp4_path and max_frames below.",
           widget="boolean"),
     Field("image_path", "str", "/content/drive/MyDrive/AI/StableDiffusion/2022-09/20220903000939_%05d.png",
           "Manual: ffmpeg input pattern of the frames.", widget="string"),
     Field("mp4_path", "str", "/content/drive/MyDrive/AI/StableDiffusion/2022-09/20220903000939.mp4",
           "Manual: output video path.", widget="string"),
-    Field("max_frames", "intstr", "200", "Manual: number of frames to encode.", widget="string", minimum=1),
+    Field("max_frames", "intstr", "200", "Manual: number of frames to encode.", widget="string", minimum=1,
+          maximum=MAX_FRAMES_LIMIT),
     Field("render_steps", "bool", False, "Make a video of the per-step images of the newest step folder.",
           widget="boolean"),
     Field("path_name_modifier", "str", "x0_pred", "Which per-step images render_steps uses.",
@@ -523,28 +552,41 @@ def get_value(obj: Any, name: str, default: Any = _REQUIRED) -> Any:
 
 
 def normalize(group: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``normalized`` without its notes."""
+    return normalized(group, values)[0]
+
+
+def normalized(group: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Coerce values the way the v0.6 form did, without judging them (``validate`` does that).
 
-    Integral floats in int fields become ints (Colab number fields may give 512.0); diffusion_cadence and
-    the video max_frames become strings ('2'); W and H are rounded down to multiples of 64. Values that
-    cannot be coerced are left for ``validate`` to report.
+    Returns (values, notes): one note per value that changed on the way in, for the user to see (``deforum
+    settings check`` prints them, a render shows them once). Integral floats in int fields become ints
+    (Colab number fields may give 512.0); diffusion_cadence and the video max_frames become strings ('2';
+    the same value, no note); W and H are rounded down to multiples of 64. Values that cannot be coerced
+    are left for ``validate`` to report.
     """
     _fields(group)
     fields = FIELDS[group]
     out = dict(values)
+    notes: list[str] = []
     for name, value in values.items():
         f = fields.get(name)
         if f is None:
             continue
+        given, reasons = value, []
         if f.type == "int" and isinstance(value, float) and value.is_integer():
             value = int(value)
+            reasons.append("a whole number")
         elif f.type == "intstr" and _is_number(value) and float(value).is_integer():
             value = str(int(value))
         if group == "args" and name in ("W", "H") and isinstance(value, int) and not isinstance(value, bool) \
-                and value >= 64:
+                and value >= 64 and value % 64:
             value = round_to_64(value)
+            reasons.append("rounded down to a multiple of 64")
+        if reasons:
+            notes.append(f"{name}={short_repr(given)} is used as {value!r} ({', '.join(reasons)})")
         out[name] = value
-    return out
+    return out, notes
 
 
 def make_namespace(group: str, overrides: Mapping[str, Any] | None = None) -> SimpleNamespace:
@@ -666,12 +708,16 @@ def inject_timing_problem(value: Any) -> str | None:
 # ----------------------------------------------------------------------------------------- validation
 
 
-def problems(group: str, values: Mapping[str, Any]) -> list[str]:
-    """Every field-level problem of one group: missing keys, types, ranges, exact choices, safe names."""
+def problems(group: str, values: Mapping[str, Any], *, present_only: bool = False) -> list[str]:
+    """Every field-level problem of one group: missing keys, types, ranges, exact choices, safe names.
+
+    ``present_only``: check only the fields in ``values`` (a partial group, e.g. the video fields of a file).
+    """
     out = []
     for f in _fields(group):
         if f.name not in values:
-            out.append(f"{f.name}: missing (the default is {json.dumps(f.fresh_default())})")
+            if not present_only:
+                out.append(f"{f.name}: missing (the default is {json.dumps(f.fresh_default())})")
             continue
         value = values[f.name]
         problem = None
@@ -694,7 +740,13 @@ _NAME_FIELDS = ("batch_name", "filename_format", "timestring")  # become file/fo
 
 def _special_problem(group: str, name: str, value: Any, values: Mapping[str, Any]) -> str | None:
     """Rules that one field's type and range do not express."""
+    if group == "args" and name in _NAME_FIELDS and isinstance(value, str):
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > MAX_NAME_BYTES:
+            return f"is {size} bytes long; a file or folder name holds at most {MAX_NAME_BYTES} bytes"
     if group == "args" and name == "grad_inject_timing":
+        if isinstance(value, list) and len(value) > MAX_STEPS:
+            return f"lists {len(value)} steps; at most {MAX_STEPS} (the most steps a frame runs)"
         return inject_timing_problem(value)
     if group == "anim_args":
         if name == "fov" and value == 0:
@@ -711,20 +763,49 @@ def _looks_like_path(value: str) -> bool:
     return "/" in value or "\\" in value or value.startswith(("~", "."))
 
 
-def validate(args: Any, anim_args: Any, root: Any = None) -> None:
-    """Check every field (and, in 2D/3D/Video Input, every schedule); raise one SettingsError listing all.
+@dataclass
+class Report:
+    """What a check found: ``problems`` (the settings cannot run) and ``notes`` (values used differently
+    from how they were given, or given but unused; the run goes on). One line of text each."""
+
+    problems: list[str] = dc_field(default_factory=list)
+    notes: list[str] = dc_field(default_factory=list)
+
+
+def check(args: Any, anim_args: Any, root: Any = None, *, prompts: Any = None,
+          animation_prompts: Any = None) -> Report:
+    """Every problem and note of complete settings groups at once (nothing raised, nothing loaded).
+
+    Fields, the 15 schedules (in 2D/3D/Video Input, or when animation_mode itself is bad), the mask rule,
+    the sizes and counts the values imply together (a still batch's grid memory, the Interpolation frame
+    count) and, when ``prompts`` / ``animation_prompts`` are given, the prompts the mode uses (frame keys,
+    back-ticked weights at every frame they are used, prompts past max_frames).
+    """
+    args_d, args_notes = normalized("args", as_dict(args))
+    anim_d, anim_notes = normalized("anim_args", as_dict(anim_args))
+    report = Report(problems("args", args_d) + problems("anim_args", anim_d), args_notes + anim_notes)
+    if root is not None:
+        report.problems += problems("root", normalize("root", as_dict(root)))
+    report.problems += schedule_problems(anim_d)
+    if anim_d.get("animation_mode") != "Video Input":  # there every frame is an init (use_init is forced on)
+        report.problems += [problem for problem in [mask_problem(args_d)] if problem]
+    report.problems += size_problems(args_d, anim_d)
+    report.notes += finalize_notes(args_d, anim_d)
+    if prompts is not None or animation_prompts is not None:
+        found, notes = prompt_problems(args_d, anim_d, prompts, animation_prompts)
+        report.problems += found
+        report.notes += notes
+    return report
+
+
+def validate(args: Any, anim_args: Any, root: Any = None, *, prompts: Any = None,
+             animation_prompts: Any = None) -> None:
+    """``check``, raising one SettingsError listing every problem (notes are not raised).
 
     ``args``/``anim_args``/``root`` are dicts or namespaces holding complete groups (merge partial input
     with ``defaults`` first). The error has a ``problems`` attribute: one line per problem.
     """
-    args_d = normalize("args", as_dict(args))
-    anim_d = normalize("anim_args", as_dict(anim_args))
-    found = problems("args", args_d) + problems("anim_args", anim_d)
-    if root is not None:
-        found += problems("root", normalize("root", as_dict(root)))
-    found += schedule_problems(anim_d)
-    if anim_d.get("animation_mode") != "Video Input":  # there every frame is an init (use_init is forced on)
-        found += [problem for problem in [mask_problem(args_d)] if problem]
+    found = check(args, anim_args, root, prompts=prompts, animation_prompts=animation_prompts).problems
     if found:
         raise settings_error(found)
 
@@ -745,31 +826,199 @@ def check_mask(args: Any) -> None:
 
 
 def settings_error(found: list[str], where: str | None = None) -> SettingsError:
-    """One SettingsError listing every problem (``where`` names the file)."""
+    """One SettingsError listing every problem (``where`` names the file; it is kept as ``err.where``)."""
     head = f"invalid settings{f' in {where}' if where else ''}"
     head += f" ({len(found)} problem{'s' if len(found) != 1 else ''}):"
-    err = SettingsError(head + "".join(f"\n  - {p}" for p in found))
+    err = SettingsError(head + "".join("\n  - " + p.replace("\n", "\n    ") for p in found))
     err.problems = list(found)  # type: ignore[attr-defined]
+    err.where = where  # type: ignore[attr-defined]
     return err
 
 
+def _valid(group: str, name: str, value: Any) -> bool:
+    return _value_problem(FIELDS[group][name], value) is None
+
+
 def schedule_problems(anim: Mapping[str, Any]) -> list[str]:
-    """Parse the schedules like v0.6 did: all 15, in 2D, 3D and Video Input runs."""
-    if anim.get("animation_mode") not in SCHEDULED_MODES:
+    """Parse the schedules like v0.6 did: all 15, in 2D, 3D and Video Input runs; one problem per schedule.
+
+    Also when animation_mode itself is bad (the intended mode may use them). A bad max_frames is reported
+    on its own; the schedules are then checked over the default frame count, so one problem never hides
+    another.
+    """
+    mode = anim.get("animation_mode")
+    if mode in ANIMATION_MODES and mode not in SCHEDULED_MODES:
         return []
     max_frames = anim.get("max_frames")
-    if _value_problem(FIELDS["anim_args"]["max_frames"], max_frames) is not None:
-        return []  # already reported; do not allocate schedules for a bad frame count
-    names = schedule_fields()
-    if not all(isinstance(anim.get(n), str) for n in names):
-        return []  # type problems already reported
-    from deforum.keyframes import parse_schedules  # lazy: keyframes pulls in numexpr
+    if not _valid("anim_args", "max_frames", max_frames):
+        max_frames = FIELDS["anim_args"]["max_frames"].default
+    from deforum.keyframes import parse_schedule  # lazy: keyframes pulls in numexpr
 
-    try:
-        parse_schedules({n: anim[n] for n in names}, max_frames)
-    except ScheduleError as exc:
-        return [str(exc).replace("\n", "\n    ")]
-    return []
+    found = []
+    for name in schedule_fields():
+        text = anim.get(name)
+        if not isinstance(text, str):
+            continue  # a type problem, already reported
+        try:
+            parse_schedule(text, max_frames, field=name)
+        except ScheduleError as exc:
+            found.append(str(exc))
+    return found
+
+
+def size_problems(args: Mapping[str, Any], anim: Mapping[str, Any]) -> list[str]:
+    """Memory that values imply together, estimated before anything is allocated."""
+    found = []
+    sizes = [args.get(n) for n in ("n_batch", "W", "H")]
+    if anim.get("animation_mode") == "None" and args.get("make_grid") is True \
+            and all(_valid("args", n, v) for n, v in zip(("n_batch", "W", "H"), sizes, strict=True)):
+        n_batch, width, height = sizes
+        need = 2 * n_batch * width * height * 3  # the prompt's images and the grid, 8-bit RGB
+        if need > GRID_MEMORY_LIMIT:
+            found.append(f"n_batch={n_batch}: with make_grid at W x H = {width} x {height}, the grid of one prompt "
+                         f"needs about {need / 2**30:.1f} GiB of memory (its images and the grid); at most "
+                         f"{GRID_MEMORY_LIMIT / 2**30:g} GiB: lower n_batch, W or H, or turn make_grid off")
+    return found
+
+
+def finalize_notes(args: Mapping[str, Any], anim: Mapping[str, Any]) -> list[str]:
+    """What ``finalize`` will change in valid values, as notes (one line each)."""
+    notes = []
+    strength = args.get("strength")
+    if _valid("args", "strength", strength) and not 0 <= strength <= 1:
+        notes.append(f"strength={strength!r} is used as {min(1.0, max(0.0, float(strength)))!r} "
+                     "(strength is clamped to 0..1)")
+    eta, sampler = args.get("ddim_eta"), args.get("sampler")
+    if _valid("args", "ddim_eta", eta) and eta != 0 and _valid("args", "sampler", sampler) and sampler != "ddim":
+        notes.append(f"ddim_eta={eta!r} is used as 0 (only the ddim sampler uses it; sampler={sampler!r})")
+    return notes
+
+
+# -------------------------------------------------------------------------------------------- prompts
+
+
+_PROMPT_KEY = re.compile(r"\s*\d+\s*")
+
+
+def prompt_problems(args: Mapping[str, Any], anim: Mapping[str, Any], prompts: Any,
+                    animation_prompts: Any) -> tuple[list[str], list[str]]:
+    """(problems, notes) of the prompts the mode uses: None mode the ``prompts`` list, the animation modes
+    ``animation_prompts`` (both when animation_mode is bad).
+
+    Frame keys must be whole numbers >= 0 and prompts strings; back-ticked weights are checked and
+    evaluated at every frame that generates with them (when prompt_weighting is on); the frames and images
+    the prompts imply are bounded; prompts at or past max_frames (2D/3D) are named in a note.
+    """
+    mode = anim.get("animation_mode")
+    found: list[str] = []
+    notes: list[str] = []
+    weighting = args.get("prompt_weighting") is not False
+    if mode == "None" or mode not in ANIMATION_MODES:
+        _still_prompt_problems(args, prompts, weighting, found)
+    if mode != "None":
+        _animation_prompt_problems(anim, animation_prompts, weighting, found, notes)
+    return found, notes
+
+
+def _still_prompt_problems(args: Mapping[str, Any], prompts: Any, weighting: bool, found: list[str]) -> None:
+    if prompts is None:
+        return
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+        found.append(f"prompts={short_repr(prompts)}: must be a list of prompt strings")
+        return
+    if not prompts:
+        found.append("prompts=[]: the None mode needs at least one prompt")
+        return
+    n_batch = args.get("n_batch")
+    if _valid("args", "n_batch", n_batch) and n_batch * len(prompts) > MAX_FRAMES_LIMIT:
+        found.append(f"n_batch={n_batch}: {len(prompts)} prompt(s) x n_batch {n_batch} = "
+                     f"{n_batch * len(prompts)} images; at most {MAX_FRAMES_LIMIT} in one run")
+    if weighting:
+        from deforum.prompts import weight_problems
+
+        for index, text in enumerate(prompts):
+            found += [f"prompts[{index}]: {p}" for p in weight_problems(text, [0])]
+
+
+def _animation_prompt_problems(anim: Mapping[str, Any], animation_prompts: Any, weighting: bool,
+                               found: list[str], notes: list[str]) -> None:
+    if animation_prompts is None:
+        return
+    if not isinstance(animation_prompts, Mapping):
+        found.append(f"animation_prompts={short_repr(animation_prompts)}: must be an object frame -> prompt")
+        return
+    keyed: dict[int, str] = {}
+    for key, text in animation_prompts.items():
+        frame = key if isinstance(key, int) and not isinstance(key, bool) else (
+            int(key) if isinstance(key, str) and _PROMPT_KEY.fullmatch(key) else None)
+        if frame is None or frame < 0:
+            found.append(f"animation_prompts[{key!r}]: the frame must be a whole number >= 0")
+        elif not isinstance(text, str):
+            found.append(f"animation_prompts[{key!r}]={short_repr(text)}: the prompt must be a string")
+        else:
+            keyed[frame] = text
+    if not keyed:
+        if not animation_prompts:
+            found.append("animation_prompts={}: the animation modes need at least one prompt")
+        return
+    keys = sorted(keyed)
+    mode = anim.get("animation_mode")
+    if mode == "Interpolation":
+        _interpolation_count_problems(anim, keys, found)
+    max_frames = anim.get("max_frames")
+    frames_known = _valid("anim_args", "max_frames", max_frames) and mode in ("2D", "3D", "Video Input")
+    if frames_known and mode in ("2D", "3D"):
+        past = [k for k in keys if k >= max_frames]
+        shown = f"frames 0..{max_frames - 1}" if max_frames > 1 else "frame 0 only"
+        if len(past) == len(keys):
+            notes.append(f"animation_prompts: every prompt is at frame {max_frames} or later, past the last "
+                         f"frame (max_frames={max_frames} renders {shown}); the prompt at frame {keys[0]} is "
+                         "used for every frame")
+        elif past:
+            notes.append(f"animation_prompts: the prompt(s) at frame {', '.join(map(str, past))} are not used "
+                         f"(max_frames={max_frames} renders {shown})")
+    if not weighting:
+        return
+    from deforum.prompts import weight_problems
+
+    for key, frames in _generated_frames(anim, keys, max_frames if frames_known else None).items():
+        found += [f"animation_prompts[{key}]: {p}" for p in weight_problems(keyed[key], frames)]
+
+
+def _generated_frames(anim: Mapping[str, Any], keys: list[int], max_frames: int | None) -> dict[int, list[int]]:
+    """Prompt key -> the frames generated with that prompt (the value of ``t`` in its weights).
+
+    The frames are those the plan diffuses (every diffusion_cadence-th in 2D/3D); Interpolation, or a bad
+    max_frames, evaluates each prompt at its own key (Interpolation: at 0, as the renderer does).
+    """
+    if max_frames is None:
+        frame0 = anim.get("animation_mode") == "Interpolation"
+        return {k: [0 if frame0 else k] for k in keys}
+    import numpy as np
+
+    cadence = anim.get("diffusion_cadence")
+    step = int(cadence) if anim.get("animation_mode") in ("2D", "3D") and _valid(
+        "anim_args", "diffusion_cadence", cadence) else 1
+    inside = np.array([k for k in keys if k < max_frames] or keys[:1])
+    frames = np.arange(0, max_frames, step)
+    which = np.clip(np.searchsorted(inside, frames, side="right") - 1, 0, None)
+    return {int(k): frames[which == i].tolist() for i, k in enumerate(inside) if (which == i).any()}
+
+
+def _interpolation_count_problems(anim: Mapping[str, Any], keys: list[int], found: list[str]) -> None:
+    """The Interpolation frame count, computed without building the frames (plan.interpolation_frames)."""
+    if anim.get("interpolate_key_frames") is True:
+        count = keys[-1] - keys[0] + 1
+        if count > MAX_FRAMES_LIMIT:
+            found.append(f"animation_prompts: with interpolate_key_frames the prompts at frames {keys[0]} to "
+                         f"{keys[-1]} give {count} frames; at most {MAX_FRAMES_LIMIT}")
+        return
+    x = anim.get("interpolate_x_frames")
+    if _valid("anim_args", "interpolate_x_frames", x):
+        count = (len(keys) - 1) * (x + 1) + 1
+        if count > MAX_FRAMES_LIMIT:
+            found.append(f"interpolate_x_frames={x}: {len(keys)} prompts give (prompts - 1) x "
+                         f"(interpolate_x_frames + 1) + 1 = {count} frames; at most {MAX_FRAMES_LIMIT}")
 
 
 # ------------------------------------------------------------------------------------ post-processing

@@ -122,8 +122,8 @@ BAD_VALUES = [
     ("anim_args", "border", "Wrap", "'wrap'"),
     ("anim_args", "padding_mode", "mirror", "'reflection'"),
     ("anim_args", "interpolation_method", "cubic", "'slerp'"),
-    ("args", "W", 0, ">= 64"),
-    ("args", "H", 63, ">= 64"),
+    ("args", "W", 0, "from 64 to 8192"),
+    ("args", "H", 63, "from 64 to 8192"),
     ("args", "W", "512", "integer"),
     ("args", "steps", 0, "from 1"),
     ("args", "seed", 2**32, "4294967295"),
@@ -131,7 +131,7 @@ BAD_VALUES = [
     ("args", "use_init", "yes", "true or false"),
     ("args", "scale", float("nan"), "a number"),
     ("args", "scale", True, "a number"),
-    ("args", "n_batch", 0, ">= 1"),
+    ("args", "n_batch", 0, "from 1 to 100000"),
     ("args", "batch_name", "../x", "'/'"),
     ("args", "batch_name", "..", "'..'"),
     ("args", "batch_name", "a\\b", "'\\'"),
@@ -150,7 +150,7 @@ BAD_VALUES = [
     ("anim_args", "diffusion_cadence", "two", "integer"),
     ("anim_args", "fov", 0, "must not be 0"),
     ("anim_args", "fov", 270, "from -180 to 180"),
-    ("anim_args", "extract_nth_frame", 0, ">= 1"),
+    ("anim_args", "extract_nth_frame", 0, "from 1 to 100000"),
     ("anim_args", "zoom", 1.04, "schedule string"),
     ("anim_args", "depth_model", "midsa", "'depth_anything'"),
 ]
@@ -342,3 +342,179 @@ def test_use_mask_in_video_input_needs_no_init_image():
     # Video Input turns use_init on after validation: every video frame is the init its mask applies to
     A.validate(dict(A.defaults("args"), use_mask=True, use_init=False),
                dict(A.defaults("anim_args"), animation_mode="Video Input"))
+
+
+# ------------------------------------------------------------------------------- notes (issue 17 item 5)
+
+
+@pytest.mark.parametrize(("group", "given", "expected", "note"), [
+    ("args", {"W": 500}, {"W": 448}, "W=500 is used as 448 (rounded down to a multiple of 64)"),
+    ("args", {"H": 600.0}, {"H": 576}, "H=600.0 is used as 576 (a whole number, rounded down to a multiple of 64)"),
+    ("args", {"steps": 30.0}, {"steps": 30}, "steps=30.0 is used as 30 (a whole number)"),
+    ("anim_args", {"max_frames": 12.0}, {"max_frames": 12}, "max_frames=12.0 is used as 12 (a whole number)"),
+])
+def test_normalized_returns_a_note_for_each_changed_value(group, given, expected, note):
+    values, notes = A.normalized(group, given)
+    assert values == expected
+    assert notes == [note]
+
+
+@pytest.mark.parametrize(("group", "given"), [
+    ("args", {"W": 512, "H": 64, "steps": 30}),
+    ("anim_args", {"diffusion_cadence": 3, "max_frames": 5}),  # '3': the same value as v0.6 stores it
+    ("args", {"W": "wide"}),  # not coerced: validation reports it
+])
+def test_normalized_has_no_note_when_nothing_changed(group, given):
+    assert A.normalized(group, given)[1] == []
+
+
+def test_check_notes_what_finalize_changes():
+    a = dict(A.defaults("args"), strength=1.5, ddim_eta=0.3, sampler="euler", W=700)
+    report = A.check(a, A.defaults("anim_args"))
+    assert report.problems == []
+    assert report.notes == ["W=700 is used as 640 (rounded down to a multiple of 64)",
+                            "strength=1.5 is used as 1.0 (strength is clamped to 0..1)",
+                            "ddim_eta=0.3 is used as 0 (only the ddim sampler uses it; sampler='euler')"]
+    assert A.check(dict(a, sampler="ddim", strength=0.5, W=640), A.defaults("anim_args")).notes == []
+
+
+# ---------------------------------------------------------------- one problem never hides another (17.3)
+
+
+def test_a_bad_max_frames_does_not_hide_a_bad_schedule():
+    anim = dict(A.defaults("anim_args"), animation_mode="2D", max_frames="lots", translation_x="0:(1")
+    with pytest.raises(SettingsError) as info:
+        A.validate(A.defaults("args"), anim)
+    assert info.value.problems[0] == "max_frames='lots': must be an integer from 1 to 100000"
+    assert info.value.problems[1].startswith("in 'translation_x' at character 2: this '(' is never closed")
+    assert len(info.value.problems) == 2
+
+
+def test_each_bad_schedule_is_its_own_problem_and_a_bad_mode_does_not_hide_them():
+    anim = dict(A.defaults("anim_args"), animation_mode="4D", zoom="0:(foo)", angle="0:(")
+    with pytest.raises(SettingsError) as info:
+        A.validate(A.defaults("args"), anim)
+    names = [p.split("=")[0] if "=" in p.split(":")[0] else p.split("'")[1] for p in info.value.problems]
+    assert names == ["animation_mode", "angle", "zoom"]
+
+
+# ------------------------------------------------------------------------- upper bounds (issue 25 class 4)
+
+
+@pytest.mark.parametrize(("group", "name", "value", "allowed"), [
+    ("args", "W", 131072, "from 64 to 8192"),
+    ("args", "H", 131072, "from 64 to 8192"),
+    ("args", "n_batch", 10**9, "from 1 to 100000"),
+    ("args", "steps", 10**9, "from 1 to 10000"),
+    ("args", "grid_rows", 10**9, "from 1 to 100000"),
+    ("args", "cutn", 10**9, "from 1 to 256"),
+    ("args", "colormatch_n_colors", 10**6, "from 1 to 256"),
+    ("args", "mask_overlay_blur", 1e12, "from 0 to 8192"),
+    ("args", "batch_name", "x" * 300, "at most 255 bytes"),
+    ("args", "grad_inject_timing", list(range(1, 20_002)), "at most 10000"),
+    ("anim_args", "max_frames", 100_001, "from 1 to 100000"),
+    ("anim_args", "interpolate_x_frames", 10**9, "from 0 to 99999"),
+    ("anim_args", "extract_nth_frame", 10**9, "from 1 to 100000"),
+    ("video", "fps", 5000, "from 1 to 1000"),
+    ("video", "max_frames", "1000000000", "from 1 to 100000"),
+])
+def test_sizes_and_counts_have_upper_bounds(group, name, value, allowed):
+    problems = A.problems(group, {name: value}, present_only=True)
+    assert len(problems) == 1 and problems[0].startswith(f"{name}=")
+    assert allowed in problems[0]
+
+
+def test_the_bounds_are_in_the_field_table_and_the_docs():
+    docs = (REPO / "docs" / "settings.md").read_text()
+    for group, name, limit in [("args", "W", A.MAX_IMAGE_SIZE), ("args", "H", A.MAX_IMAGE_SIZE),
+                               ("args", "n_batch", A.MAX_FRAMES_LIMIT), ("args", "steps", A.MAX_STEPS),
+                               ("anim_args", "max_frames", A.MAX_FRAMES_LIMIT),
+                               ("anim_args", "extract_nth_frame", A.MAX_FRAMES_LIMIT),
+                               ("anim_args", "interpolate_x_frames", A.MAX_FRAMES_LIMIT - 1),
+                               ("video", "fps", A.MAX_FPS)]:
+        assert A.FIELDS[group][name].maximum == limit
+        assert any(line.startswith(f"| `{name}` ") and f"to {limit} " in line for line in docs.splitlines())
+
+
+def test_one_frame_limit_in_code_messages_and_docs():
+    from deforum import keyframes
+
+    assert keyframes.MAX_FRAMES == A.MAX_FRAMES_LIMIT == 100_000
+    with pytest.raises(SettingsError, match="from 1 to 100000"):
+        keyframes.parse_schedule("0:(1)", A.MAX_FRAMES_LIMIT + 1)
+    keyframes.parse_schedule("0:(1)", A.MAX_FRAMES_LIMIT)
+    compat = (REPO / "docs" / "compat.md").read_text()
+    assert "1,000,000" not in compat and "1000000" not in compat
+    assert "`max_frames` must be 1..100000" in compat
+
+
+def test_a_grid_too_large_for_memory_is_refused_with_its_fields():
+    a = dict(A.defaults("args"), make_grid=True, n_batch=1000, W=4096, H=4096)
+    with pytest.raises(SettingsError) as info:
+        A.validate(a, A.defaults("anim_args"))
+    [problem] = info.value.problems
+    assert problem.startswith("n_batch=1000: with make_grid at W x H = 4096 x 4096")
+    assert "93.8 GiB" in problem and "at most 8 GiB" in problem
+    A.validate(dict(a, make_grid=False), A.defaults("anim_args"))  # images are written one by one
+    A.validate(dict(a, n_batch=40, W=512, H=512), A.defaults("anim_args"))
+    A.validate(a, dict(A.defaults("anim_args"), animation_mode="2D", max_frames=5))  # no grid in 2D
+
+
+def test_frame_and_image_counts_implied_by_the_prompts_are_bounded():
+    anim = dict(A.defaults("anim_args"), animation_mode="Interpolation", interpolate_x_frames=99_999)
+    prompts = {0: "a", 1: "b", 2: "c"}
+    found = A.check(A.defaults("args"), anim, animation_prompts=prompts).problems
+    assert found == ["interpolate_x_frames=99999: 3 prompts give (prompts - 1) x (interpolate_x_frames + 1) + 1 "
+                     "= 200001 frames; at most 100000"]
+    keyed = dict(anim, interpolate_key_frames=True)
+    found = A.check(A.defaults("args"), keyed, animation_prompts={0: "a", 10**9: "b"}).problems
+    assert found == ["animation_prompts: with interpolate_key_frames the prompts at frames 0 to 1000000000 give "
+                     "1000000001 frames; at most 100000"]
+    assert A.check(A.defaults("args"), keyed, animation_prompts={0: "a", 99_999: "b"}).problems == []
+    still = dict(A.defaults("args"), n_batch=60_000)
+    found = A.check(still, A.defaults("anim_args"), prompts=["a", "b"]).problems
+    assert found == ["n_batch=60000: 2 prompt(s) x n_batch 60000 = 120000 images; at most 100000 in one run"]
+
+
+# ----------------------------------------------------------------------- prompts (issue 25 class 7)
+
+
+def test_prompt_weights_are_checked_at_every_frame_they_are_used():
+    anim = dict(A.defaults("anim_args"), animation_mode="2D", max_frames=10, diffusion_cadence="1")
+    prompts = {0: "a cat:`__import__('os')`", 4: "a dog:`1/(t-6)`", 8: "a fish:`t`"}
+    found = A.check(A.defaults("args"), anim, animation_prompts=prompts).problems
+    assert len(found) == 2
+    assert found[0].startswith("animation_prompts[0]: at character 7: name '__import__' is not allowed")
+    assert found[1].startswith("animation_prompts[4]: at character 7: the expression is inf at t=6")
+    # frame 6 is only a blended frame with cadence 2: never generated, so never evaluated
+    assert A.check(A.defaults("args"), dict(anim, diffusion_cadence="2"),
+                   animation_prompts={0: "a dog:`1/(t-3)`"}).problems == []
+    # no weights are parsed without prompt_weighting (the text goes to the model as it is)
+    assert A.check(dict(A.defaults("args"), prompt_weighting=False), anim, animation_prompts=prompts).problems == []
+    still = A.check(A.defaults("args"), A.defaults("anim_args"), prompts=["ok", "bad:`exec(1)`"]).problems
+    assert len(still) == 1 and still[0].startswith("prompts[1]: at character 5: unknown function 'exec'")
+
+
+def test_prompts_past_max_frames_are_named_in_a_note():
+    anim = dict(A.defaults("anim_args"), animation_mode="3D", max_frames=10)
+    only_late = A.check(A.defaults("args"), anim, animation_prompts={50: "a cat"})
+    assert only_late.problems == []
+    assert only_late.notes == ["animation_prompts: every prompt is at frame 10 or later, past the last frame "
+                               "(max_frames=10 renders frames 0..9); the prompt at frame 50 is used for every frame"]
+    some_late = A.check(A.defaults("args"), anim, animation_prompts={0: "a", 10: "b", 30: "c"})
+    assert some_late.notes == ["animation_prompts: the prompt(s) at frame 10, 30 are not used (max_frames=10 renders "
+                               "frames 0..9)"]
+    assert A.check(A.defaults("args"), anim, animation_prompts={0: "a", 9: "b"}).notes == []
+
+
+@pytest.mark.parametrize(("prompts", "problem"), [
+    ({"ten": "a"}, "animation_prompts['ten']: the frame must be a whole number >= 0"),
+    ({"0": 5}, "animation_prompts['0']=5: the prompt must be a string"),
+    ({}, "animation_prompts={}: the animation modes need at least one prompt"),
+    ("a cat", "animation_prompts='a cat': must be an object frame -> prompt"),
+])
+def test_bad_animation_prompts_are_problems_beside_the_others(prompts, problem):
+    anim = dict(A.defaults("anim_args"), animation_mode="2D", max_frames=5, border="Wrap")
+    found = A.check(dict(A.defaults("args"), W=0), anim, animation_prompts=prompts).problems
+    assert found[0].startswith("W=0") and found[1].startswith("border='Wrap'")
+    assert found[2:] == [problem]
