@@ -9,6 +9,7 @@ once. Every problem is reported at once, naming the file and the key.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -28,13 +29,12 @@ from deforum.args import (
     FIELDS,
     as_dict,
     defaults,
-    normalize,
-    problems,
-    schedule_problems,
+    normalized,
     settings_error,
     short_repr,
     unsafe_name_problem,
 )
+from deforum.args import check as check_values
 from deforum.errors import SettingsError
 
 SETTINGS_SCHEMA = 1
@@ -49,7 +49,9 @@ class Settings:
 
     ``prompts`` is the None-mode prompt list, ``animation_prompts`` maps frame -> prompt; both come from
     the file when it has them (``from_file`` holds every key the file provided), else from the base.
-    ``root`` is the file's ``root`` object, if any (not applied: paths are per machine).
+    ``root`` is the file's ``root`` object, if any (not applied: paths are per machine). ``notes`` are the
+    values used differently from how the file gave them (W=500 is used as 448, ...), one line each.
+    ``problems`` collects what is wrong while the file is read and merged (``finish_settings`` raises them).
     """
 
     args: SimpleNamespace
@@ -61,29 +63,79 @@ class Settings:
     extra: dict[str, Any] = field(default_factory=dict)
     from_file: frozenset[str] = frozenset()
     path: str | None = None
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
-def read_settings_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON object in a settings file; a missing or malformed file is a SettingsError."""
+class _JsonObject(dict):
+    """A JSON object that remembers the keys it was given more than once (json keeps the last)."""
+
+    duplicates: dict[str, list[Any]]
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    obj = _JsonObject()
+    seen: dict[str, list[Any]] = {}
+    for key, value in pairs:
+        seen.setdefault(key, []).append(value)
+        obj[key] = value
+    obj.duplicates = {key: values for key, values in seen.items() if len(values) > 1}
+    return obj
+
+
+def duplicate_key_problems(data: Mapping[str, Any]) -> list[str]:
+    """The keys a settings file gives twice, at the top and one level down (prompts, root); v0.6 silently
+    kept the last value."""
+    found = []
+
+    def report(name: str, values: list[Any]) -> None:
+        shown = ", ".join(short_repr(v, 40) for v in values)
+        found.append(f"{name}: given {len(values)} times in the file ({shown}); give it once")
+
+    for key, values in getattr(data, "duplicates", {}).items():
+        report(key, values)
+    for key, value in data.items():
+        for inner, values in getattr(value, "duplicates", {}).items():
+            report(f"{key}[{inner!r}]", values)
+    return found
+
+
+def read_settings_file(path: str | os.PathLike[str], problems: list[str] | None = None) -> dict[str, Any]:
+    """The JSON object in a settings file; a missing or malformed file is a SettingsError.
+
+    Keys given twice are problems: appended to ``problems`` when a list is given, else raised.
+    """
     path = Path(path)
+    where = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SettingsError(f"settings file {str(path)!r} does not exist") from None
+        raise _file_error(f"settings file {where!r} does not exist", where) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"settings file {str(path)!r} cannot be read: {exc}") from exc
+        raise _file_error(f"settings file {where!r} cannot be read: {exc}", where) from exc
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_json_object)
     except json.JSONDecodeError as exc:
-        raise SettingsError(f"settings file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno}, "
-                            f"column {exc.colno}") from exc
+        raise _file_error(f"settings file {where!r} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                          f"column {exc.colno}", where) from exc
     except RecursionError:
-        raise SettingsError(f"settings file {str(path)!r} nests lists or objects too deeply to be a settings "
-                            "file") from None
+        raise _file_error(f"settings file {where!r} nests lists or objects too deeply to be a settings "
+                          "file", where) from None
     if not isinstance(data, dict):
-        raise SettingsError(f"settings file {str(path)!r} must hold a JSON object {{\"key\": value, ...}}, "
-                            f"not {type(data).__name__}")
+        raise _file_error(f"settings file {where!r} must hold a JSON object {{\"key\": value, ...}}, "
+                          f"not {type(data).__name__}", where)
+    duplicates = duplicate_key_problems(data)
+    if problems is not None:
+        problems += duplicates
+    elif duplicates:
+        raise settings_error(duplicates, where)
     return data
+
+
+def _file_error(message: str, where: str) -> SettingsError:
+    err = SettingsError(message)
+    err.where = where  # type: ignore[attr-defined]  # the message names the file already
+    return err
 
 
 def load_settings(path: str | os.PathLike[str]) -> Settings:
@@ -102,14 +154,26 @@ def apply_settings_file(args: Mapping[str, Any] | SimpleNamespace,
 
     With ``check`` (default) the merged result is validated and every problem is raised at once.
     """
-    data = read_settings_file(path)
-    return apply_settings(args, anim_args, data, prompts, animation_prompts, where=str(path), check=check)
+    found: list[str] = []
+    data = read_settings_file(path, found)
+    merged = merge_settings(args, anim_args, data, prompts, animation_prompts, where=str(path))
+    merged.problems[:0] = found
+    return finish_settings(merged, check=check)
 
 
 def apply_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: list[str] | None = None,
                    animation_prompts: Mapping[Any, str] | None = None, *, where: str = "settings",
                    check: bool = True) -> Settings:
     """``apply_settings_file`` for an already parsed JSON object; ``where`` names it in errors."""
+    return finish_settings(merge_settings(args, anim_args, data, prompts, animation_prompts, where=where),
+                           check=check)
+
+
+def merge_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: list[str] | None = None,
+                   animation_prompts: Mapping[Any, str] | None = None, *,
+                   where: str = "settings") -> Settings:
+    """The file's values over ``args`` / ``anim_args`` and the prompts, as given (not normalized, not
+    validated, nothing raised): what cannot be merged is in ``problems``. ``finish_settings`` completes it."""
     a = as_dict(args)
     anim = as_dict(anim_args)
     found: list[str] = []
@@ -129,25 +193,15 @@ def apply_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
 
     schema = data.get("settings_schema", SETTINGS_SCHEMA)
     if not isinstance(schema, int) or isinstance(schema, bool) or schema > SETTINGS_SCHEMA:
-        found.append(f"settings_schema={schema!r}: this version reads settings_schema <= {SETTINGS_SCHEMA}; "
-                     f"the file was written by a newer deforum")
+        found.append(f"settings_schema={short_repr(schema)}: this version reads settings_schema <= "
+                     f"{SETTINGS_SCHEMA}; the file was written by a newer deforum")
     file_prompts, file_anim_prompts = _prompts_from(data, found)
     root = data.get("root")
     if root is not None and not isinstance(root, dict):
         found.append(f"root={short_repr(root)}: must be a JSON object")
         root = None
-
-    a = normalize("args", a)
-    anim = normalize("anim_args", anim)
-    if check:
-        found += problems("args", a) + problems("anim_args", anim) + schedule_problems(anim)
     if file_anim_prompts is None:
         file_anim_prompts = _int_keys(animation_prompts or {}, found)
-    if found:
-        raise settings_error(found, where)
-    if unknown:
-        warnings.warn(f"{where}: ignoring unknown keys {', '.join(map(repr, unknown))} (kept in "
-                      f"Settings.unknown_keys)", UserWarning, stacklevel=3)
     return Settings(
         args=SimpleNamespace(**a),
         anim_args=SimpleNamespace(**anim),
@@ -158,8 +212,52 @@ def apply_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
         extra=unknown,
         from_file=frozenset(data),
         path=where,
+        problems=found,
     )
 
+
+def finish_settings(settings: Settings, *, check: bool = True, unknown_keys: str = "warn",
+                    require_prompts: bool = False) -> Settings:
+    """Normalize the merged values (their notes go to ``settings.notes``), check everything when ``check``
+    (fields, schedules, prompts, sizes) and raise every problem at once, naming the file.
+
+    ``unknown_keys``: "warn" (one warning line naming each key with the closest setting; files of other
+    Deforum versions carry extra keys) or "problem" (each is a problem, for ``deforum settings check``).
+    ``require_prompts``: no prompt for the mode is a problem too (a render; the notebook's cells may still
+    supply them when a file has none).
+    """
+    found = list(settings.problems)
+    if unknown_keys == "problem":
+        found += [f"{short_repr(key, 40)}: unknown key{_suggestion(key)}; a render ignores it"
+                  for key in settings.unknown_keys]
+    a, a_notes = normalized("args", vars(settings.args))
+    anim, anim_notes = normalized("anim_args", vars(settings.anim_args))
+    settings.args, settings.anim_args = SimpleNamespace(**a), SimpleNamespace(**anim)
+    settings.notes += a_notes + anim_notes
+    if check:
+        report = check_values(a, anim, prompts=settings.prompts if settings.prompts or require_prompts else None,
+                              animation_prompts=settings.animation_prompts
+                              if settings.animation_prompts or require_prompts else None)
+        found += report.problems
+        settings.notes += report.notes
+    if found:
+        raise settings_error(found, settings.path)
+    if settings.unknown_keys and unknown_keys == "warn":
+        warnings.warn(unknown_keys_warning(settings.path, settings.unknown_keys), UserWarning, stacklevel=3)
+    return settings
+
+
+def _suggestion(key: str) -> str:
+    names = [n for g in ("args", "anim_args") for n, f in FIELDS[g].items() if f.kind != "runtime"]
+    close = difflib.get_close_matches(key, [*names, *META_KEYS], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_keys_warning(where: str | None, keys: list[str]) -> str:
+    """One line naming every unknown key of a file, each with the closest setting's name."""
+    listed = ", ".join(f"{short_repr(key, 40)}{_suggestion(key)}" for key in keys)
+    return (f"{where or 'settings'}: ignoring {len(keys)} unknown key{'s' if len(keys) != 1 else ''}: {listed}; "
+            "keys of other Deforum versions are expected, but a misspelt setting keeps its default")
 
 
 _INT_KEY = re.compile(r"\s*\d+\s*")

@@ -283,3 +283,82 @@ def test_resolve_settings_file(tmp_path):
     assert S.resolve_settings_file("512x512_aesthetic_0.json", "").is_file()
     with pytest.raises(SettingsError, match="settings_file='../x.json'"):
         S.resolve_settings_file("../x.json", "")
+
+
+def test_unknown_keys_are_one_warning_line_with_the_closest_setting(tmp_path):
+    path = _write(tmp_path, {"strenght_schedule": "0:(0.5)", "comment": "mine", "steps": 20})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = S.load_settings(path)
+    [warning] = caught
+    message = str(warning.message)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ignoring 2 unknown keys: 'strenght_schedule' (did you mean "
+                              "'strength_schedule'?), 'comment';")
+    text = message.removeprefix(f"{path}: ")
+    assert "Settings" not in text and "unknown_keys" not in text  # no internal names
+    assert loaded.unknown_keys == ["strenght_schedule", "comment"]
+
+
+def test_unknown_keys_can_be_problems(tmp_path):
+    merged = S.merge_settings(A.defaults("args"), A.defaults("anim_args"),
+                              {"strenght_schedule": "0:(0.5)", "W": 0}, where="f.txt")
+    with pytest.raises(SettingsError) as info:
+        S.finish_settings(merged, unknown_keys="problem")
+    assert info.value.problems == ["'strenght_schedule': unknown key (did you mean 'strength_schedule'?); a render "
+                                   "ignores it", "W=0: must be an integer from 64 to 8192 (rounded down to a "
+                                   "multiple of 64)"]
+    assert str(info.value).startswith("invalid settings in f.txt (2 problems):")
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('{"W": 512, "steps": 20, "W": 640}', "W: given 2 times in the file (512, 640); give it once"),
+    ('{"animation_prompts": {"0": "a", "10": "b", "0": "c"}}',
+     "animation_prompts['0']: given 2 times in the file ('a', 'c'); give it once"),
+])
+def test_keys_given_twice_are_problems_naming_the_key(tmp_path, text, problem):
+    path = tmp_path / "twice.txt"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as info:
+        S.load_settings(path)
+    assert info.value.problems == [problem]
+    assert str(path) in str(info.value)
+
+
+def test_a_key_given_twice_is_reported_with_the_other_problems(tmp_path):
+    path = tmp_path / "twice.txt"
+    path.write_text('{"sampler": "euler", "sampler": "Euler", "W": 0}')
+    with pytest.raises(SettingsError) as info:
+        S.load_settings(path)
+    assert [p.split(":")[0].split("=")[0] for p in info.value.problems] == ["sampler", "W", "sampler"]
+
+
+def test_a_bad_prompts_value_does_not_hide_the_other_problems(tmp_path):
+    path = _write(tmp_path, {"prompts": 5, "W": 0, "animation_mode": "2D", "zoom": "0:(",
+                             "animation_prompts": {"0": "a:`exec(1)`"}})
+    with pytest.raises(SettingsError) as info:
+        S.load_settings(path)
+    found = info.value.problems
+    assert found[0] == "prompts=5: must be a list of prompts or an object frame -> prompt"
+    assert found[1].startswith("W=0:")
+    assert found[2].startswith("in 'zoom' at character 2")
+    assert found[3].startswith("animation_prompts[0]: at character 3: unknown function 'exec'")
+    assert len(found) == 4
+
+
+def test_values_changed_on_the_way_in_are_notes(tmp_path):
+    loaded = S.load_settings(_write(tmp_path, {"W": 500, "steps": 30.0, "animation_mode": "2D", "max_frames": 5,
+                                               "animation_prompts": {"0": "a", "8": "b"}}))
+    assert (loaded.args.W, loaded.args.steps) == (448, 30)
+    assert loaded.notes == ["W=500 is used as 448 (rounded down to a multiple of 64)",
+                            "steps=30.0 is used as 30 (a whole number)",
+                            "animation_prompts: the prompt(s) at frame 8 are not used (max_frames=5 renders frames "
+                            "0..4)"]
+    assert S.load_settings(V06_TXT).notes == []
+
+
+def test_a_long_batch_name_is_blamed_on_batch_name(tmp_path):
+    with pytest.raises(SettingsError) as info:
+        S.load_settings(_write(tmp_path, {"batch_name": "x" * 300}))
+    assert info.value.problems == ["batch_name='" + "x" * 76 + "...: is 300 bytes long; a file or folder name "
+                                   "holds at most 255 bytes"]
