@@ -13,12 +13,14 @@ import difflib
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
+import time
 import traceback
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -97,7 +99,8 @@ def parse_sets(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
 
 @dataclass
 class Job:
-    """One settings file with the command line's overrides applied (not yet validated)."""
+    """One settings file with the command line's overrides applied, normalized and (unless loaded with
+    ``check=False``) checked: every problem of the file was raised at once."""
 
     path: Path
     args: dict[str, Any]
@@ -105,30 +108,42 @@ class Job:
     prompts: list[str]
     animation_prompts: dict[int, str]
     video: dict[str, Any]  # the video-cell fields given by the file or --set (defaults: video_setting)
+    notes: list[str] = field(default_factory=list)  # values used differently from how they were given
+    unknown_keys: list[str] = field(default_factory=list)
 
     def video_setting(self, name: str) -> Any:
         return self.video.get(name, A.FIELDS["video"][name].default)
 
 
 def load_job(path: str | os.PathLike[str], sets: Mapping[str, Mapping[str, Any]] | None = None,
-             check: bool = False) -> Job:
-    """A settings file (v0.6 .txt/.json or ours) over the v0.6 defaults, then the ``--set`` values."""
-    from deforum.settings import apply_settings, read_settings_file
+             check: bool = True, *, unknown_keys: str = "warn") -> Job:
+    """A settings file (v0.6 .txt/.json or ours) over the v0.6 defaults, then the ``--set`` values.
 
-    data = read_settings_file(path)
+    With ``check`` every problem of the result (keys given twice, fields, schedules, prompts, sizes, the
+    video fields) is raised in one SettingsError naming the file. ``unknown_keys``: "warn" (one line) or
+    "problem" (``deforum settings check``).
+    """
+    from deforum.settings import finish_settings, merge_settings, read_settings_file
+
+    found: list[str] = []
+    data = dict(read_settings_file(path, found))
     video: dict[str, Any] = {}  # only the video fields the file or --set give
     for key in FILE_VIDEO_KEYS:  # video-cell fields are not args: take them out before the settings apply
         if key in data:
             video[key] = data.pop(key)
-    loaded = apply_settings(A.defaults("args"), A.defaults("anim_args"), data, A.DEFAULT_PROMPTS,
-                            A.DEFAULT_ANIMATION_PROMPTS, where=str(path), check=check)
+    merged = merge_settings(A.defaults("args"), A.defaults("anim_args"), data, A.DEFAULT_PROMPTS,
+                            A.DEFAULT_ANIMATION_PROMPTS, where=str(path))
     sets = sets or {}
-    args, anim = vars(loaded.args), vars(loaded.anim_args)
-    args.update(sets.get("args", {}))
-    anim.update(sets.get("anim_args", {}))
-    video.update(sets.get("video", {}))
-    return Job(Path(path), A.normalize("args", args), A.normalize("anim_args", anim), loaded.prompts,
-               loaded.animation_prompts, video)
+    vars(merged.args).update(sets.get("args", {}))
+    vars(merged.anim_args).update(sets.get("anim_args", {}))
+    video, video_notes = A.normalized("video", {**video, **sets.get("video", {})})
+    merged.problems[:0] = found
+    if check:
+        merged.problems += A.problems("video", video, present_only=True)
+    merged.notes += video_notes
+    loaded = finish_settings(merged, check=check, unknown_keys=unknown_keys, require_prompts=check)
+    return Job(Path(path), vars(loaded.args), vars(loaded.anim_args), loaded.prompts, loaded.animation_prompts,
+               video, loaded.notes, loaded.unknown_keys)
 
 
 def best_device() -> str:
@@ -166,13 +181,19 @@ def make_root(ns: argparse.Namespace, sets: Mapping[str, Mapping[str, Any]]) -> 
     return SimpleNamespace(**root, model=None)
 
 
+def located(path: Any, exc: BaseException) -> str:
+    """The error's message naming ``path`` once: prefixed unless the message names its file already."""
+    if not path or getattr(exc, "where", None):
+        return str(exc)
+    return f"{path}: {exc}"
+
+
 def _failure(path: Any, exc: BaseException) -> int:
     """Report one failed item on stderr; the exit code it stands for."""
-    where = f"{path}: " if path else ""
     if isinstance(exc, DeforumError):
-        print(f"deforum: error: {where}{exc}", file=sys.stderr)
+        print(f"deforum: error: {located(path, exc)}", file=sys.stderr)
         return EXIT_SETTINGS if isinstance(exc, SettingsError) else EXIT_FAILED
-    print(f"deforum: internal error: {where}{type(exc).__name__}: {exc}", file=sys.stderr)
+    print(f"deforum: internal error: {f'{path}: ' if path else ''}{type(exc).__name__}: {exc}", file=sys.stderr)
     traceback.print_exception(exc, file=sys.stderr)
     return EXIT_FAILED
 
@@ -188,6 +209,8 @@ def cmd_render(ns: argparse.Namespace) -> int:
         try:
             render_one(path, ns, sets, root)
             codes.append(EXIT_OK)
+        except BrokenPipeError:
+            raise
         except Exception as exc:  # reported; even a bug in one file's run must not stop the next file
             codes.append(_failure(path, exc))
     failed = [c for c in codes if c != EXIT_OK]
@@ -198,16 +221,22 @@ def cmd_render(ns: argparse.Namespace) -> int:
 
 def render_one(path: str, ns: argparse.Namespace, sets: Mapping[str, Mapping[str, Any]],
                root: SimpleNamespace) -> None:
-    """Render one settings file, then make its video (animation modes, unless --no-video)."""
+    """Render one settings file, then make its video (animation modes, unless --no-video).
+
+    Before the model loads: the notes (values used differently from how they were given), one line each,
+    and the size of the run (frames x sampler steps); once frames come, an estimate of the time left.
+    """
     from deforum.runner import render
 
     job = load_job(path, sets)
     if ns.resume:
         job.anim_args.update(resume_from_timestring=True, resume_timestring=ns.resume)
-    if not ns.quiet:
-        print(f"{path}: {job.anim_args['animation_mode']} mode", file=sys.stderr)
+    for note in job.notes:
+        print(f"deforum: note: {path}: {note}", file=sys.stderr)
+    report = RenderReport(str(path), job.args, device=str(root.map_location))
+    report.before_render(job)
     result = render(job.args, job.anim_args, job.prompts, job.animation_prompts, root, progress=not ns.quiet,
-                    step_progress=bool(getattr(ns, "verbose", False)) and not ns.quiet)
+                    step_progress=bool(getattr(ns, "verbose", False)) and not ns.quiet, display=report)
     lines = [f"{path}: {len(result.frames)} frame(s) in {result.outdir}"]
     if result.settings_path is not None:
         lines.append(f"  settings: {result.settings_path}")
@@ -225,14 +254,142 @@ def render_one(path: str, ns: argparse.Namespace, sets: Mapping[str, Mapping[str
     print("\n".join(lines))
 
 
+def cpu_note(device: str) -> str | None:
+    """The note a render on the CPU gets: it works, but Deforum is made for a GPU."""
+    if device != "cpu":
+        return None
+    return ("no GPU found: rendering on the CPU, which takes minutes for each 512 x 512 frame (Deforum "
+            "expects a CUDA GPU; this run is fine for trying small settings)")
+
+
+def frame_steps(plan: Any, args: Mapping[str, Any]) -> dict[int, int]:
+    """Frame -> the sampler steps the run spends on it (v0.6's strength truncation int((1 - strength) *
+    steps)); frames that are only warped or blended spend none."""
+    from deforum.sampling.run import steps_to_run
+
+    steps = int(args["steps"])
+    use_init = bool(args.get("use_init")) and bool(args.get("init_image"))
+    first = min(max(float(args.get("strength") or 0.0), 0.0), 1.0) if use_init else 0.0
+    out = {}
+    for row in plan.rows:
+        if row.seed is None:
+            continue
+        if plan.animation_mode in ("2D", "3D") and row.frame > 0:
+            strength = min(max(float(row.values["strength_schedule"]), 0.0), 1.0)
+        else:
+            strength = first
+        out[row.frame] = steps_to_run(steps, strength)
+    return out
+
+
+def duration_text(seconds: float) -> str:
+    """'40 s', '12 min', '3.5 h', '2.1 days'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+class RenderReport:
+    """The display hook ``deforum render`` gives the runner: one line with the size of the run before the
+    model loads (``plan``), and one with an estimate of the time left from the first frames' speed
+    (``frame``). The progress bar, when shown, keeps counting after that."""
+
+    def __init__(self, label: str, args: Mapping[str, Any], *, device: str = "", out: Any = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.label, self.args, self.device = label, args, device
+        self.out = out
+        self.clock = clock
+        self.done_before: list[int] = []  # steps of the frames before index i (a cumulative sum)
+        self.total = 0
+        self.origin: tuple[float, int | None] | None = None  # (time, steps done then) the rate counts from
+        self.estimated = False
+        self.calls = 0
+
+    def say(self, text: str) -> None:
+        print(f"{self.label}: {text}", file=self.out or sys.stderr, flush=True)
+
+    def before_render(self, job: Job) -> None:
+        """The size line of the modes planned only once their inputs are read; the CPU note."""
+        from deforum.sampling.run import steps_to_run
+
+        note = cpu_note(self.device)
+        mode = job.anim_args["animation_mode"]
+        use_init = bool(job.args.get("use_init")) and bool(job.args.get("init_image"))
+        strength = min(max(float(job.args.get("strength") or 0.0), 0.0), 1.0) if use_init else 0.0
+        each = steps_to_run(int(job.args["steps"]), strength)
+        if mode == "None":
+            images = len(job.prompts) * int(job.args["n_batch"])
+            self.say(f"None mode, {images:,} image(s) x {each:,} sampler steps = {images * each:,} steps")
+        elif mode == "Video Input":
+            self.say(f"Video Input mode: every frame of video_init_path (every {job.anim_args['extract_nth_frame']}"
+                     f" taken) is diffused, up to {int(job.args['steps']):,} sampler steps each; the frame count "
+                     "comes from the video")
+        if note:
+            print(f"deforum: note: {note}", file=self.out or sys.stderr)
+
+    def plan(self, plan: Any, anim_args: Any = None) -> None:
+        """The runner's hook before the model loads: the size of the run."""
+        steps = frame_steps(plan, self.args)
+        cumulative, total = [], 0
+        for frame in range(len(plan.rows)):
+            cumulative.append(total)
+            total += steps.get(frame, 0)
+        self.done_before, self.total = cumulative, total
+        diffused = len(steps)
+        frames = len(plan.rows)
+        shape = f"{frames:,} frames" + (f" ({diffused:,} diffused, diffusion_cadence {plan.cadence})"
+                                         if diffused != frames else "")
+        most = max(steps.values(), default=0)
+        self.say(f"{plan.animation_mode} mode, {shape} x up to {most:,} sampler steps = {total:,} steps in all")
+
+    def generation_started(self) -> None:
+        """Optional runner hook once the model is loaded: the estimate can then come after the first frame."""
+        self.origin = (self.clock(), None)
+
+    def frame(self, path: Any, label: str | None = None) -> None:
+        """The runner's hook after each frame is written: the estimate, once."""
+        now = self.clock()
+        self.calls += 1
+        if self.estimated or not self.done_before:
+            return
+        index = _frame_index(path, self.calls - 1)
+        if not 0 <= index < len(self.done_before):
+            return
+        done = self.done_before[index + 1] if index + 1 < len(self.done_before) else self.total
+        if self.origin is None:  # the first frame's time includes loading the model: measure from it
+            self.origin = (now, done)
+            return
+        start, base = self.origin
+        if base is None:
+            base = self.done_before[index]
+            self.origin = (start, base)
+        if done <= base or now <= start or done >= self.total:
+            return
+        rate = (done - base) / (now - start)
+        left = (self.total - done) / rate
+        self.estimated = True
+        self.say(f"about {duration_text(left)} left ({done:,} of {self.total:,} sampler steps done, "
+                 f"{rate:.3g} steps/s)")
+
+
+def _frame_index(path: Any, fallback: int) -> int:
+    """The frame number at the end of a frame file's name (``{timestring}_00012.png``)."""
+    match = re.search(r"(\d+)\.png$", str(path))
+    return int(match.group(1)) if match else fallback
+
+
 # ----------------------------------------------------------------------------------------------- plan
 
 
-def _prepared(path: str, sets: Mapping[str, Mapping[str, Any]]):
+def _prepared(path: str, sets: Mapping[str, Mapping[str, Any]], *, unknown_keys: str = "warn"):
     """Validated, finalized settings and the render plan of one file (no model)."""
     from deforum.runner import prepare
 
-    job = load_job(path, sets)
+    job = load_job(path, sets, unknown_keys=unknown_keys)
     root_values = {"map_location": "cpu", "mount_google_drive": False, **(sets.get("root") or {})}
     try:
         prepared = prepare(job.args, job.anim_args, job.prompts, job.animation_prompts, root_values)
@@ -321,7 +478,7 @@ def cmd_preview(ns: argparse.Namespace) -> int:
     fps = ns.fps or job.video_setting("fps")
     out = Path(ns.output) if ns.output else Path(args.outdir)
     mp4 = out if out.suffix.lower() == ".mp4" else out / f"{args.timestring}_preview.mp4"
-    frames_dir = (mp4.parent / f"{args.timestring}_preview") if ns.png else None
+    frames_dir = (mp4.parent / f"{args.timestring}_preview") if ns.png else None  # numbered PNGs for `video`
     bar = None
     if not ns.quiet:
         from tqdm.auto import tqdm
@@ -338,7 +495,17 @@ def cmd_preview(ns: argparse.Namespace) -> int:
     print(f"  video: {result.mp4_path} ({result.fps:g} fps)")
     if result.frames_dir is not None:
         print(f"  frames: {result.frames_dir}")
+        print(f"  another fps or a gif: {video_command(result.frames_dir, result.fps)}")
+    else:
+        print("  frames: not kept (--no-png)")
     return EXIT_OK
+
+
+def video_command(frames_dir: Path, fps: float) -> str:
+    """The ``deforum video`` call that encodes the numbered frames in ``frames_dir`` (a shell line)."""
+    import shlex
+
+    return f"deforum video {shlex.quote(str(frames_dir))} --fps {fps:g}"
 
 
 # ---------------------------------------------------------------------------------------------- video
@@ -380,17 +547,21 @@ def detect_pattern(folder: Path) -> str:
 
 
 def cmd_settings_check(ns: argparse.Namespace) -> int:
+    """Every problem of each file at once (unknown keys included: each names the closest setting), exit 2
+    if any; otherwise ``ok`` and the notes (values used differently from how the file gave them)."""
     sets = parse_sets(ns.set)
     code = EXIT_OK
     for path in ns.settings:
         try:
-            job, (_args, anim, _p, _ap, _root, plan) = _prepared(path, sets)
+            job, (_args, anim, _p, _ap, _root, plan) = _prepared(path, sets, unknown_keys="problem")
         except DeforumError as exc:
             code = code or (EXIT_SETTINGS if isinstance(exc, SettingsError) else EXIT_FAILED)
-            print(f"{path}: {exc}", file=sys.stderr)
+            print(located(path, exc), file=sys.stderr)
             continue
         frames = f", {len(plan)} frame(s)" if plan is not None else ""
         print(f"{path}: ok ({anim.animation_mode} mode{frames})")
+        for note in job.notes:
+            print(f"  note: {note}")
     return code
 
 
@@ -416,7 +587,7 @@ def settings_diff(a: Job, b: Job, include_computed: bool = False) -> list[tuple[
 
 
 def cmd_settings_diff(ns: argparse.Namespace) -> int:
-    a, b = load_job(ns.a), load_job(ns.b)
+    a, b = load_job(ns.a, check=False), load_job(ns.b, check=False)
     diff = settings_diff(a, b, ns.all)
     for name, left, right in diff:
         print(f"{name}: {json.dumps(left, ensure_ascii=False)} -> {json.dumps(right, ensure_ascii=False)}")
@@ -454,6 +625,16 @@ def cmd_settings_fields(ns: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- parser
 
 
+def fps_value(text: str) -> float:
+    """An ``--fps`` option: a number in the video cell's fps range (the same rule as the field)."""
+    f = A.FIELDS["video"]["fps"]
+    value = parse_value(f, text)
+    problem = A.problems("video", {"fps": value}, present_only=True)
+    if problem:
+        raise argparse.ArgumentTypeError(problem[0])
+    return float(value)
+
+
 SET_HELP = ("override one setting, applied after the settings file: KEY=VALUE, KEY is a field name or "
             "group.name (e.g. --set max_frames=10 --set video.fps=24); repeat for more")
 
@@ -486,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="DIR", help="output root (frames go to DIR/YYYY-MM/batch_name)")
     p.add_argument("--resume", metavar="TIMESTRING", help="continue the interrupted 2D/3D run TIMESTRING")
     p.add_argument("--no-video", action="store_true", help="do not make the mp4")
-    p.add_argument("--fps", type=float, help="video frames per second (default: the settings' fps, or 12)")
+    p.add_argument("--fps", type=fps_value, help="video frames per second (default: the settings' fps, or 12)")
     p.add_argument("--gif", action="store_true", help="also write a gif")
     _add_common(p)
     p.set_defaults(func=cmd_render)
@@ -499,9 +680,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("preview", help="camera motion only: warp a test card or image, write an mp4",
+    p = sub.add_parser("preview", help="camera motion only: warp a test card or image, write an mp4 and frames",
                        description="Warp a built-in test card (or --image) through the 2D/3D schedules and "
-                                   "write an mp4; no diffusion, no model.")
+                                   "write an mp4 and its numbered PNG frames (`deforum video` re-encodes them: "
+                                   "the preview prints the command); no diffusion, no model.")
     p.add_argument("settings", metavar="SETTINGS")
     p.add_argument("--image", metavar="PATH", help="start image (default: init_image if use_init, else the "
                                                    "test card)")
@@ -510,15 +692,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the configured depth_model if it is on disk, else flat)")
     p.add_argument("--output", metavar="DIR|FILE.mp4", help="where the mp4 goes (default: the run's folder)")
     p.add_argument("--frames", type=int, metavar="N", help="number of frames (default: max_frames)")
-    p.add_argument("--fps", type=float, help="video frames per second (default 12)")
-    p.add_argument("--png", action="store_true", help="also write the frames as PNGs")
+    p.add_argument("--fps", type=fps_value, help="video frames per second (default 12)")
+    p.add_argument("--png", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write the frames as numbered PNGs next to the mp4, for `deforum video` "
+                        "(default: on; --no-png for the mp4 only)")
     _add_common(p)
     p.set_defaults(func=cmd_preview)
 
     p = sub.add_parser("video", help="make an mp4 (and gif) from numbered frames",
                        description="The notebook's video cell: numbered frames in a folder -> mp4.")
     p.add_argument("frames_dir", metavar="FRAMES_DIR")
-    p.add_argument("--fps", type=float, default=12, help="frames per second (default 12)")
+    p.add_argument("--fps", type=fps_value, default=12, help="frames per second (default 12)")
     p.add_argument("--gif", action="store_true", help="also write a gif")
     p.add_argument("--pattern", help="frame file pattern in the folder, e.g. '20220903000939_%%05d.png' "
                                      "(default: the newest run's frames)")
@@ -548,6 +732,17 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"deforum: warning: {message}", file=sys.stderr)
 
 
+def _stdout_to_devnull() -> None:
+    """After the reader of stdout went away: send what is still buffered nowhere, so that the flush at exit
+    does not fail again (Python's advice for SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a file descriptor
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (the ``deforum`` console script exits with it)."""
     parser = build_parser()
@@ -562,6 +757,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return ns.func(ns)
+    except BrokenPipeError:  # `deforum plan FILE | head`: the reader has what it wanted
+        _stdout_to_devnull()
+        return EXIT_OK
     except DeforumError as exc:
         return _failure(None, exc)
     except KeyboardInterrupt:

@@ -246,7 +246,7 @@ def test_render_checkpoint_name_and_one_root_for_all_files(tmp_path, captured_re
 
 
 @pytest.mark.parametrize("argv, code, message", [
-    (["render", "missing.txt"], 2, "missing.txt: settings file 'missing.txt' does not exist"),
+    (["render", "missing.txt"], 2, "deforum: error: settings file 'missing.txt' does not exist"),
     (["render", "SETTINGS", "--set", "W=abc"], 2, "W='abc'"),
     (["render", "SETTINGS", "--set", "map_location=tpu"], 2, "map_location='tpu'"),
     (["preview", "SETTINGS"], 2, "needs '2D' or '3D'"),
@@ -360,3 +360,260 @@ def test_synthetic_depth_changes_the_3d_preview(tmp_path):
     plane = preview.synthetic_depth(64, 64)
     tilted = list(preview.preview_frames(first, plan, anim, lambda image: plane))
     assert not np.array_equal(flat[-1], tilted[-1])
+
+
+# ------------------------------------------------------------------------------ issue 17: settings and CLI
+
+
+def test_settings_check_reports_each_unknown_key_with_the_closest_field(tmp_path):
+    bad = write_settings(tmp_path / "typo.txt", animation_mode="2D", max_frames=5, strenght_schedule="0:(0.5)",
+                         comment="mine")
+    proc = run_cli("settings", "check", bad, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "ok" not in proc.stdout
+    assert "'strenght_schedule': unknown key (did you mean 'strength_schedule'?)" in proc.stderr
+    assert "'comment': unknown key" in proc.stderr
+    assert "Settings." not in proc.stderr + proc.stdout and "unknown_keys" not in proc.stderr + proc.stdout
+
+
+def test_render_warns_once_in_one_line_about_unknown_keys_and_goes_on(tmp_path, captured_render, capsys):
+    settings = write_settings(tmp_path / "s.txt", animation_mode="2D", max_frames=5, strenght_schedule="0:(0.5)",
+                              animation_prompts={"0": "a cat"})
+    assert cli.main(["render", str(settings), "-q", "--no-video"]) == 0
+    assert len(captured_render) == 1
+    warnings_shown = [line for line in capsys.readouterr().err.splitlines() if line.startswith("deforum: warning")]
+    assert warnings_shown == [f"deforum: warning: {settings}: ignoring 1 unknown key: 'strenght_schedule' (did you "
+                              "mean 'strength_schedule'?); keys of other Deforum versions are expected, but a "
+                              "misspelt setting keeps its default"]
+
+
+def test_settings_check_reports_every_problem_once_naming_the_file_once(tmp_path):
+    bad = write_settings(tmp_path / "bad.txt", animation_mode="2D", max_frames="lots", translation_x="0:(1",
+                         zoom="0:(foo)")
+    proc = run_cli("settings", "check", bad, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("bad.txt") == 1
+    assert proc.stderr.startswith(f"invalid settings in {bad} (3 problems):")
+    assert "max_frames='lots'" in proc.stderr and "in 'translation_x' at character 2" in proc.stderr
+    functions = proc.stderr.split("the functions ")[1].splitlines()[0]
+    assert functions == ("sin, cos, tan, arcsin, arccos, arctan, sinh, cosh, tanh, arcsinh, arccosh, arctanh, exp, "
+                         "expm1, log, log10, log1p, sqrt, abs, floor, ceil, arctan2, fmod, where")
+    render = run_cli("render", bad, "-q", cwd=tmp_path)
+    [error] = error_lines(render.stderr)
+    assert error == f"deforum: error: invalid settings in {bad} (3 problems):"
+
+
+def test_preview_prints_a_video_command_that_works(tmp_path, capsys):
+    import shlex
+
+    out = tmp_path / "preview"
+    code = cli.main(["preview", str(REPO / "settings" / "default_animation.txt"), "--set", "max_frames=6", "--set",
+                     "W=64", "--set", "H=64", "--output", str(out), "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    [command] = [line.split(": ", 1)[1] for line in printed.splitlines() if "deforum video " in line]
+    argv = shlex.split(command)
+    assert argv[:2] == ["deforum", "video"] and argv[-2:] == ["--fps", "12"]
+    assert cli.main([*argv[1:], "--fps", "24"]) == 0
+    made = Path(capsys.readouterr().out.split("video: ")[1].strip())
+    assert made.is_file() and made.parent == Path(argv[2])
+    info = probe_video(made)
+    assert (info.frame_count, info.fps, info.width, info.height) == (6, 24, 64, 64)
+
+
+def test_preview_without_pngs_says_so(tmp_path, capsys):
+    code = cli.main(["preview", str(REPO / "settings" / "default_animation.txt"), "--set", "max_frames=2", "--set",
+                     "W=64", "--set", "H=64", "--output", str(tmp_path / "p.mp4"), "--no-png", "-q"])
+    assert code == 0
+    assert "frames: not kept (--no-png)" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["p.mp4"]
+
+
+def test_values_changed_on_the_way_in_are_notes_in_check_and_render(tmp_path, captured_render, capsys):
+    settings = write_settings(tmp_path / "s.txt", animation_mode="2D", max_frames=5, animation_prompts={"0": "a"})
+    assert cli.main(["settings", "check", str(settings), "--set", "W=500"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [f"{settings}: ok (2D mode, 5 frame(s))",
+                                "  note: W=500 is used as 448 (rounded down to a multiple of 64)"]
+    assert cli.main(["render", str(settings), "--set", "W=100", "--set", "steps=20.0", "-q", "--no-video"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("deforum: note")]
+    assert notes[:2] == [f"deforum: note: {settings}: W=100 is used as 64 (rounded down to a multiple of 64)",
+                         f"deforum: note: {settings}: steps=20.0 is used as 20 (a whole number)"]
+    assert captured_render[0]["args"]["W"] == 64
+
+
+def _report_for(mode: str, frames: int, **args):
+    settings = load_settings(REPO / "settings" / ("default_3d.txt" if mode == "3D" else "default_animation.txt"))
+    settings.args.seed, settings.anim_args.max_frames = 1, frames
+    for key, value in args.items():
+        setattr(settings.anim_args if key in A.FIELDS["anim_args"] else settings.args, key, value)
+    plan = make_plan(settings.args, settings.anim_args, settings.animation_prompts)
+    return plan, vars(settings.args)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_render_report_prints_the_size_then_one_estimate(capsys):
+    import io
+
+    plan, args = _report_for("2D", 6, steps=50, strength_schedule="0:(0.6)", diffusion_cadence="2")
+    out, clock = io.StringIO(), FakeClock()
+    report = cli.RenderReport("s.txt", args, out=out, clock=clock)
+    report.plan(plan, None)
+    # frames 0, 2, 4 are diffused: 50 steps (txt2img), then int(0.4 * 50) = 20 each
+    assert out.getvalue() == "s.txt: 2D mode, 6 frames (3 diffused, diffusion_cadence 2) x up to 50 sampler steps " \
+                             "= 90 steps in all\n"
+    clock.now += 30  # frame 0: the model load and 50 steps
+    report.frame(Path("x/20220101000000_00000.png"))
+    clock.now += 0.1
+    report.frame(Path("x/20220101000000_00001.png"))  # a blended frame: no steps, no estimate yet
+    clock.now += 4
+    report.frame(Path("x/20220101000000_00002.png"))  # 20 steps in 4.1 s
+    clock.now += 4
+    report.frame(Path("x/20220101000000_00003.png"))
+    lines = out.getvalue().splitlines()
+    assert lines[1:] == ["s.txt: about 4 s left (70 of 90 sampler steps done, 4.88 steps/s)"]
+
+
+def test_render_report_estimates_after_the_first_frame_when_told_the_model_is_loaded():
+    import io
+
+    plan, args = _report_for("3D", 3, steps=10, strength_schedule="0:(0.5)")
+    out, clock = io.StringIO(), FakeClock()
+    report = cli.RenderReport("s.txt", args, out=out, clock=clock)
+    report.plan(plan, None)
+    report.generation_started()
+    clock.now += 5
+    report.frame(Path("20220101000000_00000.png"))  # 10 steps in 5 s; 5 + 5 left
+    assert out.getvalue().splitlines()[1] == "s.txt: about 5 s left (10 of 20 sampler steps done, 2 steps/s)"
+
+
+def test_render_on_the_cpu_says_a_gpu_is_expected(tmp_path, captured_render, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "best_device", lambda: "cpu")
+    settings = write_settings(tmp_path / "s.txt", animation_mode="None", n_batch=3, steps=40, batch_prompts=["a", "b"])
+    assert cli.main(["render", str(settings), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert f"{settings}: None mode, 6 image(s) x 40 sampler steps = 240 steps" in err
+    assert "deforum: note: no GPU found: rendering on the CPU" in err and "expects a CUDA GPU" in err
+    monkeypatch.setattr(cli, "best_device", lambda: "cuda")
+    assert cli.main(["render", str(settings), "-q", "--checkpoint", "x.ckpt"]) == 0
+    assert "no GPU found" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_render_prints_the_plan_size_and_an_estimate(tmp_path, model, capsys):
+    ckpt, yaml = model
+    settings = write_settings(tmp_path / "s.txt", animation_mode="2D", max_frames=3, batch_name="eta",
+                              animation_prompts={"0": "a cat"}, strength_schedule="0:(0.5)", **TINY)
+    code = cli.main(["render", str(settings), "--checkpoint", str(ckpt), "--config", str(yaml), "--output",
+                     str(tmp_path / "out"), "-q", "--no-video"])
+    assert code == 0
+    err = capsys.readouterr().err.splitlines()
+    assert f"{settings}: 2D mode, 3 frames x up to 4 sampler steps = 8 steps in all" in err
+    [estimate] = [line for line in err if " left (" in line]
+    assert re.fullmatch(rf"{re.escape(str(settings))}: about \d+ s left \(6 of 8 sampler steps done, [\d.e+]+ "
+                        r"steps/s\)", estimate)
+
+
+# -------------------------------------------------------------------------- issue 25 class 7 (CLI)
+
+
+def test_plan_into_a_closed_pipe_ends_quietly(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "deforum", "plan", str(REPO / "settings" / "default_3d.txt"),
+                             "--set", "max_frames=3000"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("#")  # `| head -1`: read a line, then stop reading
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0
+    assert stderr == ""
+
+
+def test_settings_check_and_plan_report_every_problem_prompts_included(tmp_path):
+    bad = write_settings(tmp_path / "bad.txt", animation_mode="2D", max_frames=5, W=0, prompts=5,
+                         animation_prompts={"0": "a cat:`__import__('os')`", "3": "a dog:`1/(t-4)`"})
+    for command in (["settings", "check"], ["plan"]):
+        proc = run_cli(*command, bad, cwd=tmp_path)
+        assert proc.returncode == 2, command
+        assert "(4 problems)" in proc.stderr
+        assert "prompts=5: must be a list" in proc.stderr and "W=0:" in proc.stderr
+        assert "animation_prompts[0]: at character 7: name '__import__' is not allowed" in proc.stderr
+        assert "animation_prompts[3]: at character 7: the expression is inf at t=4" in proc.stderr
+
+
+def test_a_prompt_only_past_max_frames_is_a_note(tmp_path, capsys):
+    settings = write_settings(tmp_path / "late.txt", animation_mode="2D", max_frames=10,
+                              animation_prompts={"50": "a cat"})
+    assert cli.main(["settings", "check", str(settings)]) == 0
+    assert "  note: animation_prompts: every prompt is at frame 10 or later, past the last frame (max_frames=10 " \
+           "renders frames 0..9); the prompt at frame 50 is used for every frame" in capsys.readouterr().out
+
+
+def test_keys_given_twice_are_reported_by_settings_check(tmp_path):
+    path = tmp_path / "twice.txt"
+    path.write_text('{"animation_mode": "2D", "max_frames": 5, "max_frames": 50}')
+    proc = run_cli("settings", "check", path, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "max_frames: given 2 times in the file (5, 50); give it once" in proc.stderr
+
+
+def test_a_long_batch_name_is_blamed_on_batch_name_by_render(tmp_path, captured_render, capsys):
+    settings = write_settings(tmp_path / "s.txt", batch_name="b" * 300)
+    assert cli.main(["render", str(settings), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "batch_name='bbb" in err and "at most 255 bytes" in err and "outdir" not in err
+    assert captured_render == []
+
+
+@pytest.mark.parametrize("argv", [["video", "FRAMES", "--fps", "0"], ["video", "FRAMES", "--fps", "1e9"],
+                                  ["preview", "SETTINGS", "--fps", "abc"], ["render", "SETTINGS", "--fps", "-2"]])
+def test_fps_options_follow_the_fps_field(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FRAMES").mkdir()
+    write_settings(tmp_path / "SETTINGS", animation_mode="2D")
+    assert cli.main(argv) == 2
+    assert "must be a number from 1 to 1000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("values", "field"), [
+    ({"W": 131072, "H": 131072}, "W=131072"),
+    ({"n_batch": 10**9}, "n_batch=1000000000"),
+    ({"animation_mode": "Interpolation", "interpolate_x_frames": 10**9}, "interpolate_x_frames=1000000000"),
+    ({"animation_mode": "Interpolation", "interpolate_key_frames": True,
+      "animation_prompts": {"0": "a", "1000000000": "b"}}, "animation_prompts: with interpolate_key_frames"),
+    ({"n_batch": 90_000, "batch_prompts": ["a", "b"]}, "n_batch=90000: 2 prompt(s)"),
+    ({"fps": 10**6}, "fps=1000000"),
+])
+def test_plan_refuses_sizes_no_machine_holds_before_allocating(tmp_path, capsys, values, field):
+    import tracemalloc
+
+    settings = write_settings(tmp_path / "big.txt", **values)
+    tracemalloc.start()
+    try:
+        code = cli.main(["plan", str(settings)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 2
+    assert field in capsys.readouterr().err
+    assert peak < 50 * 2**20
+
+
+def test_a_bug_in_one_render_is_an_internal_error_naming_the_file(tmp_path, monkeypatch, capsys):
+    import deforum.runner as runner
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(runner, "render", broken)
+    settings = write_settings(tmp_path / "s.txt", animation_mode="None")
+    assert cli.main(["render", str(settings), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"deforum: internal error: {settings}: RuntimeError: boom" in err and "Traceback" in err
