@@ -6,6 +6,7 @@ import json
 import math
 import signal
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import pytest
@@ -87,12 +88,16 @@ def test_fuzzed_settings_give_settings_or_a_deforum_error(tmp_path_factory, data
     sentinel = tmp_path_factory.getbasetemp() / "settings-sentinel"
     obj = data.draw(settings_objects(sentinel))
     try:
-        with hang_guard():
+        with hang_guard(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             loaded = apply_settings(A.defaults("args"), A.defaults("anim_args"), obj, check=True)
     except DeforumError:
         return
     finally:
         assert not sentinel.exists()
+    # The only warning is the one line naming the file's unknown keys, and only when it has some.
+    assert [str(w.message).split(":")[0] for w in caught] == (["settings"] if loaded.unknown_keys else [])
+    assert all(w.category is UserWarning and "unknown key" in str(w.message) for w in caught)
     # What was accepted is usable: it validates again, and finalize keeps the output inside output_path.
     A.validate(loaded.args, loaded.anim_args)
     args, _ = A.finalize(loaded.args, loaded.anim_args, {"output_path": str(tmp_path_factory.getbasetemp())})
@@ -107,10 +112,15 @@ def test_fuzzed_settings_give_settings_or_a_deforum_error(tmp_path_factory, data
 def test_fuzzed_settings_files_give_settings_or_a_settings_error(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("file") / "settings.txt"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    try:
-        load_settings(path)
-    except DeforumError:
-        pass
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            loaded = load_settings(path)
+        except DeforumError:
+            loaded = None
+    # The only warning is the one line naming the file's unknown keys, and only when it has some.
+    assert len(caught) == (1 if loaded is not None and loaded.unknown_keys else 0)
+    assert all(w.category is UserWarning and "unknown key" in str(w.message) for w in caught)
 
 
 @pytest.mark.parametrize("field, value", [
@@ -136,6 +146,44 @@ def test_a_huge_frame_count_is_refused_before_the_model_loads(tmp_path):
             "custom_checkpoint_path": str(tmp_path / "would-fail-if-loaded.ckpt")}
     with pytest.raises(SettingsError, match="max_frames"):
         render({}, {"animation_mode": "3D", "max_frames": 10**9}, None, {0: "a"}, root, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+ABSURD_SIZES = [
+    ({"W": 131072, "H": 131072}, "W"), ({"W": 10**12}, "W"), ({"n_batch": 10**9}, "n_batch"),
+    ({"steps": 10**9}, "steps"), ({"grid_rows": 10**18}, "grid_rows"), ({"cutn": 10**9}, "cutn"),
+    ({"colormatch_n_colors": 10**9}, "colormatch_n_colors"), ({"mask_overlay_blur": 1e300}, "mask_overlay_blur"),
+    ({"animation_mode": "Interpolation", "interpolate_x_frames": 10**9}, "interpolate_x_frames"),
+    ({"animation_mode": "Video Input", "extract_nth_frame": 10**9}, "extract_nth_frame"),
+    ({"make_grid": True, "n_batch": 5000, "W": 2048, "H": 2048}, "n_batch"),
+    ({"batch_name": "x" * 10_000}, "batch_name"), ({"grad_inject_timing": list(range(1, 10**5))}, "grad_inject_timing"),
+]
+
+
+@pytest.mark.parametrize("values, field", ABSURD_SIZES)
+def test_absurd_sizes_and_counts_are_refused_up_front(tmp_path, values, field):
+    """Issue 25 class 4: every size and count has an upper bound, checked before anything is allocated."""
+    path = tmp_path / "s.txt"
+    path.write_text(json.dumps(values))
+    tracemalloc.start()
+    try:
+        with pytest.raises(SettingsError) as info:
+            load_settings(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [p for p in info.value.problems if p.startswith(f"{field}=")]
+    assert peak < 20 * 2**20
+
+
+@pytest.mark.parametrize("values, field", [ABSURD_SIZES[0], ABSURD_SIZES[2], ABSURD_SIZES[8], ABSURD_SIZES[10]])
+def test_absurd_sizes_are_refused_before_the_model_loads(tmp_path, values, field):
+    root = {"output_path": str(tmp_path / "out"), "model_checkpoint": "custom",
+            "custom_checkpoint_path": str(tmp_path / "would-fail-if-loaded.ckpt")}
+    args = {k: v for k, v in values.items() if k in A.FIELDS["args"]}
+    anim = {k: v for k, v in values.items() if k in A.FIELDS["anim_args"]}
+    with pytest.raises(SettingsError, match=field):
+        render(args, anim, ["a"], {0: "a", 5: "b"}, root, progress=False)
     assert not (tmp_path / "out").exists()
 
 
