@@ -411,6 +411,8 @@ def cmd_plan(ns: argparse.Namespace) -> int:
     print(f"# {ns.settings}: {plan.animation_mode} mode, {len(plan)} row(s), seed {plan.start_seed} "
           f"({args.seed_behavior})" + (", random seed drawn for this plan" if job.args["seed"] == -1 else "")
           + (f", diffusion_cadence {plan.cadence}" if plan.animation_mode in ("2D", "3D") else ""))
+    for note in job.notes:
+        print(f"# note: {note}")
     if plan.animation_mode == "Video Input":
         print("# Video Input: the frame count here is max_frames; a render takes it from the video")
     print(format_table(plan))

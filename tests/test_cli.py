@@ -617,3 +617,12 @@ def test_a_bug_in_one_render_is_an_internal_error_naming_the_file(tmp_path, monk
     assert cli.main(["render", str(settings), "-q"]) == 1
     err = capsys.readouterr().err
     assert f"deforum: internal error: {settings}: RuntimeError: boom" in err and "Traceback" in err
+
+
+def test_plan_shows_the_notes_as_comment_lines(tmp_path, capsys):
+    settings = write_settings(tmp_path / "s.txt", animation_mode="2D", max_frames=3, W=100,
+                              animation_prompts={"0": "a"})
+    assert cli.main(["plan", str(settings)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "# note: W=100 is used as 64 (rounded down to a multiple of 64)"
+    assert not lines[2].startswith("#")
