@@ -58,7 +58,7 @@ def test_matches_v06_oracle(case):
     np.testing.assert_allclose(xform, ORACLE[f"xform_{case['index']:02}"], rtol=0, atol=1e-9)
 
 
-# cv2.warpPerspective of OpenCV 4.14 (scripts/record_warp2d_opencv4.py): v0.6's arithmetic. OpenCV 5 interpolates
+# cv2.warpPerspective of OpenCV 4.14 (tools/record_warp2d_opencv4.py): v0.6's arithmetic. OpenCV 5 interpolates
 # with exact fractions instead of 1/32-pixel steps; on the v0.6 oracle above its warpPerspective leaves only
 # 0.9005 (angle10) and 0.8999 (flip_phi15) of the values equal, up to 4 levels apart.
 OPENCV4 = np.load("tests/data/warp2d_opencv4.npz")

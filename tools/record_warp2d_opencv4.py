@@ -4,7 +4,7 @@ OpenCV 5 interpolates 2D warps differently (see deforum/motion/warp2d.py), so th
 under OpenCV 4, are what tests/test_warp2d.py holds ``warp_perspective_v4`` to on every OpenCV version.
 Run under OpenCV 4 (scripts/test-opencv4.sh installs it into .cache/opencv4):
 
-    PYTHONPATH=.cache/opencv4 .venv/bin/python scripts/record_warp2d_opencv4.py
+    PYTHONPATH=.cache/opencv4 .venv/bin/python tools/record_warp2d_opencv4.py
 """
 
 import json
