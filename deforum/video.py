@@ -11,6 +11,7 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from deforum.errors import MediaError, SettingsError
+from deforum.outputs import MARK, check_output_path, mark_gif
 
 log = logging.getLogger(__name__)
 
@@ -333,8 +335,14 @@ def _frame_list(frames: str | Path | Iterable[str | Path], pattern: str | None) 
 
 
 def _check_fps(fps: object) -> float:
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (0 < fps <= 1000):
-        raise SettingsError(f"fps must be a number above 0 (at most 1000), got {fps!r}")
+    """``fps`` as a float if the fps field of the video cell allows it (its range in ``deforum.args``)."""
+    from deforum.args import FIELDS
+
+    field = FIELDS["video"]["fps"]
+    low, high = field.minimum, field.maximum
+    if (isinstance(fps, bool) or not isinstance(fps, (int, float)) or math.isnan(fps)
+            or not (low <= fps <= high)):
+        raise SettingsError(f"fps must be a number from {low:g} to {high:g}, got {fps!r}")
     return float(fps)
 
 
@@ -410,7 +418,8 @@ def _x264_process(width: int, height: int, fps: float, out: Path) -> subprocess.
     rate = str(Fraction(fps).limit_denominator(10_000))
     args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", rate,
             "-i", "pipe:0", *pad, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "17",
-            "-preset", "veryfast", "-r", rate, "-fps_mode", "cfr", "-f", "mp4", "-y", str(out)]
+            "-preset", "veryfast", "-r", rate, "-fps_mode", "cfr", "-metadata", f"comment={MARK}",
+            "-f", "mp4", "-y", str(out)]
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", *args]
     log.debug("ffmpeg: %s", cmd)
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -423,9 +432,9 @@ class Mp4Writer:
     encode never leaves a truncated file under the final name; ``abort`` discards it.
     """
 
-    def __init__(self, path: str | Path, width: int, height: int, fps: float):
+    def __init__(self, path: str | Path, width: int, height: int, fps: float, *, field: str = "mp4_path"):
         fps = _check_fps(fps)
-        self.path, self.size, self.count = Path(path), (height, width), 0
+        self.path, self.size, self.count = check_output_path(path, "mp4", field), (height, width), 0
         self.tmp = _temp_beside(self.path, ".mp4")
         self.proc = _x264_process(width, height, fps, self.tmp)
 
@@ -491,35 +500,42 @@ def _encode_gif(mp4: Path, tmp_gif: Path) -> None:
 
 def make_video(frames: str | Path | Iterable[str | Path], mp4_path: str | Path, fps: float = 12, *,
                pattern: str | None = None, make_gif: bool = False, gif_path: str | Path | None = None,
-               max_frames: int | str | None = None) -> Path:
+               max_frames: int | str | None = None, field: str = "mp4_path",
+               gif_field: str = "gif_path") -> Path:
     """Encode frames to an mp4 (libx264, crf 17, preset veryfast, yuv420p) with exactly one frame per image.
 
     `frames` is a printf pattern ('out/20220903000939_%05d.png'), a folder plus `pattern`, or a list of
     image paths. `max_frames` keeps only the first images. With `make_gif`, also writes a palette gif
     (default: the mp4's name with .gif). Both files are written under a temporary name and renamed, so a
     killed encode never leaves a truncated file under the final name. Returns the mp4 path.
+    Neither output overwrites a file deforum did not write (``deforum.outputs.check_output_path``, named
+    ``field`` / ``gif_field`` in errors); that is checked before any frame is read.
     """
     fps = _check_fps(fps)
     limit = _check_max_frames(max_frames)
+    mp4_path = check_output_path(mp4_path, "mp4", field)
+    gif_final = None
+    if make_gif:
+        gif_final = check_output_path(Path(gif_path) if gif_path is not None else mp4_path.with_suffix(".gif"),
+                                      "gif", gif_field)
     paths = _frame_list(frames, pattern)
     if not paths:
         raise MediaError("no frames to make a video from")
     if limit is not None:
         paths = paths[:limit]
-    mp4_path = Path(mp4_path)
     height, width = _rgb_frame(paths[0]).shape[:2]
-    writer = Mp4Writer(mp4_path, width, height, fps)
+    writer = Mp4Writer(mp4_path, width, height, fps, field=field)
     tmp = writer.tmp
     try:
         _encode_mp4(paths, writer)
         encoded = _count_packets(tmp)
         if encoded != len(paths):
             raise MediaError(f"encoded {encoded} frames instead of {len(paths)} into {str(mp4_path)!r}")
-        if make_gif:
-            gif_final = Path(gif_path) if gif_path is not None else mp4_path.with_suffix(".gif")
+        if gif_final is not None:
             tmp_gif = _temp_beside(gif_final, ".gif")
             try:
                 _encode_gif(tmp, tmp_gif)
+                mark_gif(tmp_gif)
                 os.replace(tmp_gif, gif_final)
             finally:
                 tmp_gif.unlink(missing_ok=True)
@@ -605,11 +621,15 @@ def video_cell(*, outdir: str | Path, timestring: str, skip_video_for_run_all: b
         target = folder / f"{timestring}_{path_name_modifier}.mp4"
     else:
         frames, target = run_frames_pattern(outdir, timestring), Path(outdir) / f"{timestring}.mp4"
+    field = "mp4_path" if use_manual_settings else "video"
+    gif = target.with_suffix(".gif") if make_gif else None
+    check_output_path(target, "mp4", field)  # before the frames are listed or read
+    if gif is not None:
+        check_output_path(gif, "gif", "make_gif")
     paths = frames_from_pattern(frames)
     if limit is not None:
         paths = paths[:limit]
-    gif = target.with_suffix(".gif") if make_gif else None
-    make_video(paths, target, fps, make_gif=make_gif, gif_path=gif)
+    make_video(paths, target, fps, make_gif=make_gif, gif_path=gif, field=field, gif_field="make_gif")
     return VideoResult(mp4_path=target, gif_path=gif, frame_count=len(paths), fps=fps)
 
 

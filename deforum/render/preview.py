@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from deforum.errors import SettingsError
+from deforum.errors import MediaError, SettingsError
+from deforum.outputs import check_output_path, png_info
 from deforum.video import Mp4Writer
 
 PREVIEW_MODES = ("2D", "3D")
@@ -157,10 +158,33 @@ def preview_frames(first: np.ndarray, plan: Any, anim_args: Any, depth: DepthFn 
 
 
 def write_png(frame: np.ndarray, path: Path) -> None:
-    """A fast PNG (zlib level 1): previews favour speed over size."""
+    """A fast PNG (zlib level 1): previews favour speed over size. It carries deforum's mark, so a later
+    preview may replace it (``deforum.outputs``)."""
     from PIL import Image
 
-    Image.fromarray(frame).save(path, compress_level=1)
+    Image.fromarray(frame).save(path, compress_level=1, pnginfo=png_info())
+
+
+def preview_png_path(folder: Path, index: int) -> Path:
+    return folder / f"preview_{index:05}.png"
+
+
+def check_preview_outputs(mp4_path: str | os.PathLike[str] | None, frames_dir: str | os.PathLike[str] | None,
+                          frame_count: int, *, field: str = "mp4_path", frames_field: str = "frames_dir") -> None:
+    """Refuse (MediaError) before any frame is made: an mp4 path or a PNG frame path that would overwrite
+    a file deforum did not write, a wrong suffix, or a frames folder that is a file."""
+    if mp4_path is not None:
+        check_output_path(mp4_path, "mp4", field)
+    if frames_dir is None:
+        return
+    folder = Path(frames_dir)
+    if folder.exists() and not folder.is_dir():
+        raise MediaError(f"{frames_field}: {str(folder)!r} is a file, not a folder for the preview's PNG frames")
+    if folder.is_dir():
+        for index in range(frame_count):
+            png = preview_png_path(folder, index)
+            if os.path.lexists(png):
+                check_output_path(png, "png", frames_field)
 
 
 def render_preview(plan: Any, anim_args: Any, first: np.ndarray, *, mp4_path: str | os.PathLike[str] | None,
@@ -173,6 +197,7 @@ def render_preview(plan: Any, anim_args: Any, first: np.ndarray, *, mp4_path: st
     """
     if mp4_path is None and frames_dir is None:
         raise SettingsError("the preview needs an mp4 path or a frames folder to write to")
+    check_preview_outputs(mp4_path, frames_dir, len(plan.rows))
     started = time.perf_counter()
     height, width = first.shape[:2]
     writer = Mp4Writer(mp4_path, width, height, fps) if mp4_path is not None else None
@@ -185,7 +210,7 @@ def render_preview(plan: Any, anim_args: Any, first: np.ndarray, *, mp4_path: st
             if writer is not None:
                 writer.write(frame)
             if folder is not None:
-                write_png(frame, folder / f"preview_{index:05}.png")
+                write_png(frame, preview_png_path(folder, index))
             count = index + 1
             if on_frame is not None:
                 on_frame(index)
