@@ -43,9 +43,17 @@ def build_modules(spec: LDMSpec, device: str | torch.device = "meta") -> dict[st
     unet_cfg = dict(spec.unet)
     if spec.parameterization == "v":
         unet_cfg["upcast_attention"] = True  # SD 2.x 768-v overflows in fp16 attention otherwise
+    modules = {}
     with torch.device(device):
-        return {"unet": UNet2DConditionModel(**unet_cfg), "vae": AutoencoderKL(**spec.vae),
-                "text": CLIPTextModel(spec.text.clip_config())}
+        for name, build in (("unet", lambda: UNet2DConditionModel(**unet_cfg)),
+                            ("vae", lambda: AutoencoderKL(**spec.vae)),
+                            ("text", lambda: CLIPTextModel(spec.text.clip_config()))):
+            try:
+                modules[name] = build()
+            except Exception as e:  # diffusers/transformers reject a bad size with many exception types
+                raise ModelError(f"{spec.path}: no {name} can be built from this config ({type(e).__name__}: "
+                                 f"{str(e)[:300]})") from None
+    return modules
 
 
 def _diffusers_unet_keys(sd: dict, unet_cfg: dict) -> dict:
@@ -98,6 +106,9 @@ def convert_checkpoint(sd: dict, spec: LDMSpec) -> tuple[dict[str, dict], list[s
         parts = {"unet": _diffusers_unet_keys(unet_src, spec.unet), "vae": _diffusers_vae_keys(vae_src, spec.vae)}
     except (KeyError, IndexError) as e:
         raise ModelError(f"the checkpoint does not fit {spec.path.name}: key {e} is missing; "
+                         "is model_config right for this checkpoint?") from e
+    except (ValueError, RuntimeError, TypeError, AttributeError) as e:  # a tensor of a shape no SD model has
+        raise ModelError(f"the checkpoint does not fit {spec.path.name} ({type(e).__name__}: {str(e)[:300]}); "
                          "is model_config right for this checkpoint?") from e
     if spec.text.kind == "clip":
         parts["text"], text_used = _clip_keys(sd)

@@ -11,17 +11,17 @@ the folder ever executes.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from deforum.errors import ModelError
-from deforum.models import convert, safe_load
+from deforum.models import convert, limits, safe_load
 from deforum.models.ldm import LatentDiffusionModel
-from deforum.models.text import BOS_ID, EOS_ID, Tokenizer
+from deforum.models.text import BOS_ID, EOS_ID, Tokenizer, check_text_sizes
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,56 @@ def repo_folder(repo_id: str, models_path: str | Path) -> Path:
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON object of the folder (bounded size, any failure a ModelError naming the file)."""
     try:
-        return json.loads(path.read_text())
+        return limits.read_json(path)
     except FileNotFoundError:
         raise ModelError(f"{path} is missing: a diffusers folder needs model_index.json, unet/, vae/, "
                          "text_encoder/ (config.json + weights), tokenizer/ and scheduler/scheduler_config.json") \
             from None
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: not a readable JSON file ({e})") from e
+
+
+def _int_or_list(value: Any, where: Path, key: str, low: int, high: int) -> int | list[int]:
+    if isinstance(value, (list, tuple)):
+        return limits.integers(value, where, key, low, high)
+    return limits.integer(value, where, key, low, high)
+
+
+def check_unet_config(cfg: dict, where: Path) -> None:
+    """The sizes of a diffusers UNet config.json, checked before the UNet is built."""
+    levels = limits.integers(cfg.get("block_out_channels", [320, 640, 1280, 1280]), where, "block_out_channels", 1,
+                             limits.MAX_CHANNELS)
+    _int_or_list(cfg.get("sample_size", 64), where, "sample_size", 1, limits.MAX_LATENT_SIZE)
+    for key in ("in_channels", "out_channels"):
+        limits.integer(cfg.get(key, 4), where, key, 1, limits.MAX_IO_CHANNELS)
+    _int_or_list(cfg.get("layers_per_block", 2), where, "layers_per_block", 1, limits.MAX_BLOCKS)
+    _int_or_list(cfg.get("cross_attention_dim", 1280), where, "cross_attention_dim", 1, limits.MAX_CHANNELS)
+    for key in ("attention_head_dim", "num_attention_heads"):
+        if cfg.get(key) is not None:
+            _int_or_list(cfg[key], where, key, 1, limits.MAX_HEAD_CHANNELS)
+    if cfg.get("transformer_layers_per_block") is not None:
+        _int_or_list(cfg["transformer_layers_per_block"], where, "transformer_layers_per_block", 1, limits.MAX_BLOCKS)
+    for key in ("down_block_types", "up_block_types"):
+        if key in cfg and (not isinstance(cfg[key], (list, tuple)) or len(cfg[key]) != len(levels)
+                           or not all(isinstance(t, str) for t in cfg[key])):
+            raise limits.fail(where, key, cfg[key], f"a list of {len(levels)} block type names "
+                                                    "(one per block_out_channels entry)")
+
+
+def check_vae_config(cfg: dict, where: Path) -> None:
+    """The sizes of a diffusers AutoencoderKL config.json, checked before the VAE is built."""
+    levels = limits.integers(cfg.get("block_out_channels", [64]), where, "block_out_channels", 1,
+                             limits.MAX_CHANNELS)
+    limits.integer(cfg.get("sample_size", 32), where, "sample_size", 1, limits.MAX_IMAGE_RESOLUTION)
+    for key, default in (("in_channels", 3), ("out_channels", 3), ("latent_channels", 4)):
+        limits.integer(cfg.get(key, default), where, key, 1, limits.MAX_IO_CHANNELS)
+    limits.integer(cfg.get("layers_per_block", 1), where, "layers_per_block", 1, limits.MAX_BLOCKS)
+    limits.number(cfg.get("scaling_factor", 0.18215), where, "scaling_factor", 0.0, limits.MAX_SCALE_FACTOR,
+                  low_open=True)
+    for key in ("down_block_types", "up_block_types"):
+        if key in cfg and (not isinstance(cfg[key], (list, tuple)) or len(cfg[key]) != len(levels)
+                           or not all(isinstance(t, str) for t in cfg[key])):
+            raise limits.fail(where, key, cfg[key], f"a list of {len(levels)} block type names")
 
 
 def missing_files(folder: Path) -> list[str]:
@@ -76,8 +118,9 @@ def _weight_files(sub: Path, stem: str) -> list[Path]:
     """The weight files of one part: safetensors (single or sharded) first; a pickle .bin only as a fallback."""
     index = sub / f"{stem}.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
-        if any("/" in s or "\\" in s or s.startswith(".") for s in shards):
+        weight_map = limits.mapping(_read_json(index).get("weight_map", {}), index, "weight_map")
+        shards = sorted(set(weight_map.values()), key=str)
+        if any(not isinstance(s, str) or "/" in s or "\\" in s or s.startswith(".") for s in shards):
             raise ModelError(f"{index}: shard names must be plain file names, got {shards}")
         return [sub / s for s in shards]
     for name in (f"{stem}.safetensors", f"{stem}.bin"):
@@ -99,25 +142,31 @@ def read_weights(sub: Path, stem: str) -> dict[str, torch.Tensor]:
     return weights
 
 
-def alphas_cumprod_from_scheduler(cfg: dict) -> torch.Tensor:
+def alphas_cumprod_from_scheduler(cfg: dict, where: str | Path = "scheduler_config") -> torch.Tensor:
     """alphas_cumprod of a diffusers scheduler config, computed in float64 and returned as float32.
 
     diffusers' 'scaled_linear' (betas linear in sqrt space) is LDM's 'linear' schedule, the one SD was
     trained with; diffusers' 'linear' is linear in beta itself.
     """
     if cfg.get("rescale_betas_zero_snr"):
-        raise ModelError("scheduler_config: rescale_betas_zero_snr = true is not supported")
-    n = int(cfg.get("num_train_timesteps", 1000))
-    start, end = float(cfg.get("beta_start", 0.0001)), float(cfg.get("beta_end", 0.02))
+        raise ModelError(f"{where}: rescale_betas_zero_snr = true is not supported")
+    n = limits.integer(cfg.get("num_train_timesteps", 1000), where, "num_train_timesteps", 2, limits.MAX_TIMESTEPS)
+    start = limits.number(cfg.get("beta_start", 0.0001), where, "beta_start", 0.0, 1.0, low_open=True,
+                          high_open=True)
+    end = limits.number(cfg.get("beta_end", 0.02), where, "beta_end", start, 1.0, high_open=True)
     schedule = cfg.get("beta_schedule", "linear")
     if cfg.get("trained_betas") is not None:
-        betas = torch.tensor(cfg["trained_betas"], dtype=torch.float64)
+        trained = cfg["trained_betas"]
+        if not isinstance(trained, (list, tuple)) or not 2 <= len(trained) <= limits.MAX_TIMESTEPS:
+            raise limits.fail(where, "trained_betas", trained, f"a list of 2 to {limits.MAX_TIMESTEPS} numbers")
+        betas = torch.tensor([limits.number(b, where, f"trained_betas[{i}]", 0.0, 1.0, high_open=True)
+                              for i, b in enumerate(trained)], dtype=torch.float64)
     elif schedule == "scaled_linear":
         betas = torch.linspace(start ** 0.5, end ** 0.5, n, dtype=torch.float64) ** 2
     elif schedule == "linear":
         betas = torch.linspace(start, end, n, dtype=torch.float64)
     else:
-        raise ModelError(f"scheduler_config: beta_schedule = {schedule!r} is not supported; "
+        raise ModelError(f"{where}: beta_schedule = {schedule!r} is not supported; "
                          "allowed: 'scaled_linear' (Stable Diffusion), 'linear'")
     return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
 
@@ -152,8 +201,8 @@ def _pad_id(folder: Path) -> int:
         return BOS_ID
     if pad == "!":
         return 0
-    if pad in vocab:
-        return int(vocab[pad])
+    if isinstance(pad, str) and pad in vocab:
+        return limits.integer(vocab[pad], vocab_file, repr(pad), 0, VOCAB_SIZE - 1)
     raise ModelError(f"{folder / 'tokenizer'}: pad_token {pad!r} is not a CLIP token; "
                      "allowed: '<|endoftext|>' (SD 1.x) or '!' (SD 2.x)")
 
@@ -173,15 +222,29 @@ def build_modules(folder: Path) -> dict[str, torch.nn.Module]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    text_cfg = _read_json(folder / "text_encoder" / "config.json")
+    text_path = folder / "text_encoder" / "config.json"
+    text_cfg = _read_json(text_path)
     if text_cfg.get("model_type", "clip_text_model") != "clip_text_model":
         raise ModelError(f"{folder / 'text_encoder'}: model_type = {text_cfg.get('model_type')!r}; "
                          "allowed: 'clip_text_model'")
+    check_text_sizes(text_cfg, text_path)
+    unet_path, vae_path = folder / "unet" / "config.json", folder / "vae" / "config.json"
+    unet_cfg, vae_cfg = _read_json(unet_path), _read_json(vae_path)
+    check_unet_config(unet_cfg, unet_path)
+    check_vae_config(vae_cfg, vae_path)
+    modules = {}
     with torch.device("meta"):
-        return {"unet": UNet2DConditionModel.from_config(_read_json(folder / "unet" / "config.json")),
-                "vae": AutoencoderKL.from_config(_read_json(folder / "vae" / "config.json")),
-                "text": CLIPTextModel(CLIPTextConfig.from_pretrained(str(folder / "text_encoder"),
-                                                                     local_files_only=True))}
+        for name, path, build in (
+                ("unet", unet_path, lambda: UNet2DConditionModel.from_config(unet_cfg)),
+                ("vae", vae_path, lambda: AutoencoderKL.from_config(vae_cfg)),
+                ("text", text_path, lambda: CLIPTextModel(CLIPTextConfig.from_pretrained(
+                    str(folder / "text_encoder"), local_files_only=True)))):
+            try:
+                modules[name] = build()
+            except Exception as e:  # diffusers/transformers reject a bad config with many exception types
+                raise ModelError(f"{path}: no {name} can be built from this config ({type(e).__name__}: "
+                                 f"{str(e)[:300]})") from None
+    return modules
 
 
 def load_folder(folder: str | Path, dtype: torch.dtype = torch.float32) -> LatentDiffusionModel:
@@ -192,7 +255,12 @@ def load_folder(folder: str | Path, dtype: torch.dtype = torch.float32) -> Laten
         raise ModelError(f"{folder} is not a complete diffusers folder: missing {', '.join(missing)}")
     index = _read_json(folder / "model_index.json")
     _check_family(folder, index, _read_json(folder / "unet" / "config.json"))
-    scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
+    scheduler_path = folder / "scheduler" / "scheduler_config.json"
+    scheduler = _read_json(scheduler_path)
+    # Every config is checked before any weight is read.
+    alphas_cumprod = alphas_cumprod_from_scheduler(scheduler, scheduler_path)
+    parameterization = parameterization_from_scheduler(scheduler)
+    pad_id = _pad_id(folder)
     modules = build_modules(folder)
     parts = {"unet": read_weights(folder / "unet", PARTS["unet"]),
              "vae": read_weights(folder / "vae", PARTS["vae"]),
@@ -201,8 +269,7 @@ def load_folder(folder: str | Path, dtype: torch.dtype = torch.float32) -> Laten
     convert.check_weights(modules, parts, folder.name)
     convert.assign_weights(modules, parts, dtype)
     return LatentDiffusionModel(
-        modules["unet"], modules["vae"], modules["text"], Tokenizer(_pad_id(folder)),
-        alphas_cumprod_from_scheduler(scheduler), parameterization_from_scheduler(scheduler),
+        modules["unet"], modules["vae"], modules["text"], Tokenizer(pad_id), alphas_cumprod, parameterization,
         float(modules["vae"].config.get("scaling_factor", 0.18215)), name=folder.name, config_name="diffusers")
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from deforum.errors import ModelError
+from deforum.models import limits
 
 CONTEXT_LENGTH = 77
 BOS_ID = 49406  # <|startoftext|>
@@ -68,6 +70,34 @@ def openclip_spec(sizes: dict, layer: str = "penultimate") -> TextEncoderSpec:
 TEXT_CONFIG_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                       "num_attention_heads", "max_position_embeddings", "hidden_act", "layer_norm_eps",
                       "projection_dim")
+HIDDEN_ACTS = ("quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu")
+
+
+def check_text_sizes(raw: dict, where: str | Path) -> dict:
+    """The CLIPTextConfig sizes of a text encoder's config.json, each checked (see ``deforum.models.limits``)."""
+    sizes = {k: raw[k] for k in TEXT_CONFIG_FIELDS if k in raw}
+    ints = {"vocab_size": (1, limits.MAX_VOCAB), "hidden_size": (1, limits.MAX_CHANNELS),
+            "intermediate_size": (1, limits.MAX_INTERMEDIATE), "num_hidden_layers": (1, limits.MAX_LAYERS),
+            "num_attention_heads": (1, limits.MAX_HEADS),
+            "max_position_embeddings": (CONTEXT_LENGTH, limits.MAX_POSITIONS),
+            "projection_dim": (1, limits.MAX_CHANNELS)}
+    for key, (low, high) in ints.items():
+        if key in sizes:
+            sizes[key] = limits.integer(sizes[key], where, key, low, high)
+    if "hidden_act" in sizes:
+        sizes["hidden_act"] = limits.string(sizes["hidden_act"], where, "hidden_act", HIDDEN_ACTS)
+    if "layer_norm_eps" in sizes:
+        sizes["layer_norm_eps"] = limits.number(sizes["layer_norm_eps"], where, "layer_norm_eps", 0.0, 1.0,
+                                                low_open=True, high_open=True)
+    hidden, heads = sizes.get("hidden_size", 512), sizes.get("num_attention_heads", 8)  # CLIPTextConfig's defaults
+    if hidden % heads:
+        raise limits.fail(where, "num_attention_heads", heads, f"a divisor of hidden_size ({hidden})")
+    return sizes
+
+
+def text_config_sizes(path: Path) -> dict:
+    """The checked sizes from a text encoder folder's ``config.json`` (a ModelError names the file and key)."""
+    return check_text_sizes(limits.read_json(path, limits.MAX_CONFIG_BYTES), path)
 
 
 @functools.lru_cache(maxsize=1)
