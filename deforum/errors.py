@@ -44,3 +44,17 @@ class ModelError(DeforumError):
 
 class MediaError(DeforumError):
     """An image, mask or video that cannot be read, fetched or written."""
+
+
+class StateError(DeforumError, ValueError):
+    """A resume state (``{timestring}_state/``) that is damaged, crafted or does not fit the settings.
+
+    The message names the state file, the key and what is allowed; it is raised before any model loads.
+    """
+
+
+class FrameError(DeforumError, ValueError):
+    """A frame (or the init it is made from) that is not finite: NaN or inf pixels, never saved.
+
+    The message names the frame and the values it was computed from; the frames before it stay on disk.
+    """

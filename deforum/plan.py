@@ -16,12 +16,125 @@ from typing import Any
 
 import numpy as np
 
-from deforum.args import ANIMATION_MODES, FIELDS, SEED_MAX, get_value, schedule_fields
+from deforum.args import ANIMATION_MODES, FIELDS, SEED_MAX, get_value, schedule_fields, settings_error
 from deforum.errors import SettingsError
 from deforum.keyframes import parse_schedules, prompt_schedule
 
 SEED_LIMIT = SEED_MAX + 1  # seeds are drawn from, and fed to the RNGs as, 0 .. 2**32 - 1
 SEED_BEHAVIORS = FIELDS["args"]["seed_behavior"].choices
+
+# Bounds that keep every frame finite (checked at planning, before any model loads; a finite check of each
+# frame before it is saved catches the rest). Each is far beyond any value an artist uses, and well inside
+# what float32 (the warps, the sampler) and float16 (the model on a GPU) can carry:
+SCALE_MAX = 100.0  # |scale|: guidance beyond ~30 already saturates; 1e308 overflows the CFG sum to inf
+ZOOM_MIN, ZOOM_MAX = 1e-3, 1e3  # 2D zoom factor per frame: 0 collapses the image to a point (a blank frame)
+FOV_MIN, FOV_MAX = 1e-3, 180.0  # |fov| in degrees: the 3D gain 1/tan(fov/2) is infinite at 0, zero at 180
+TRANSLATION_MAX = 1e6  # pixels (2D) or camera units (3D) per frame; float32 overflows near 3.4e38
+ROTATION_MAX = 1e5  # degrees per frame; a float32 angle near 3.4e38 is inf, and its cosine NaN
+NOISE_MAX = 100.0  # |noise_schedule|: std of the noise added to a [-1, 1] init; more is only noise
+CONTRAST_MAX = 100.0  # |contrast_schedule|: gain on 0..255 pixels before the VAE (float16 on a GPU)
+
+
+@dataclass(frozen=True)
+class ValueBound:
+    """The values a per-frame schedule or a setting may take (``low``/``high`` on the magnitude when
+    ``magnitude``), and in which modes it matters."""
+
+    low: float | None
+    high: float | None
+    allowed: str
+    modes: tuple[str, ...]
+    magnitude: bool = False
+    high_inclusive: bool = True
+
+    def problem(self, value: float) -> bool:
+        x = abs(value) if self.magnitude else value
+        if not np.isfinite(x):
+            return True
+        if self.low is not None and x < self.low:
+            return True
+        return self.high is not None and (x > self.high if self.high_inclusive else x >= self.high)
+
+
+_MOTION_2D, _MOTION_3D = ("2D",), ("3D",)
+_FLIP = "flip"  # the perspective flip schedules matter only with flip_2d_perspective on
+SCHEDULE_BOUNDS: dict[str, ValueBound] = {
+    "zoom": ValueBound(ZOOM_MIN, ZOOM_MAX, f"> 0: a zoom factor per frame from {ZOOM_MIN:g} to {ZOOM_MAX:g} "
+                                           "(1 = still)", _MOTION_2D),
+    "angle": ValueBound(None, ROTATION_MAX, f"from -{ROTATION_MAX:g} to {ROTATION_MAX:g} degrees per frame",
+                        _MOTION_2D, magnitude=True),
+    **{name: ValueBound(None, TRANSLATION_MAX, f"from -{TRANSLATION_MAX:g} to {TRANSLATION_MAX:g} per frame",
+                        ("2D", "3D") if name != "translation_z" else _MOTION_3D, magnitude=True)
+       for name in ("translation_x", "translation_y", "translation_z")},
+    **{name: ValueBound(None, ROTATION_MAX, f"from -{ROTATION_MAX:g} to {ROTATION_MAX:g} degrees per frame",
+                        _MOTION_3D, magnitude=True)
+       for name in ("rotation_3d_x", "rotation_3d_y", "rotation_3d_z")},
+    **{name: ValueBound(None, ROTATION_MAX, f"from -{ROTATION_MAX:g} to {ROTATION_MAX:g} degrees",
+                        (_FLIP,), magnitude=True)
+       for name in ("perspective_flip_theta", "perspective_flip_phi", "perspective_flip_gamma")},
+    "perspective_flip_fv": ValueBound(FOV_MIN, FOV_MAX, f"a field of view with {FOV_MIN:g} <= |fv| < "
+                                                        f"{FOV_MAX:g} degrees", (_FLIP,), magnitude=True,
+                                      high_inclusive=False),
+    "noise_schedule": ValueBound(None, NOISE_MAX, f"from -{NOISE_MAX:g} to {NOISE_MAX:g}", ("2D", "3D"),
+                                 magnitude=True),
+    "contrast_schedule": ValueBound(None, CONTRAST_MAX, f"from -{CONTRAST_MAX:g} to {CONTRAST_MAX:g} (1 = "
+                                                        "unchanged)", ("2D", "3D"), magnitude=True),
+}
+SETTING_BOUNDS: dict[str, ValueBound] = {
+    "scale": ValueBound(None, SCALE_MAX, f"a guidance scale from -{SCALE_MAX:g} to {SCALE_MAX:g}",
+                        ANIMATION_MODES, magnitude=True),
+    "ddim_eta": ValueBound(0.0, None, ">= 0 (a negative eta makes the ddim step's noise NaN)", ANIMATION_MODES),
+    "fov": ValueBound(FOV_MIN, FOV_MAX, f"{FOV_MIN:g} <= |fov| < {FOV_MAX:g} degrees (the 3D camera gain "
+                                        "1/tan(fov/2) must be finite and not 0)", _MOTION_3D, magnitude=True,
+                      high_inclusive=False),
+}
+
+
+def _applies(bound: ValueBound, mode: str, anim_args: Any) -> bool:
+    if _FLIP in bound.modes:
+        return mode == "2D" and bool(get_value(anim_args, "flip_2d_perspective", False))
+    return mode in bound.modes
+
+
+def value_problems(args: Any, anim_args: Any, schedules: Mapping[str, np.ndarray] | None = None) -> list[str]:
+    """Every setting and schedule value of this run's mode that would make a frame non-finite or blank.
+
+    Settings missing from ``args``/``anim_args`` are skipped. One line per field: the field, the first
+    frame and value that break it (and how many frames do), and what is allowed.
+    """
+    mode = get_value(anim_args, "animation_mode", None)
+    found = []
+    for name, bound in SETTING_BOUNDS.items():
+        group = anim_args if name == "fov" else args
+        value = get_value(group, name, None)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # missing here, or a type problem that validation reports
+        if _applies(bound, mode, anim_args) and bound.problem(float(value)):
+            found.append(f"{name}={value!r}: not allowed; it must be {bound.allowed}")
+    for name, series in (schedules or {}).items():
+        bound = SCHEDULE_BOUNDS.get(name)
+        if bound is None or not _applies(bound, mode, anim_args):
+            continue
+        x = np.abs(series) if bound.magnitude else np.asarray(series)
+        bad = ~np.isfinite(x)
+        if bound.low is not None:
+            bad |= x < bound.low
+        if bound.high is not None:
+            bad |= (x > bound.high) if bound.high_inclusive else (x >= bound.high)
+        if bad.any():
+            frames = np.flatnonzero(bad)
+            first = int(frames[0])
+            more = f" ({len(frames)} frames, {first} to {int(frames[-1])})" if len(frames) > 1 else ""
+            found.append(f"{name}: {float(series[first])!r} at frame {first}{more} is not allowed; it must be "
+                         f"{bound.allowed}")
+    return found
+
+
+def check_values(args: Any, anim_args: Any, schedules: Mapping[str, np.ndarray] | None = None) -> None:
+    """Raise one SettingsError listing every ``value_problems`` line (its ``problems`` attribute)."""
+    found = value_problems(args, anim_args, schedules)
+    if found:
+        raise settings_error(found)
 
 
 def next_seed(seed: int, seed_behavior: str) -> int:
@@ -206,13 +319,16 @@ def make_plan(args: Any, anim_args: Any, animation_prompts: Mapping[Any, str] | 
         )
 
     if mode == "None":
+        check_values(args, anim_args)
         return _plan_stills(args, seed, seed_behavior, prompts or [], init_images)
     if mode == "Interpolation":
+        check_values(args, anim_args)
         return _plan_interpolation(anim_args, seed, animation_prompts or {})
 
     max_frames = len(init_images) if mode == "Video Input" and init_images is not None else int(
         get_value(anim_args, "max_frames"))
     schedules = parse_schedules({name: get_value(anim_args, name) for name in schedule_fields()}, max_frames)
+    check_values(args, anim_args, schedules)
     prompt_per_frame = prompt_schedule(animation_prompts or {}, max_frames)
     cadence = 1 if mode == "Video Input" else max(1, int(get_value(anim_args, "diffusion_cadence")))
 

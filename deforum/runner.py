@@ -84,11 +84,19 @@ class _Progress:
 
 def prepare(args: Any, anim_args: Any, prompts: list[str] | None, animation_prompts: Mapping | None,
             root: Any = None, *, settings_file: str | Path | None = None, now=None):
-    """Merge, override with the settings file, validate and finalize; returns everything a render needs.
+    """Merge, override with the settings file, validate and finalize; returns everything a render needs:
+    ``(args, anim_args, prompts, animation_prompts, root, plan)``.
 
-    No model is loaded and nothing is written: every settings problem surfaces here.
+    No model is loaded and nothing is written: every settings problem surfaces here, and so does every
+    problem of the resume state of a run being resumed (``deforum.errors.StateError``).
     """
-    from deforum.plan import make_plan
+    return _prepare(args, anim_args, prompts, animation_prompts, root, settings_file=settings_file, now=now)[:6]
+
+
+def _prepare(args: Any, anim_args: Any, prompts: list[str] | None, animation_prompts: Mapping | None,
+             root: Any = None, *, settings_file: str | Path | None = None, now=None):
+    """``prepare`` plus the validated resume state (an ``AnimationState``, or None when not resuming)."""
+    from deforum.plan import check_values, make_plan
     from deforum.settings import apply_settings_file
 
     a, anim = _merged("args", args), _merged("anim_args", anim_args)
@@ -108,25 +116,35 @@ def prepare(args: Any, anim_args: Any, prompts: list[str] | None, animation_prom
     elif anim_ns.resume_from_timestring:
         warnings.warn(f"resume_from_timestring: resuming is for 2D and 3D runs; this {anim_ns.animation_mode} "
                       "run starts from the beginning", UserWarning, stacklevel=2)
-    plan = None
+    plan = state = None
     if anim_ns.animation_mode in ("2D", "3D", "Interpolation"):
-        plan = make_plan(args_ns, anim_ns, animation_prompts)
-    elif anim_ns.animation_mode == "None" and not prompts:
-        raise DeforumError("prompts: the None mode needs at least one prompt in the prompts list")
-    return args_ns, anim_ns, prompts, animation_prompts, root_ns, plan
+        plan = make_plan(args_ns, anim_ns, animation_prompts)  # checks that the values keep frames finite
+    else:
+        check_values(args_ns, anim_ns)  # the same check for the modes planned once their inputs are read
+        if anim_ns.animation_mode == "None" and not prompts:
+            raise DeforumError("prompts: the None mode needs at least one prompt in the prompts list")
+    if anim_ns.resume_from_timestring and anim_ns.animation_mode in ("2D", "3D"):
+        state = _resume_state(args_ns, anim_ns, animation_prompts, plan)
+    return args_ns, anim_ns, prompts, animation_prompts, root_ns, plan, state
+
+
+def _resume_state(args: SimpleNamespace, anim: SimpleNamespace, animation_prompts: Mapping, plan):
+    """The state of the run being resumed, read as untrusted data and checked against these settings and
+    this plan (schema, paths inside its own folder, regular files, W x H), before any model loads."""
+    from deforum.render.resume import load_state, shaping_settings, state_dir
+
+    return load_state(state_dir(args.outdir, args.timestring), shaping_settings(args, anim, dict(animation_prompts)),
+                      width=int(args.W), height=int(args.H), max_frames=plan.max_frames, cadence=plan.cadence)
 
 
 def _resume_target(args: SimpleNamespace, anim: SimpleNamespace, root: SimpleNamespace, requested_seed: int):
     """Point ``args`` at the run being resumed: its folder (any month), timestring and, for -1, its seed."""
-    import json
-
-    from deforum.render.resume import find_run, state_dir
+    from deforum.render.resume import find_run, saved_seed, state_dir
 
     outdir = find_run(root.output_path, args.batch_name, anim.resume_timestring, args.outdir)
     args.outdir, args.timestring = str(outdir), anim.resume_timestring
     if requested_seed == -1:
-        saved = json.loads((state_dir(outdir, args.timestring) / "state.json").read_text(encoding="utf-8"))
-        args.seed = saved["settings"]["seed"]
+        args.seed = saved_seed(state_dir(outdir, args.timestring))
 
 
 def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = None,
@@ -137,19 +155,42 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
 
     ``progress`` shows a bar over frames (with ETA); ``step_progress`` adds one over each image's steps.
     """
-    args_ns, anim_ns, prompts, animation_prompts, root_ns, plan = prepare(
+    args_ns, anim_ns, prompts, animation_prompts, root_ns, plan, state = _prepare(
         args, anim_args, prompts, animation_prompts, root, settings_file=settings_file, now=now)
     mode = anim_ns.animation_mode
     resume = bool(anim_ns.resume_from_timestring) and mode in ("2D", "3D")
     outdir = Path(args_ns.outdir)
 
-    video = None
     from deforum.image.io import ensure_output_folder
     ensure_output_folder(outdir)  # an unwritable output folder is found before the model loads
-    if mode == "Video Input":  # extraction validates the video before the model loads
-        from deforum.render.video_input import prepare_video_input
-        video = prepare_video_input(args_ns, anim_ns)
-        anim_ns.max_frames = len(video.frames)
+    from deforum.render.resume import claim_timestring, release_claim
+    if not resume:
+        # A run owns its timestring: two runs started in the same second into this folder never share a file.
+        claimed = claim_timestring(outdir, args_ns.timestring)
+        if claimed != args_ns.timestring:
+            log.info("timestring %s is taken in %s; this run is %s", args_ns.timestring, outdir, claimed)
+            args_ns.timestring = claimed
+
+    video = None
+    try:
+        if mode == "Video Input":  # extraction validates the video before the model loads
+            from deforum.render.video_input import prepare_video_input
+            video = prepare_video_input(args_ns, anim_ns, hold=True)  # ours until the run ends
+            anim_ns.max_frames = len(video.frames)
+        return _render_prepared(args_ns, anim_ns, prompts, animation_prompts, root, root_ns, plan, state, video,
+                                resume, display, progress, step_progress)
+    finally:
+        if video is not None:
+            video.release()  # other runs may extract into inputframes/ again
+        if not resume:
+            release_claim(outdir, args_ns.timestring)  # only an empty claim: a 2D/3D run's state stays
+
+
+def _render_prepared(args_ns, anim_ns, prompts, animation_prompts, root, root_ns, plan, state, video, resume,
+                     display, progress, step_progress) -> RunResult:
+    """Read the inputs, load the model, write the settings and run the mode's renderer."""
+    mode = anim_ns.animation_mode
+    outdir = Path(args_ns.outdir)
 
     inputs = None
     if mode in ("2D", "3D"):  # init image and mask are read before the model loads
@@ -180,7 +221,8 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
     bar = _Progress(total if mode != "None" else len(prompts) * args_ns.n_batch, progress, display)
     try:
         frames, fps_hint = _dispatch(mode, args_ns, anim_ns, prompts, animation_prompts, root_ns, generator,
-                                     plan, video if mode == "Video Input" else inputs, resume, bar, display)
+                                     plan, video if mode == "Video Input" else inputs, resume, bar, display,
+                                     state)
     finally:
         bar.close()
         if steps_bar is not None:
@@ -191,11 +233,11 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
 
 
 def _dispatch(mode: str, args, anim, prompts, animation_prompts, root, generator, plan, inputs, resume,
-              bar: _Progress, display: Any) -> tuple[list[Path], float | None]:
+              bar: _Progress, display: Any, state=None) -> tuple[list[Path], float | None]:
     if mode in ("2D", "3D"):
         from deforum.render.animation import render_animation
         result = render_animation(args, anim, animation_prompts, root, generator=generator, plan=plan,
-                                  resume=resume, on_frame=bar, inputs=inputs)
+                                  resume=resume, on_frame=bar, inputs=inputs, state=state)
         return result.frames, None
     if mode == "Video Input":
         from deforum.render.video_input import render_input_video

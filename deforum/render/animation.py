@@ -19,10 +19,18 @@ import numpy as np
 import torch
 
 from deforum.args import check_mask, get_value
+from deforum.errors import FrameError
 from deforum.image.io import BackgroundWriter, save_png_atomic
 from deforum.plan import FrameRow, RenderPlan, rng_seed
 from deforum.render import steps
-from deforum.render.resume import AnimationState, load_state, save_state, shaping_settings, state_dir
+from deforum.render.resume import (
+    AnimationState,
+    load_state,
+    remove_stale_temps,
+    save_state,
+    shaping_settings,
+    state_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,15 @@ class AnimationLoop:
     def _warps_with_depth(self) -> bool:
         return self.anim_args.animation_mode == "3D" and bool(self.anim_args.use_depth_warping)
 
+    def _warp(self, image: np.ndarray, values, depth: torch.Tensor | None, frame: int) -> np.ndarray:
+        """``steps.warp_image`` with this run's settings; a non-finite warp is a FrameError naming ``frame``."""
+        try:
+            return steps.warp_image(image, values, self.anim_args, depth, self.device)
+        except FrameError as error:
+            if getattr(error, "frame", frame) is not None:
+                raise
+            raise steps.non_finite_error(frame, error.what, values) from None
+
     def _write_frame(self, state: AnimationState, j: int) -> None:
         row = self.plan.rows[j]
         role = row.cadence
@@ -98,12 +115,14 @@ class AnimationLoop:
         warp_next = state.next_idx < j
         depth = self._depth_of_next(state) if (warp_prev or warp_next) and self._warps_with_depth() else None
         if warp_prev:
-            state.prev_img = steps.warp_image(state.prev_img, row.values, self.anim_args, depth, self.device)
+            state.prev_img = self._warp(state.prev_img, row.values, depth, j)
             state.prev_idx = j
         if warp_next:
-            state.next_img = steps.warp_image(state.next_img, row.values, self.anim_args, depth, self.device)
+            state.next_img = self._warp(state.next_img, row.values, depth, j)
             state.next_idx = j
-        image = steps.to_uint8(steps.blend(state.prev_img if role.blended else None, state.next_img, role.tween))
+        blended = steps.blend(state.prev_img if role.blended else None, state.next_img, role.tween)
+        steps.check_finite(blended, j, "warped frame", row.values)
+        image = steps.to_uint8(blended)
         path = frame_path(self.outdir, self.timestring, j)
         self._submit(save_png_atomic, image, path)
         if self.save_depth is not None and self.depth is not None:
@@ -145,10 +164,11 @@ class AnimationLoop:
             return None, 0.0, None
         source = steps.to_uint8(state.next_img)
         depth = self._depth_of_next(state) if self._warps_with_depth() else None
-        warped = steps.warp_image(source, row.values, self.anim_args, depth, self.device)
+        warped = self._warp(source, row.values, depth, row.frame)
         warped, state.color_ref = steps.match_colors(warped, state.color_ref, self.anim_args.color_coherence)
         generator = torch.Generator().manual_seed(rng_seed(row.seed))
         init = steps.init_sample(warped, row.values["contrast_schedule"], row.values["noise_schedule"], generator)
+        steps.check_finite(init, row.frame, "init (warped, contrast, noise)", row.values)
         strength = min(max(row.values["strength_schedule"], 0.0), 1.0)
         return init, strength, depth
 
@@ -161,17 +181,25 @@ class AnimationLoop:
             state.mask_img = np.repeat(self.mask[:, :, None], 3, axis=2).astype(np.float32)
         for j in range(state.mask_idx + 1, key + 1):
             values = self.plan.rows[j].values
-            state.mask_img = steps.warp_image(state.mask_img, values, self.anim_args, depth, self.device)
+            state.mask_img = self._warp(state.mask_img, values, depth, j)
             if state.overlay_img is not None:
-                state.overlay_img = steps.warp_image(state.overlay_img, values, self.anim_args, depth, self.device)
+                state.overlay_img = self._warp(state.overlay_img, values, depth, j)
         state.mask_idx = key
         # The kept image stays float: a uint8 round trip per key would darken it by a level each time.
         return steps.to_uint8(state.mask_img)[:, :, 0], state.overlay_img
 
-    def run(self, resume: bool = False) -> AnimationResult:
+    def load_resume_state(self) -> AnimationState:
+        """The saved state of this run, validated against its settings and plan (see ``load_state``)."""
+        return load_state(self.state_folder, self.settings, width=int(self.args.W), height=int(self.args.H),
+                          max_frames=self.plan.max_frames, cadence=self.cadence)
+
+    def run(self, resume: bool = False, state: AnimationState | None = None) -> AnimationResult:
+        """Render the run; ``resume`` continues from the saved state (``state`` when the caller already
+        loaded and validated it, as the runner does before the model loads)."""
         self.outdir.mkdir(parents=True, exist_ok=True)
         if resume:
-            state = load_state(self.state_folder, self.settings)
+            state = state if state is not None else self.load_resume_state()
+            remove_stale_temps(self.state_folder)
         else:
             # Saved before the first key, so a run killed while frame 0 is generated can be resumed too.
             state = AnimationState()
@@ -198,7 +226,9 @@ class AnimationLoop:
             row = self.plan.rows[key]
             init, strength, depth = self._key_init(state, row)
             mask, overlay = self._key_masks(state, key, depth)
-            image = sample_to_float_image(self.generate(row, init, strength, mask, overlay))
+            sample = self.generate(row, init, strength, mask, overlay)
+            steps.check_finite(sample, key, "generated image", row.values)
+            image = sample_to_float_image(sample)
             if self.mask is not None and key == 0:
                 state.overlay_img = image.copy()  # what frame 0 became is kept under the mask from now on
             state.prev_img, state.prev_idx = state.next_img, state.next_idx
@@ -285,13 +315,15 @@ def depth_functions(anim_args: Any, root: Any, device: str) -> tuple[DepthFn | N
 def render_animation(args: Any, anim_args: Any, animation_prompts: dict, root: Any, *, generator: Any = None,
                      plan: RenderPlan | None = None, resume: bool = False,
                      on_frame: Callable[[int, Path], None] | None = None,
-                     inputs: tuple[Any, np.ndarray | None] | None = None) -> AnimationResult:
+                     inputs: tuple[Any, np.ndarray | None] | None = None,
+                     state: AnimationState | None = None) -> AnimationResult:
     """Render a 2D/3D animation from finalized settings (v0.6 signature plus keywords).
 
     ``args``/``anim_args`` come from ``deforum.args.finalize`` (timestring, outdir and seed resolved).
     ``generator`` defaults to a ``Generator`` on ``root.model``. ``resume`` continues the run named by
     ``args.timestring`` in ``args.outdir`` from its saved state. ``inputs`` is ``animation_inputs(args)``
-    when the caller already read them (the runner does, before it loads the model).
+    when the caller already read them (the runner does, before it loads the model); ``state`` is the resume
+    state when the caller already loaded and validated it (``resume_state``).
     """
     from deforum.generate import Generator
     from deforum.plan import make_plan
@@ -304,7 +336,14 @@ def render_animation(args: Any, anim_args: Any, animation_prompts: dict, root: A
     loop = AnimationLoop(plan, args, anim_args, animation_prompts, Path(args.outdir), args.timestring,
                          key_generator(generator, args, first_init), depth=depth, save_depth=save_depth,
                          device=device, on_frame=on_frame, mask=mask)
-    return loop.run(resume=resume)
+    return loop.run(resume=resume, state=state)
+
+
+def resume_state(args: Any, anim_args: Any, animation_prompts: dict, plan: RenderPlan) -> AnimationState:
+    """The saved state of the run named by ``args.timestring`` in ``args.outdir``, validated as untrusted data
+    against these settings and plan (a ``StateError`` naming the file and the key); reads, never writes."""
+    return load_state(state_dir(args.outdir, args.timestring), shaping_settings(args, anim_args, animation_prompts),
+                      width=int(args.W), height=int(args.H), max_frames=plan.max_frames, cadence=plan.cadence)
 
 
 def animation_inputs(args: Any) -> tuple[Any, np.ndarray | None]:

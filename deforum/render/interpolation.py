@@ -30,6 +30,7 @@ from deforum.errors import SettingsError
 from deforum.image.convert import sample_to_uint8
 from deforum.image.io import ensure_output_folder, load_init_image, open_image, save_png_atomic
 from deforum.plan import RenderPlan, make_plan
+from deforum.render.steps import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def render_interpolation(args: Any, anim_args: Any, animation_prompts: Mapping[A
             step_dir = outdir / f"{timestring}_00_{row.seed}"  # v0.6's name; the fixed seed reuses it
         sample = generator(**call | {"strength": strength}, seed=row.seed, prompt=row.prompt, frame=0,
                            uc=uc, c=c, init_image=init, mask=mask, step_dir=step_dir, progress=progress)
+        check_finite(sample, row.frame, "generated image")
         path = save_png_atomic(sample_to_uint8(sample), outdir / f"{timestring}_{row.frame:05}.png")
         written.append(path)
         if on_frame is not None:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deforum.errors import FrameError
 from deforum.image.colors import maintain_colors
 from deforum.image.convert import image_to_sample
 from deforum.image.noise import add_noise, apply_contrast
@@ -19,10 +20,27 @@ from deforum.motion import warp2d, warp3d
 
 
 def warp_image(image: np.ndarray, values: Mapping[str, float], anim_args: Any,
-               depth: torch.Tensor | np.ndarray | None = None, device: str = "cpu") -> np.ndarray:
-    """Move ``image`` by one frame of camera motion: the 2D or 3D warp with this frame's schedule values."""
+               depth: torch.Tensor | np.ndarray | None = None, device: str = "cpu",
+               frame: int | None = None) -> np.ndarray:
+    """Move ``image`` by one frame of camera motion: the 2D or 3D warp with this frame's schedule values.
+
+    A warp that is not finite (the 3D camera dividing by a depth of 0) is a ``FrameError`` naming ``frame``.
+    A uint8 image is warped in 3D as float32 and truncated afterwards, which is exactly what the uint8 warp
+    does inside, so its NaN pixels are seen here instead of silently becoming 0.
+    """
     if anim_args.animation_mode == "2D":
-        return warp2d(
+        warped = _warp2d(image, values, anim_args)
+        if warped.dtype != np.uint8:
+            check_finite(warped, frame, "2D warp", values)
+        return warped
+    source = image.astype(np.float32) if isinstance(image, np.ndarray) and image.dtype == np.uint8 else image
+    warped = _warp3d(source, values, anim_args, depth, device)
+    check_finite(warped, frame, "3D warp", values)
+    return warped.astype(np.uint8) if source is not image else warped
+
+
+def _warp2d(image: np.ndarray, values: Mapping[str, float], anim_args: Any) -> np.ndarray:
+    return warp2d(
             image,
             angle=values["angle"], zoom=values["zoom"],
             translation_x=values["translation_x"], translation_y=values["translation_y"],
@@ -34,6 +52,10 @@ def warp_image(image: np.ndarray, values: Mapping[str, float], anim_args: Any,
             perspective_flip_fv=values["perspective_flip_fv"],
             corrected_flip=bool(anim_args.correct_2d_flip),
         )
+
+
+def _warp3d(image: np.ndarray, values: Mapping[str, float], anim_args: Any,
+            depth: torch.Tensor | np.ndarray | None, device: str) -> np.ndarray:
     return warp3d(
         image, depth if anim_args.use_depth_warping else None,
         translation_x=values["translation_x"], translation_y=values["translation_y"],
@@ -71,3 +93,40 @@ def blend(prev: np.ndarray | None, next_: np.ndarray, tween: float) -> np.ndarra
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """A float 0..255 image to the uint8 frame that is written (truncation, as v0.6's ``astype``)."""
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+# The values a frame is computed from, named in the error when it is not finite.
+FRAME_INPUTS = ("zoom", "angle", "translation_x", "translation_y", "translation_z", "rotation_3d_x", "rotation_3d_y",
+                "rotation_3d_z", "strength_schedule", "noise_schedule", "contrast_schedule")
+
+
+def check_finite(image: np.ndarray | torch.Tensor, frame: int | None, what: str = "frame",
+                 values: Mapping[str, float] | None = None, noun: str = "frame") -> None:
+    """Raise a ``FrameError`` naming ``frame`` when ``image`` (numpy or torch) holds NaN or inf.
+
+    Called on every image before it is saved and on every init before it is generated from, so an overflow
+    (a huge scale, zoom, fov, translation, noise or contrast, a gradient guidance scale, a depth of 0 under
+    the 3D camera) stops the run with the frames before it on disk instead of writing black frames.
+    """
+    if isinstance(image, torch.Tensor):
+        finite = bool(torch.isfinite(image).all())
+    else:
+        finite = bool(np.isfinite(image).all())
+    if not finite:
+        raise non_finite_error(frame, what, values, noun)
+
+
+def non_finite_error(frame: int | None, what: str, values: Mapping[str, float] | None = None,
+                     noun: str = "frame") -> FrameError:
+    """The ``FrameError`` for a non-finite ``what`` of ``frame`` (None: not known here; ``frame`` and
+    ``what`` are kept on the error so a caller that knows the frame can name it)."""
+    shown = ", ".join(f"{name}={values[name]:g}" for name in FRAME_INPUTS if values and name in values)
+    which = "?" if frame is None else frame
+    error = FrameError(
+        f"{noun} {which}: the {what} is not finite (NaN or inf pixels), so it was not saved; a value it is "
+        f"computed from overflows (scale, zoom, fov, translations, rotations, strength, noise, contrast or a "
+        f"gradient guidance scale){f': {shown}' if shown else ''}. The {noun}s before it are saved; lower the "
+        f"value and resume or start again."
+    )
+    error.frame, error.what = frame, what
+    return error

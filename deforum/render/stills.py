@@ -23,6 +23,7 @@ from deforum.image.io import list_init_images, load_init_image, open_image, save
 from deforum.image.masks import check_alpha_mask
 from deforum.plan import make_plan
 from deforum.prompts import sanitize
+from deforum.render.steps import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ def render_image_batch(args: Any, prompts: list[str], model: Any, *,
         sample = generate(**call, prompt=row.prompt, frame=0, seed=row.seed, init_image=init,
                           mask=(alpha if use_alpha_as_mask else mask_image) if use_mask else None,
                           step_dir=step_dir, show_step=_show_step(display, args), progress=progress)
+        check_finite(sample, row.frame, "generated image", noun="image")
         image = sample_to_uint8(sample)
         per_prompt.setdefault(row.prompt, []).append((row.seed, image))
         if save_samples:

@@ -20,8 +20,10 @@ overlay original is video frame k (v0.6 froze the overlay mask at the first mask
 from __future__ import annotations
 
 import logging
+import os
+import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +32,14 @@ from deforum.errors import MediaError, SettingsError
 from deforum.image.convert import sample_to_uint8
 from deforum.image.io import ensure_output_folder, load_init_image, open_image, save_png_atomic
 from deforum.plan import FrameRow, make_plan
+from deforum.render.steps import check_finite
 from deforum.video import extract_frames, probe_video
 
 log = logging.getLogger(__name__)
 
 INPUT_FRAMES = "inputframes"
 MASK_FRAMES = "maskframes"
+LOCK_NAME = ".frames.lock"  # in the output folder: which run owns inputframes/ and maskframes/
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,45 @@ class VideoFrames:
     mask_frames: list[Path] | None
     fps_hint: float  # suggested output fps: source fps / extract_nth_frame (keeps the source's timing)
     source_fps: float = 0.0
+    lock: FramesLock | None = field(default=None, compare=False, repr=False)
+
+    def release(self) -> None:
+        """Let other runs extract into the shared frames folders again (also done when this is collected)."""
+        if self.lock is not None:
+            self.lock.release()
+
+
+class FramesLock:
+    """An exclusive lock on ``inputframes``/``maskframes`` of one output folder, held by the run that extracts
+    into them until it has rendered (``fcntl.flock``: the system releases it when the process ends, so a
+    killed run never leaves it behind). A run that cannot take it extracts into folders of its own."""
+
+    def __init__(self, outdir: Path):
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): every run extracts into its own folders
+            return
+        try:
+            fd = os.open(outdir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by another run, or a file system without locks
+            os.close(fd)
+            return
+        self._fd = fd
+        self._close = weakref.finalize(self, os.close, fd)  # runs once: on release() or when collected
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self._fd = None
+            self._close()  # closing the descriptor drops the flock
 
 
 
@@ -59,12 +102,15 @@ def _nth_frame(anim_args: Any) -> int:
     return value
 
 
-def prepare_video_input(args: Any, anim_args: Any) -> VideoFrames:
+def prepare_video_input(args: Any, anim_args: Any, *, hold: bool = False) -> VideoFrames:
     """Probe the video(s), check the output folder, extract the frames; raises before any diffusion.
 
     Frames go to ``{outdir}/inputframes/00001.jpg`` ... (and ``maskframes`` with ``use_mask_video``);
     ``overwrite_extracted_frames`` False reuses an earlier extraction only if it came from the same video
-    with the same ``extract_nth_frame`` (see ``deforum.video.extract_frames``).
+    with the same ``extract_nth_frame`` (see ``deforum.video.extract_frames``). Those folders belong to one
+    run at a time: while another run renders from them, this one extracts into ``{timestring}_inputframes``
+    / ``{timestring}_maskframes`` of its own, so neither loses its frames. With ``hold`` (the runner) they
+    stay this run's until ``VideoFrames.release()``; without, only while extracting.
     """
     n = _nth_frame(anim_args)
     video_path = str(get_value(anim_args, "video_init_path") or "")
@@ -82,10 +128,36 @@ def prepare_video_input(args: Any, anim_args: Any) -> VideoFrames:
     outdir = ensure_output_folder(get_value(args, "outdir"))
 
     overwrite = bool(get_value(anim_args, "overwrite_extracted_frames", True))
-    frames = extract_frames(video_path, outdir / INPUT_FRAMES, n, overwrite, field="video_init_path")
+    # The shared folders belong to one run at a time: a run started while another one renders from them
+    # extracts into {timestring}_inputframes (and _maskframes) instead of deleting the other run's frames.
+    lock = FramesLock(outdir)
+    input_dir, mask_dir = outdir / INPUT_FRAMES, outdir / MASK_FRAMES
+    if not lock.held:
+        timestring = str(get_value(args, "timestring"))
+        input_dir, mask_dir = outdir / f"{timestring}_{INPUT_FRAMES}", outdir / f"{timestring}_{MASK_FRAMES}"
+        log.info("Video Input: %s is in use by another run; this run extracts into %s", outdir / INPUT_FRAMES,
+                 input_dir)
+    try:
+        frames, mask_frames = _extract(video_path, mask_path if use_mask_video else None, input_dir, mask_dir, n,
+                                       overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    fps_hint = info.output_fps(n)
+    log.info("Video Input: %d frames from %s (source %.4g fps; extract_nth_frame %d -> set the video "
+             "cell's fps to %.4g to keep the source's timing)", len(frames), video_path, info.fps, n, fps_hint)
+    if not hold:
+        lock.release()
+    return VideoFrames(frames=frames, mask_frames=mask_frames, fps_hint=fps_hint, source_fps=info.fps,
+                       lock=lock if lock.held else None)
+
+
+def _extract(video_path: str, mask_path: str | None, input_dir: Path, mask_dir: Path, n: int,
+             overwrite: bool) -> tuple[list[Path], list[Path] | None]:
+    frames = extract_frames(video_path, input_dir, n, overwrite, field="video_init_path")
     mask_frames = None
-    if use_mask_video:
-        mask_frames = extract_frames(mask_path, outdir / MASK_FRAMES, n, overwrite, field="video_mask_path")
+    if mask_path is not None:
+        mask_frames = extract_frames(mask_path, mask_dir, n, overwrite, field="video_mask_path")
         if len(mask_frames) < len(frames):
             raise MediaError(
                 f"video_mask_path: {mask_path!r} gives {len(mask_frames)} mask frames with "
@@ -96,11 +168,7 @@ def prepare_video_input(args: Any, anim_args: Any) -> VideoFrames:
             log.info("the mask video has %d frames more than the video; they are not used",
                      len(mask_frames) - len(frames))
             mask_frames = mask_frames[:len(frames)]
-
-    fps_hint = info.output_fps(n)
-    log.info("Video Input: %d frames from %s (source %.4g fps; extract_nth_frame %d -> set the video "
-             "cell's fps to %.4g to keep the source's timing)", len(frames), video_path, info.fps, n, fps_hint)
-    return VideoFrames(frames=frames, mask_frames=mask_frames, fps_hint=fps_hint, source_fps=info.fps)
+    return frames, mask_frames
 
 
 def frame_strengths(args: Any, rows: list[FrameRow]) -> tuple[list[float], str]:
@@ -177,6 +245,7 @@ def render_input_video(args: Any, anim_args: Any, animation_prompts: Mapping[Any
         sample = generator(**call | {"strength": strength}, seed=row.seed, prompt=row.prompt, frame=row.frame,
                            init_image=init, mask=mask if use_any_mask else None, step_dir=step_dir,
                            progress=progress)
+        check_finite(sample, row.frame, "generated image", row.values)
         # The overlay original defaults to the init, i.e. this video frame.
         path = save_png_atomic(sample_to_uint8(sample), _frame_path(outdir, timestring, row.frame))
         written.append(path)
