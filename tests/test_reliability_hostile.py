@@ -549,6 +549,13 @@ def test_an_absurd_timestep_count_allocates_nothing(tmp_path):
         load_model(oracle_checkpoint(), config, cache=False)
 
 
+def test_a_checkpoint_that_does_not_fit_the_yaml_names_both_files(tmp_path):
+    config = tiny_yaml(tmp_path)
+    set_key(config, U + "model_channels", 64)  # the checkpoint's UNet is 32 wide
+    with pytest.raises(ModelError, match=rf"tiny-sd1.safetensors: .*wrong shape.*{config.name}"):
+        load_model(oracle_checkpoint(), config, cache=False)
+
+
 TEXT_ENCODER_CASES = [
     ("not JSON", "{not json", "config.json.*JSON"),
     ("a list", "[1, 2]", "config.json.*list"),

@@ -125,9 +125,12 @@ def _load_single_file(path: Path, config_path: str | Path | None, dtype: torch.d
     spec = ldm_config.load_config(config_path)
     _check_family(state_dict, spec, path)
     modules = convert.build_modules(spec)
-    parts, unused = convert.convert_checkpoint(state_dict, spec)
-    del state_dict
-    convert.check_weights(modules, parts, spec)
+    try:
+        parts, unused = convert.convert_checkpoint(state_dict, spec)
+        del state_dict
+        convert.check_weights(modules, parts, spec)
+    except ModelError as error:  # name the checkpoint too, not only the config
+        raise (error if str(path) in str(error) else ModelError(f"{path}: {error}")) from None
     if unused:
         log.warning("%s: %d checkpoint keys are not used by %s: %s", path.name, len(unused), spec.path.name,
                     convert._short(unused))
