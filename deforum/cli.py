@@ -400,8 +400,13 @@ def _prepared(path: str, sets: Mapping[str, Mapping[str, Any]], *, unknown_keys:
 
 
 def cmd_plan(ns: argparse.Namespace) -> int:
+    from deforum.outputs import check_output_path
     from deforum.plan import make_plan
 
+    if ns.csv:  # output paths first: nothing is computed for a path that is refused
+        check_output_path(ns.csv, "csv", "--csv")
+    if ns.plot:
+        check_output_path(ns.plot, "plot", "--plot")
     sets = parse_sets(ns.set)
     job, (args, anim, prompts, animation_prompts, _root, plan) = _prepared(ns.settings, sets)
     if plan is None:
@@ -426,7 +431,9 @@ def cmd_plan(ns: argparse.Namespace) -> int:
             print(f"# no schedule of the {plan.animation_mode} mode changes over the frames; "
                   f"{ns.plot} not written", file=sys.stderr)
         else:
-            fig.savefig(ns.plot, dpi=100)
+            from deforum.outputs import save_plot
+
+            save_plot(fig, ns.plot, "--plot", dpi=100)
             print(f"# wrote {ns.plot}", file=sys.stderr)
     return EXIT_OK
 
@@ -474,13 +481,12 @@ def cmd_preview(ns: argparse.Namespace) -> int:
     if anim.animation_mode not in ("2D", "3D"):
         raise SettingsError(f"{ns.settings}: animation_mode={anim.animation_mode!r}: preview shows camera "
                             "motion, so it needs '2D' or '3D'")
+    out = Path(ns.output) if ns.output else Path(args.outdir)
+    mp4, frames_dir = preview_outputs(out, args.timestring, ns.png, len(plan.rows))  # before any work
     image = ns.image or (args.init_image if args.use_init and args.init_image else None)
     first = start_image(args.W, args.H, image)
     depth = choose_depth(anim, args.W, args.H, ns.depth, models_path=root.models_path)
     fps = ns.fps or job.video_setting("fps")
-    out = Path(ns.output) if ns.output else Path(args.outdir)
-    mp4 = out if out.suffix.lower() == ".mp4" else out / f"{args.timestring}_preview.mp4"
-    frames_dir = (mp4.parent / f"{args.timestring}_preview") if ns.png else None  # numbered PNGs for `video`
     bar = None
     if not ns.quiet:
         from tqdm.auto import tqdm
@@ -503,6 +509,21 @@ def cmd_preview(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def preview_outputs(out: Path, timestring: str, png: bool, frame_count: int) -> tuple[Path, Path | None]:
+    """The preview's mp4 and PNG folder for ``--output`` ``out`` (a folder, or a file ending in .mp4);
+    MediaError if either would overwrite a file deforum did not write (``deforum.outputs``)."""
+    from deforum.outputs import check_output_path
+    from deforum.render.preview import check_preview_outputs
+
+    if out.suffix.lower() == ".mp4" or (os.path.lexists(out) and not out.is_dir()):
+        mp4 = check_output_path(out, "mp4", "--output")  # an existing file that is not an mp4 is refused
+    else:
+        mp4 = out / f"{timestring}_preview.mp4"
+    frames_dir = (mp4.parent / f"{timestring}_preview") if png else None  # numbered PNGs for `video`
+    check_preview_outputs(mp4, frames_dir, frame_count, field="--output", frames_field="--png")
+    return mp4, frames_dir
+
+
 def video_command(frames_dir: Path, fps: float) -> str:
     """The ``deforum video`` call that encodes the numbered frames in ``frames_dir`` (a shell line)."""
     import shlex
@@ -521,7 +542,9 @@ def cmd_video(ns: argparse.Namespace) -> int:
         raise SettingsError(f"FRAMES_DIR {str(folder)!r} is not a folder")
     pattern = ns.pattern or detect_pattern(folder)
     mp4 = Path(ns.output) if ns.output else folder / f"{pattern.split('%')[0].rstrip('_') or 'video'}.mp4"
-    path = make_video(folder, mp4, float(ns.fps), pattern=pattern, make_gif=ns.gif, max_frames=ns.max_frames)
+    field = "--output" if ns.output else "the default video path"
+    path = make_video(folder, mp4, float(ns.fps), pattern=pattern, make_gif=ns.gif, max_frames=ns.max_frames,
+                      field=field, gif_field="--gif")
     print(f"video: {path}")
     if ns.gif:
         print(f"gif: {path.with_suffix('.gif')}")
