@@ -27,7 +27,7 @@ SEED_BEHAVIORS = FIELDS["args"]["seed_behavior"].choices
 # frame before it is saved catches the rest). Each is far beyond any value an artist uses, and well inside
 # what float32 (the warps, the sampler) and float16 (the model on a GPU) can carry:
 SCALE_MAX = 100.0  # |scale|: guidance beyond ~30 already saturates; 1e308 overflows the CFG sum to inf
-ZOOM_MIN, ZOOM_MAX = 1e-3, 1e3  # 2D zoom factor per frame: 0 collapses the image to a point (a blank frame)
+ZOOM_MIN, ZOOM_MAX = 1e-3, 1e3  # |2D zoom| per frame: 0 collapses the image to a point (a blank frame)
 FOV_MIN, FOV_MAX = 1e-3, 180.0  # |fov| in degrees: the 3D gain 1/tan(fov/2) is infinite at 0, zero at 180
 TRANSLATION_MAX = 1e6  # pixels (2D) or camera units (3D) per frame; float32 overflows near 3.4e38
 ROTATION_MAX = 1e5  # degrees per frame; a float32 angle near 3.4e38 is inf, and its cosine NaN
@@ -59,8 +59,9 @@ class ValueBound:
 _MOTION_2D, _MOTION_3D = ("2D",), ("3D",)
 _FLIP = "flip"  # the perspective flip schedules matter only with flip_2d_perspective on
 SCHEDULE_BOUNDS: dict[str, ValueBound] = {
-    "zoom": ValueBound(ZOOM_MIN, ZOOM_MAX, f"> 0: a zoom factor per frame from {ZOOM_MIN:g} to {ZOOM_MAX:g} "
-                                           "(1 = still)", _MOTION_2D),
+    "zoom": ValueBound(ZOOM_MIN, ZOOM_MAX, f"a zoom factor per frame with {ZOOM_MIN:g} <= |zoom| <= "
+                                           f"{ZOOM_MAX:g} (1 = still; a negative zoom also turns the frame "
+                                           "half round, as in v0.6)", _MOTION_2D, magnitude=True),
     "angle": ValueBound(None, ROTATION_MAX, f"from -{ROTATION_MAX:g} to {ROTATION_MAX:g} degrees per frame",
                         _MOTION_2D, magnitude=True),
     **{name: ValueBound(None, TRANSLATION_MAX, f"from -{TRANSLATION_MAX:g} to {TRANSLATION_MAX:g} per frame",

@@ -108,7 +108,8 @@ def _prepare(args: Any, anim_args: Any, prompts: list[str] | None, animation_pro
         a, anim = vars(loaded.args), vars(loaded.anim_args)
         prompts, animation_prompts = loaded.prompts, loaded.animation_prompts
     root_ns = _root_namespace(root)
-    fields.validate(a, anim, {k: v for k, v in vars(root_ns).items() if k != "model"})
+    fields.validate(a, anim, {k: v for k, v in vars(root_ns).items() if k != "model"}, prompts=prompts,
+                    animation_prompts=animation_prompts)
     requested_seed = a["seed"]
     args_ns, anim_ns = fields.finalize(a, anim, vars(root_ns), now=now)
     if anim_ns.resume_from_timestring and anim_ns.animation_mode in ("2D", "3D"):
@@ -210,6 +211,8 @@ def _render_prepared(args_ns, anim_ns, prompts, animation_prompts, root, root_ns
     guidance = make_denoiser_wrapper(args_ns, root_ns.model, models_path=root_ns.models_path)
     steps_bar = _StepBar() if step_progress else None
     generator = Generator(root_ns.model, denoiser_wrapper=guidance, progress=steps_bar)
+    if display is not None and hasattr(display, "generation_started"):
+        display.generation_started()  # the model is loaded: time from here on is rendering
 
     settings_path = None
     if mode != "None" and not resume:

@@ -252,3 +252,19 @@ def test_render_refuses_missing_frames(generator, tmp_path):
         render_input_video(video_args(tmp_path), video_anim_args("x.mp4"), {0: "a"},
                            lambda **kw: calls.append(kw), video)
     assert calls == []
+
+
+def test_a_video_with_more_frames_than_allowed_is_refused_before_extracting(videos, tmp_path, monkeypatch):
+    """The frame limit holds for the frames a video gives too (max_frames comes from the video)."""
+    import deforum.render.video_input as video_input
+
+    video, _ = videos
+    limit = -(-N_FRAMES // 3) - 1  # one fewer than extract_nth_frame=3 gives
+    monkeypatch.setattr(video_input, "MAX_FRAMES_LIMIT", limit)
+    with pytest.raises(MediaError, match=rf"video_init_path: .* has {N_FRAMES} frames, so extract_nth_frame=3 "
+                                         rf"gives {limit + 1} frames to render; at most {limit} are allowed"):
+        prepare_video_input(video_args(tmp_path), video_anim_args(video, extract_nth_frame=3))
+    assert not (tmp_path / "out" / "inputframes").exists()
+    monkeypatch.setattr(video_input, "MAX_FRAMES_LIMIT", limit + 1)
+    assert len(prepare_video_input(video_args(tmp_path), video_anim_args(video, extract_nth_frame=3)).frames) \
+        == limit + 1

@@ -155,8 +155,9 @@ def sampling_grid(
     x_new = (u * r[0][0] + tau[0]) + v * r[1][0] + z * r[2][0]
     y_new = (u * r[0][1] + tau[1]) + v * r[1][1] + z * r[2][1]
     z_new = (u * r[0][2] + tau[2]) + v * r[1][2] + z * r[2][2]
-    grid_x = centre_x - gain_x * (x_new / z_new - u / z)
-    grid_y = centre_y - gain_y * (y_new / z_new - v / z)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a depth of 0 is reported as a FrameError, later
+        grid_x = centre_x - gain_x * (x_new / z_new - u / z)
+        grid_y = centre_y - gain_y * (y_new / z_new - v / z)
     if on_cpu:
         return torch.from_numpy(np.stack([grid_x, grid_y], axis=-1)[None])
     return torch.stack([grid_x, grid_y], dim=-1).unsqueeze(0)

@@ -153,7 +153,8 @@ def preview_frames(first: np.ndarray, plan: Any, anim_args: Any, depth: DepthFn 
     image = np.ascontiguousarray(first, dtype=np.uint8)
     yield image
     for row in plan.rows[1:]:
-        image = warp_image(image, row.values, anim_args, None if depth is None else depth(image), device)
+        image = warp_image(image, row.values, anim_args, None if depth is None else depth(image), device,
+                           frame=row.frame)
         yield image
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deforum.args import as_dict, get_value
+from deforum.args import MAX_FRAMES_LIMIT, as_dict, get_value
 from deforum.errors import MediaError, SettingsError
 from deforum.image.convert import sample_to_uint8
 from deforum.image.io import ensure_output_folder, load_init_image, open_image, save_png_atomic
@@ -121,8 +121,13 @@ def prepare_video_input(args: Any, anim_args: Any, *, hold: bool = False) -> Vid
     if use_mask_video and not mask_path:
         raise MediaError("video_mask_path: is empty but use_mask_video is on; give the mask video's path")
 
-    # Check both videos and the output folder before extracting anything.
-    info = probe_video(video_path, count_frames=False, field="video_init_path")
+    # Check both videos, the frame count and the output folder before extracting anything.
+    info = probe_video(video_path, field="video_init_path")
+    extracted = -(-info.frame_count // n)
+    if extracted > MAX_FRAMES_LIMIT:
+        raise MediaError(f"video_init_path: {video_path!r} has {info.frame_count} frames, so extract_nth_frame={n} "
+                         f"gives {extracted} frames to render; at most {MAX_FRAMES_LIMIT} are allowed: raise "
+                         "extract_nth_frame or cut the video")
     if use_mask_video:
         probe_video(mask_path, count_frames=False, field="video_mask_path")
     outdir = ensure_output_folder(get_value(args, "outdir"))

@@ -1,0 +1,42 @@
+"""deforum.runner: what it checks before the model loads, and the hooks it gives a display."""
+
+from __future__ import annotations
+
+import pytest
+from test_reliability_hostile import ARGS, PROMPTS, no_model_load, root_for, tiny  # noqa: F401 (fixtures)
+
+from deforum.errors import SettingsError
+from deforum.runner import render
+
+
+def test_prompt_weights_from_the_notebook_cells_are_checked_before_the_model_loads(tmp_path, tiny,  # noqa: F811
+                                                                                  no_model_load):  # noqa: F811
+    """Prompts passed in (the notebook's cells), not from a settings file, get the same check."""
+    prompts = {0: "a red apple", 2: "a cat:`__import__('os').getcwd()`"}
+    with pytest.raises(SettingsError, match=r"animation_prompts\[2\]"):
+        render(ARGS, {"animation_mode": "2D", "max_frames": 3}, None, prompts, root_for(tiny, tmp_path / "out"),
+               progress=False)
+    assert no_model_load == []
+
+
+class Recorder:
+    """A display that records the runner's hooks in order."""
+
+    def __init__(self):
+        self.calls = []
+
+    def plan(self, plan, anim_args=None):
+        self.calls.append("plan")
+
+    def generation_started(self):
+        self.calls.append("generation_started")
+
+    def frame(self, path, label=None):
+        self.calls.append("frame")
+
+
+def test_the_display_is_told_when_the_model_is_loaded_before_the_first_frame(tmp_path, tiny):  # noqa: F811
+    display = Recorder()
+    render(ARGS, {"animation_mode": "2D", "max_frames": 2}, None, PROMPTS, root_for(tiny, tmp_path / "out"),
+           progress=False, display=display)
+    assert display.calls == ["plan", "generation_started", "frame", "frame"]
