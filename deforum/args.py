@@ -562,8 +562,9 @@ def normalized(group: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], l
     Returns (values, notes): one note per value that changed on the way in, for the user to see (``deforum
     settings check`` prints them, a render shows them once). Integral floats in int fields become ints
     (Colab number fields may give 512.0); diffusion_cadence and the video max_frames become strings ('2';
-    the same value, no note); W and H are rounded down to multiples of 64. Values that cannot be coerced
-    are left for ``validate`` to report.
+    the same value, no note); W and H are rounded down to multiples of 64; in the Video Input mode a
+    max_frames outside 1..MAX_FRAMES_LIMIT is brought into it (the render takes the count from the video).
+    Values that cannot be coerced are left for ``validate`` to report.
     """
     _fields(group)
     fields = FIELDS[group]
@@ -583,6 +584,11 @@ def normalized(group: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], l
                 and value >= 64 and value % 64:
             value = round_to_64(value)
             reasons.append("rounded down to a multiple of 64")
+        if group == "anim_args" and name == "max_frames" and values.get("animation_mode") == "Video Input" \
+                and isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= MAX_FRAMES_LIMIT:
+            value = min(max(value, 1), MAX_FRAMES_LIMIT)
+            reasons.append("Video Input renders every frame the video gives, as v0.6 did, whatever max_frames "
+                           "says; the plan and the checks stop at this count")
         if reasons:
             notes.append(f"{name}={short_repr(given)} is used as {value!r} ({', '.join(reasons)})")
         out[name] = value

@@ -110,6 +110,7 @@ class Job:
     video: dict[str, Any]  # the video-cell fields given by the file or --set (defaults: video_setting)
     notes: list[str] = field(default_factory=list)  # values used differently from how they were given
     unknown_keys: list[str] = field(default_factory=list)
+    dialect: Any = None  # deforum.dialects.Dialect: which program wrote the file
 
     def video_setting(self, name: str) -> Any:
         return self.video.get(name, A.FIELDS["video"][name].default)
@@ -143,7 +144,7 @@ def load_job(path: str | os.PathLike[str], sets: Mapping[str, Mapping[str, Any]]
     merged.notes += video_notes
     loaded = finish_settings(merged, check=check, unknown_keys=unknown_keys, require_prompts=check)
     return Job(Path(path), vars(loaded.args), vars(loaded.anim_args), loaded.prompts, loaded.animation_prompts,
-               video, loaded.notes, loaded.unknown_keys)
+               video, loaded.notes, loaded.unknown_keys, loaded.dialect)
 
 
 def best_device() -> str:
@@ -413,7 +414,8 @@ def cmd_plan(ns: argparse.Namespace) -> int:
         plan = make_plan(args, anim, animation_prompts, prompts)
     if ns.csv:
         plan.to_csv(ns.csv)
-    print(f"# {ns.settings}: {plan.animation_mode} mode, {len(plan)} row(s), seed {plan.start_seed} "
+    print(f"# {ns.settings}: {plan.animation_mode} mode, W x H {args.W} x {args.H}, {len(plan)} row(s), "
+          f"seed {plan.start_seed} "
           f"({args.seed_behavior})" + (", random seed drawn for this plan" if job.args["seed"] == -1 else "")
           + (f", diffusion_cadence {plan.cadence}" if plan.animation_mode in ("2D", "3D") else ""))
     for note in job.notes:
@@ -585,6 +587,8 @@ def cmd_settings_check(ns: argparse.Namespace) -> int:
             continue
         frames = f", {len(plan)} frame(s)" if plan is not None else ""
         print(f"{path}: ok ({anim.animation_mode} mode{frames})")
+        if job.dialect is not None and job.dialect.name != "v06_partial":  # a partial file names nothing more
+            print(f"  dialect: {job.dialect.describe()}")
         for note in job.notes:
             print(f"  note: {note}")
     return code

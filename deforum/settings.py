@@ -35,6 +35,7 @@ from deforum.args import (
     unsafe_name_problem,
 )
 from deforum.args import check as check_values
+from deforum.dialects import Dialect, detect, unsupported_message, v06_leniency
 from deforum.errors import SettingsError
 
 SETTINGS_SCHEMA = 1
@@ -52,6 +53,8 @@ class Settings:
     ``root`` is the file's ``root`` object, if any (not applied: paths are per machine). ``notes`` are the
     values used differently from how the file gave them (W=500 is used as 448, ...), one line each.
     ``problems`` collects what is wrong while the file is read and merged (``finish_settings`` raises them).
+    ``dialect``: which program wrote the file (``deforum.dialects``); a v0.6-family file is read with v0.6's
+    meaning where v0.6 was lenient (notes say so), a file of an unsupported dialect is one problem.
     """
 
     args: SimpleNamespace
@@ -65,6 +68,7 @@ class Settings:
     path: str | None = None
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    dialect: Dialect | None = None
 
 
 class _JsonObject(dict):
@@ -176,6 +180,11 @@ def merge_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
     validated, nothing raised): what cannot be merged is in ``problems``. ``finish_settings`` completes it."""
     a = as_dict(args)
     anim = as_dict(anim_args)
+    dialect = detect(data)
+    if not dialect.supported:  # one message naming the dialect, not one problem per key
+        return Settings(args=SimpleNamespace(**a), anim_args=SimpleNamespace(**anim), prompts=list(prompts or []),
+                        animation_prompts=dict(animation_prompts or {}), from_file=frozenset(data), path=where,
+                        problems=[unsupported_message(dialect)], dialect=dialect)
     found: list[str] = []
     unknown: dict[str, Any] = {}
     for key, value in data.items():
@@ -190,6 +199,10 @@ def merge_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
             anim[key] = value
         elif key not in META_KEYS:
             unknown[key] = value
+    notes: list[str] = []
+    if dialect.v06_family:
+        used, notes = v06_leniency(data, anim, a)
+        unknown = {key: value for key, value in unknown.items() if key not in used}
 
     schema = data.get("settings_schema", SETTINGS_SCHEMA)
     if not isinstance(schema, int) or isinstance(schema, bool) or schema > SETTINGS_SCHEMA:
@@ -212,7 +225,9 @@ def merge_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
         extra=unknown,
         from_file=frozenset(data),
         path=where,
+        notes=notes,
         problems=found,
+        dialect=dialect,
     )
 
 
@@ -226,6 +241,8 @@ def finish_settings(settings: Settings, *, check: bool = True, unknown_keys: str
     ``require_prompts``: no prompt for the mode is a problem too (a render; the notebook's cells may still
     supply them when a file has none).
     """
+    if settings.dialect is not None and not settings.dialect.supported:
+        raise unsupported_error(settings.dialect, settings.path)
     found = list(settings.problems)
     if unknown_keys == "problem":
         found += [f"{short_repr(key, 40)}: unknown key{_suggestion(key)}; a render ignores it"
@@ -245,6 +262,15 @@ def finish_settings(settings: Settings, *, check: bool = True, unknown_keys: str
     if settings.unknown_keys and unknown_keys == "warn":
         warnings.warn(unknown_keys_warning(settings.path, settings.unknown_keys), UserWarning, stacklevel=3)
     return settings
+
+
+def unsupported_error(dialect: Dialect, where: str | None) -> SettingsError:
+    """The one SettingsError for a file of a dialect that is not imported yet, naming the file once."""
+    message = unsupported_message(dialect)
+    err = SettingsError(f"{where}: {message}" if where else message)
+    err.problems = [message]  # type: ignore[attr-defined]
+    err.where = where  # type: ignore[attr-defined]
+    return err
 
 
 def _suggestion(key: str) -> str:
