@@ -105,6 +105,8 @@ def _prepare(args: Any, anim_args: Any, prompts: list[str] | None, animation_pro
                              fields.DEFAULT_ANIMATION_PROMPTS)
     if settings_file:
         loaded = apply_settings_file(a, anim, settings_file, prompts, animation_prompts)
+        for note in loaded.notes:  # values read with v0.6's meaning, or changed on the way in: said once
+            log.warning("%s: note: %s", settings_file, note)
         a, anim = vars(loaded.args), vars(loaded.anim_args)
         prompts, animation_prompts = loaded.prompts, loaded.animation_prompts
     root_ns = _root_namespace(root)

@@ -40,3 +40,19 @@ def test_the_display_is_told_when_the_model_is_loaded_before_the_first_frame(tmp
     render(ARGS, {"animation_mode": "2D", "max_frames": 2}, None, PROMPTS, root_for(tiny, tmp_path / "out"),
            progress=False, display=display)
     assert display.calls == ["plan", "generation_started", "frame", "frame"]
+
+
+def test_the_notes_of_a_settings_file_are_said_once(tmp_path, caplog, no_model_load):  # noqa: F811
+    """The notebook's settings-file override says what was read with v0.6's meaning (here: width as W)."""
+    import json
+
+    from deforum.runner import prepare
+
+    path = tmp_path / "runner.txt"
+    path.write_text(json.dumps({"width": 640, "height": 448, "animation_mode": "2D", "max_frames": 2}))
+    with caplog.at_level("WARNING", logger="deforum.runner"):
+        args, *_ = prepare({}, {}, None, {0: "a"}, {"output_path": str(tmp_path)}, settings_file=path)
+    assert (args.W, args.H) == (640, 448)
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) >= 1 and all(n.startswith(f"{path}: note: ") for n in notes)
+    assert any("width" in n for n in notes)
