@@ -21,6 +21,7 @@ from PIL import Image
 from deforum import SettingsError
 from deforum import args as A
 from deforum import notebook as N
+from deforum import notebook_build as B
 from deforum.plan import make_plan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def committed() -> nbformat.NotebookNode:
-    return nbformat.read(N.NOTEBOOK_PATH, as_version=4)
+    return nbformat.read(B.NOTEBOOK_PATH, as_version=4)
 
 
 def code_cell(nb: nbformat.NotebookNode, cell_id: str) -> str:
@@ -55,20 +56,6 @@ def module_form_values(source: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------ generated file
-
-
-def test_committed_notebook_is_what_the_generator_writes():
-    assert N.notebook_diff() == [], "run `python -m deforum.notebook build`"
-
-
-def test_check_command_fails_on_a_stale_notebook_and_build_fixes_it(tmp_path, capsys):
-    path = tmp_path / "nb.ipynb"
-    path.write_text(N.NOTEBOOK_PATH.read_text().replace("StableFun", "Stale"))
-    assert N.main(["check", str(path)]) == 1
-    assert "out of date" in capsys.readouterr().out
-    assert N.main(["build", str(path)]) == 0
-    assert N.main(["check", str(path)]) == 0
-    assert N.main(["frobnicate"]) == 2
 
 
 def test_notebook_is_stripped_with_colab_gpu_metadata():
@@ -109,19 +96,11 @@ def test_setup_cell_installs_from_this_projects_url_never_another_projects():
     assert "deforum-art" not in values["repo_url"]
 
 
-def test_repository_url_is_empty_for_the_placeholder_and_stamped_once_published(tmp_path):
-    pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text('[project]\nversion = "9.9"\n[project.urls]\nHomepage = "https://example.invalid/x"\n')
-    assert N.repository_url(pyproject) == ""
-    pyproject.write_text('[project.urls]\nHomepage = "https://github.com/someone/deforum"\n')
-    assert N.repository_url(pyproject) == "https://github.com/someone/deforum"
-
-
 def test_setup_cell_carries_the_installer_and_the_package_version():
     source = code_cell(committed(), "setup")
-    assert N.installer_source() in source
-    assert f"ensure_deforum(repo_url, version={N.package_version()!r})" in source
-    assert N.package_version() == __import__("deforum").__version__
+    assert B.installer_source() in source
+    assert f"ensure_deforum(repo_url, version={B.package_version()!r})" in source
+    assert B.package_version() == __import__("deforum").__version__
 
 
 def test_setup_cell_in_colab_says_which_repo_url_failed_to_install(tmp_path, monkeypatch):
@@ -190,9 +169,9 @@ FUNCTION_CELLS = [("root", "Root", "root"), ("animation", "DeforumAnimArgs", "an
 def test_function_cells_return_every_field_with_its_args_py_default(cell_id, function, group):
     values = call_function_cell(code_cell(committed(), cell_id), function)
     expected = A.defaults(group)
-    expected.update({f.name: f.fresh_default() for f in N.EXTRA_FIELDS.get(group, ()) if f.name not in expected})
+    expected.update({f.name: f.fresh_default() for f in B.EXTRA_FIELDS.get(group, ()) if f.name not in expected})
     assert values == expected
-    assert list(values) == [f.name for f in N.cell_fields(group)]
+    assert list(values) == [f.name for f in B.cell_fields(group)]
 
 
 @pytest.mark.parametrize(("cell_id", "function", "group"), FUNCTION_CELLS)
@@ -200,14 +179,14 @@ def test_form_fields_are_exactly_the_visible_fields(cell_id, function, group):
     source = code_cell(committed(), cell_id)
     in_function = [ln for ln in source.splitlines() if ln.startswith("    ")]
     with_param = {m["name"] for ln in in_function if (m := _PARAM.match(ln))}
-    assert with_param == {f.name for f in N.cell_fields(group) if not f.hidden}
+    assert with_param == {f.name for f in B.cell_fields(group) if not f.hidden}
 
 
 @pytest.mark.parametrize(("cell_id", "group"), [("run", "load"), ("video", "video"),
                                                 ("disconnect", "disconnect")])
 def test_module_level_form_cells(cell_id, group):
     source = code_cell(committed(), cell_id)
-    visible = {f.name: f.fresh_default() for f in N.cell_fields(group) if not f.hidden}
+    visible = {f.name: f.fresh_default() for f in B.cell_fields(group) if not f.hidden}
     values = module_form_values(source)
     assert {k: values[k] for k in visible} == visible
 
@@ -274,34 +253,10 @@ def test_settings_file_dropdown_lists_the_settings_folder():
     assert {"512x512_aesthetic_0.json", "512x512_colormatch_3.json"} <= set(choices)
 
 
-@pytest.mark.parametrize(("field", "expected"), [
-    (A.Field("x", "str", "a", "h", widget="dropdown", choices=("a", "b"), group="args"),
-     "x = 'a' #@param [\"a\", \"b\"]"),
-    (A.Field("x", "str", "a", "h", widget="dropdown", choices=("a", "b"), open_choices=True, group="anim_args"),
-     "x = 'a' #@param [\"a\", \"b\"] {allow-input: true}"),
-    (A.Field("x", "bool", True, "Why.", group="args"), "x = True  # Why."),
-    (A.Field("x", "int", 3, "h", widget="raw", group="args"), "x = 3 #@param"),
-])
-def test_render_form_line(field, expected):
-    assert N.render_form_line(field) == expected
-
-
 def test_root_cell_has_the_model_setup_fields_of_the_guide():
-    model_setup = [f.name for f in N.cell_fields("root") if f.section == "Model Setup"]
+    model_setup = [f.name for f in B.cell_fields("root") if f.section == "Model Setup"]
     assert set(model_setup) >= {"model_config", "model_checkpoint", "custom_config_path", "custom_checkpoint_path",
                                 "check_sha256", "load_on_run_all", "map_location"}
-
-
-def test_extra_fields_go_after_their_section_unless_args_py_has_them(monkeypatch):
-    def extra(name, section):
-        return A.Field(name, "bool", False, "h", widget="boolean", group="root", section=section)
-
-    monkeypatch.setattr(N, "EXTRA_FIELDS", {"root": (extra("zz_path", "Paths"), extra("models_path", "Paths"),
-                                                     extra("zz_new", "Brand New"))})
-    names = [f.name for f in N.cell_fields("root")]
-    paths = [f.name for f in A.ROOT_FIELDS if f.section == "Paths"]
-    assert names[names.index(paths[-1]) + 1] == "zz_path"
-    assert names.count("models_path") == 1 and names[-1] == "zz_new"
 
 
 # ------------------------------------------------------------------------------------ run-time helpers
