@@ -26,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from deforum.errors import ScheduleError, SettingsError
+from deforum.sampling import registry as sampler_registry
 
 SEED_MAX = 2**32 - 1  # v0.6 drew -1 seeds from 0 .. 2**32 - 1 and seed_everything accepts only that range
 
@@ -112,10 +113,10 @@ _URL_MASK = ("https://www.filterforge.com/wiki/images/archive/b/b7/"
              "20080927223728%21Polygonal_gradient_thumb.jpg")
 _URL_PALETTE = "https://www.saasdesign.io/wp-content/uploads/2021/02/palette-3-min-980x588.png"
 
-# The sampler dropdown: v0.6's names, then the two SDE samplers added here (deforum/sampling/run.py
-# implements exactly these; a test keeps the two equal).
-SAMPLERS = ("klms", "dpm2", "dpm2_ancestral", "heun", "euler", "euler_ancestral", "plms", "ddim",
-            "dpm_fast", "dpm_adaptive", "dpmpp_2s_a", "dpmpp_2m", "dpmpp_sde", "dpmpp_2m_sde")
+# The sampler dropdown: a live view of the sampler registry (deforum/sampling/registry.py: v0.6's names, then
+# the two SDE samplers added here, then any sampler registered later). The one import of sampling here: the
+# registry module imports no torch, and the dropdown, validation and docs cannot drift from what runs.
+SAMPLERS = sampler_registry.NAMES
 # The model_checkpoint dropdown: 'custom' plus every name of the catalogue (deforum/models/catalogue.py; a test
 # keeps the two equal). Any file name in models_path, a Hugging Face repo id or a diffusers folder also works.
 CHECKPOINTS = ("custom", "v1-5-pruned.ckpt", "v1-5-pruned-emaonly.ckpt", "sd-v1-4-full-ema.ckpt", "sd-v1-4.ckpt",

@@ -12,37 +12,16 @@ from collections.abc import Callable
 import torch
 
 from deforum.errors import SettingsError
-from deforum.sampling import compvis, samplers
+from deforum.sampling import registry, samplers
 from deforum.sampling.denoisers import MaskPin
 
-SAMPLERS: dict[str, Callable] = {
-    "klms": samplers.sample_lms,
-    "dpm2": samplers.sample_dpm_2,
-    "dpm2_ancestral": samplers.sample_dpm_2_ancestral,
-    "heun": samplers.sample_heun,
-    "euler": samplers.sample_euler,
-    "euler_ancestral": samplers.sample_euler_ancestral,
-    "dpm_fast": samplers.sample_dpm_fast,
-    "dpm_adaptive": samplers.sample_dpm_adaptive,
-    "dpmpp_2s_a": samplers.sample_dpmpp_2s_ancestral,
-    "dpmpp_2m": samplers.sample_dpmpp_2m,
-    "dpmpp_sde": samplers.sample_dpmpp_sde,
-    "dpmpp_2m_sde": samplers.sample_dpmpp_2m_sde,
-    "ddim": compvis.sample_ddim,
-    "plms": compvis.sample_plms,
-}
-
-# Samplers that draw fresh noise during sampling and so accept `noise_sampler` (and `eta`).
-_STOCHASTIC = {"euler_ancestral", "dpm2_ancestral", "dpmpp_2s_a", "dpmpp_sde", "dpmpp_2m_sde", "ddim"}
-_CHURN = {"euler", "heun", "dpm2"}
+# name -> function, a live view of the registry (deforum/sampling/registry.py holds the one table).
+SAMPLERS = registry.FUNCTIONS
 
 
 def get_sampler(name: str) -> Callable:
     """The sampler function for a guide name; a SettingsError listing the valid names otherwise."""
-    try:
-        return SAMPLERS[name]
-    except (KeyError, TypeError):
-        raise SettingsError(f"sampler {name!r} is not one of: {', '.join(SAMPLERS)}") from None
+    return registry.get(name).load()
 
 
 def steps_to_run(steps: int, strength: float) -> int:
@@ -53,9 +32,9 @@ def steps_to_run(steps: int, strength: float) -> int:
 def schedule_for(denoiser, sampler_name: str, steps: int, strength: float,
                  karras: bool = False) -> torch.Tensor:
     """The sliced sigma sequence a run passes to its sampler: the last t_enc + 1 of get_sigmas(steps)."""
-    get_sampler(sampler_name)
+    spec = registry.get(sampler_name)
     t_enc = steps_to_run(steps, strength)
-    sigmas = denoiser.get_sigmas(steps, karras=karras, integer_timesteps=sampler_name in ("ddim", "plms"))
+    sigmas = denoiser.get_sigmas(steps, karras=karras, integer_timesteps=spec.integer_timesteps)
     return sigmas[len(sigmas) - t_enc - 1:]
 
 
@@ -73,7 +52,8 @@ def sample(denoiser, sampler_name: str, steps: int, strength: float = 0.0, *,
     a CPU torch.Generator, so a seed gives the same latent on any device. `mask` (latent-sized, 1 = keep
     the init) needs `init_latent`. `eta` is the ancestral/ddim eta (None = the sampler's default).
     """
-    fn = get_sampler(sampler_name)
+    spec = registry.get(sampler_name)
+    fn = spec.load()
     if init_latent is None and shape is None:
         raise SettingsError("sample() needs either init_latent or shape")
     if mask is not None and init_latent is None:
@@ -100,18 +80,18 @@ def sample(denoiser, sampler_name: str, steps: int, strength: float = 0.0, *,
             cb(info)
 
     kwargs = dict(sampler_kwargs)
-    if sampler_name in _STOCHASTIC | _CHURN:
+    if spec.takes_noise_sampler:
         kwargs["noise_sampler"] = lambda sigma, sigma_next: randn()
-    if eta is not None and sampler_name in _STOCHASTIC | {"dpm_fast", "dpm_adaptive"}:
+    if eta is not None and spec.takes_eta:
         kwargs["eta"] = eta
-    if sampler_name in ("dpm_fast", "dpm_adaptive"):
-        return _dpm_solver(fn, denoiser, x, sigmas, steps, sampler_name, extra_args, chained, disable, randn,
+    if spec.call != "sigmas":
+        return _dpm_solver(fn, denoiser, x, sigmas, steps, spec.call, extra_args, chained, disable, randn,
                            kwargs)
     return fn(denoiser, x, sigmas, extra_args=extra_args, callback=chained if callbacks else None,
               disable=disable, **kwargs)
 
 
-def _dpm_solver(fn, denoiser, x, sigmas, steps, name, extra_args, callback, disable, randn, kwargs):
+def _dpm_solver(fn, denoiser, x, sigmas, steps, call, extra_args, callback, disable, randn, kwargs):
     """v0.6's dpm_fast/dpm_adaptive call: from sigmas[0] to the smallest non-zero sigma (nfe = steps).
 
     The run ends at sigma_min (v0.6 keeps that residual noise). When the range is empty (one step from the
@@ -122,7 +102,7 @@ def _dpm_solver(fn, denoiser, x, sigmas, steps, name, extra_args, callback, disa
         return samplers.sample_euler(denoiser, x, sigmas[-2:], extra_args=extra_args, callback=callback,
                                      disable=disable)
     kwargs.setdefault("noise_sampler", lambda sigma, sigma_next: randn())
-    if name == "dpm_fast":
+    if call == "dpm_solver_n":
         return fn(denoiser, x, sigma_min, sigma_max, steps, extra_args=extra_args, callback=callback,
                   disable=disable, **kwargs)
     return fn(denoiser, x, sigma_min, sigma_max, extra_args=extra_args, callback=callback, disable=disable,
