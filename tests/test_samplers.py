@@ -63,9 +63,13 @@ def run_case(case: str, **overrides):
     return model, final, steps
 
 
-def assert_close(actual, expected, what):
+ADAPTIVE = ("dpm_adaptive",)  # samplers that choose their own steps
+ADAPTIVE_STEPS = 10
+
+
+def assert_close(actual, expected, what, rtol: float = 2e-5):
     expected = torch.as_tensor(expected)
-    tol = 2e-5 * max(1.0, float(expected.abs().max()))
+    tol = rtol * max(1.0, float(expected.abs().max()))
     diff = float((actual - expected).abs().max())
     assert diff <= tol, f"{what}: max |diff| {diff:.3g} > {tol:.3g}"
 
@@ -82,14 +86,27 @@ def test_sampler_reproduces_k_diffusion_trajectory(case):
     sigmas = schedule_for(make_denoiser(model), sampler, STEPS, float(REF[f"{case}/strength"]),
                           karras=bool(REF[f"{case}/karras"]))
     np.testing.assert_allclose(sigmas.numpy(), REF[f"{case}/sigmas"], rtol=1e-6)
-    ref_x, ref_denoised = REF[f"{case}/x"], REF[f"{case}/denoised"]
+    ref_x, ref_denoised, ref_sigmas = REF[f"{case}/x"], REF[f"{case}/denoised"], REF[f"{case}/step_sigmas"]
+    if sampler in ADAPTIVE:
+        # Its step-size controller accepts or rejects a step by comparing an error estimate with 1, so float
+        # rounding that differs between CPUs (conv and matmul kernels) compounds: on an Intel Xeon (AVX-512)
+        # the step sigmas drift 1.4e-5 apart by step 14 of 22 and the txt2img run takes 57 steps, not 58.
+        # The trajectory is compared where rounding cannot have moved it yet, and the step count within one.
+        # There x still agrees to ~2e-6; the denoised prediction at the solver's intermediate points to 3e-5.
+        assert abs(len(steps) - len(ref_x)) <= 1
+        steps, ref_x, ref_denoised, ref_sigmas = (v[:ADAPTIVE_STEPS] for v in (steps, ref_x, ref_denoised,
+                                                                                ref_sigmas))
     assert len(steps) == len(ref_x)
-    np.testing.assert_allclose([s for _, _, s in steps], REF[f"{case}/step_sigmas"], rtol=1e-5)
+    np.testing.assert_allclose([s for _, _, s in steps], ref_sigmas, rtol=1e-5)
     for i, (x, denoised, _) in enumerate(steps):
         assert_close(x, ref_x[i], f"{case} x at step {i}")
-        assert_close(denoised, ref_denoised[i], f"{case} denoised at step {i}")
-    assert_close(final, REF[f"{case}/final"], f"{case} final")
-    assert model.calls == int(REF[f"{case}/model_calls"])
+        assert_close(denoised, ref_denoised[i], f"{case} denoised at step {i}",
+                     rtol=1e-4 if sampler in ADAPTIVE else 2e-5)
+    # An adaptive run that took one step fewer ends within its own tolerance (rtol 0.05): measured 2.8e-3.
+    assert_close(final, REF[f"{case}/final"], f"{case} final", rtol=1e-2 if sampler in ADAPTIVE else 2e-5)
+    # The adaptive third-order solver calls the model 3 times per step (accepted or not): one step fewer, 3 fewer.
+    slack = 3 if sampler in ADAPTIVE else 0
+    assert abs(model.calls - int(REF[f"{case}/model_calls"])) <= slack
 
 
 def test_end_to_end_euler_matches_original_pipeline():
