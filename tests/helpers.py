@@ -1,5 +1,5 @@
 """Helpers shared by several test modules: a local HTTP server and its quiet handler, a fake Hugging Face
-hub with a catalogue entry it serves, a call recorder."""
+hub with a catalogue entry it serves, a call recorder, the Root of a run on the tiny model."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 @contextmanager
@@ -140,3 +141,11 @@ class Recorder:
     def __call__(self, **kwargs):
         self.calls.append(kwargs)
         return self.generator(**kwargs)
+
+
+def root_for(tiny: tuple[Path, Path], output: Path) -> dict:
+    """Root of a CPU run on the tiny model (the ``tiny`` fixture: checkpoint, yaml), writing under ``output``."""
+    ckpt, config = tiny
+    return {"model_checkpoint": "custom", "custom_checkpoint_path": str(ckpt), "model_config": "custom",
+            "custom_config_path": str(config), "output_path": str(output), "map_location": "cpu",
+            "mount_google_drive": False}

@@ -29,33 +29,21 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import root_for
 from PIL import Image
 
-import deforum.models
 from deforum import cli
 from deforum.errors import FrameError, ModelError, SettingsError, StateError
 from deforum.generate import Generator
 from deforum.models import load_config, load_model
 from deforum.plan import make_plan
 from deforum.runner import prepare, render
-from deforum.testing import oracle_checkpoint, oracle_config, tiny_checkpoint, tiny_config
+from deforum.testing import oracle_checkpoint, oracle_config, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime.datetime(2031, 5, 6, 7, 8, 9)  # both runs of a pair start in this very second
 ARGS = dict(W=64, H=64, seed=5, steps=2, sampler="euler", scale=7.5)
 PROMPTS = {0: "a red apple", 2: "a yellow banana"}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("tiny"), fmt="safetensors")
-
-
-def root_for(tiny, output: Path) -> dict:
-    ckpt, config = tiny
-    return {"model_checkpoint": "custom", "custom_checkpoint_path": str(ckpt), "model_config": "custom",
-            "custom_config_path": str(config), "output_path": str(output), "map_location": "cpu",
-            "mount_google_drive": False}
 
 
 @contextmanager
@@ -71,19 +59,6 @@ def hang_guard(seconds: int = 30):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-@pytest.fixture
-def no_model_load(monkeypatch):
-    """Records (and refuses) every model load: a check that must come first leaves it empty."""
-    calls = []
-
-    def refuse(*args, **kwargs):
-        calls.append(args)
-        raise AssertionError("the model was loaded before the problem was found")
-
-    monkeypatch.setattr(deforum.models, "load_root_model", refuse)
-    return calls
 
 
 def write_video(path: Path, brightness: int, frames: int = 3) -> Path:

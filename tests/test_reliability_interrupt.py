@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import root_for
 from PIL import Image
 
 from deforum.errors import DeforumError, MediaError
 from deforum.runner import render
-from deforum.testing import tiny_checkpoint
 from deforum.video import count_video_frames
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,18 +132,6 @@ def run_child(argv: list[str], *, kill_on_attack: bool) -> str:
 def render_child(settings: list, attack: dict | None = None) -> str:
     return run_child([RUN_SCRIPT, json.dumps([*settings, attack or {"kind": "count"}])],
                      kill_on_attack=attack is not None)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("tiny"), fmt="safetensors")
-
-
-def root_for(tiny, output: Path) -> dict:
-    ckpt, yaml = tiny
-    return {"model_checkpoint": "custom", "custom_checkpoint_path": str(ckpt), "model_config": "custom",
-            "custom_config_path": str(yaml), "output_path": str(output), "map_location": "cpu",
-            "mount_google_drive": False}
 
 
 def anim_for(mode: str, cadence: int, **extra) -> dict:

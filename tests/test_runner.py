@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from test_reliability_hostile import ARGS, PROMPTS, no_model_load, root_for, tiny  # noqa: F401 (fixtures)
+from helpers import root_for
+from test_reliability_hostile import ARGS, PROMPTS
 
 from deforum.errors import SettingsError
 from deforum.runner import render
 
 
-def test_prompt_weights_from_the_notebook_cells_are_checked_before_the_model_loads(tmp_path, tiny,  # noqa: F811
-                                                                                  no_model_load):  # noqa: F811
+def test_prompt_weights_from_the_notebook_cells_are_checked_before_the_model_loads(tmp_path, tiny,
+                                                                                  no_model_load):
     """Prompts passed in (the notebook's cells), not from a settings file, get the same check."""
     prompts = {0: "a red apple", 2: "a cat:`__import__('os').getcwd()`"}
     with pytest.raises(SettingsError, match=r"animation_prompts\[2\]"):
@@ -35,14 +36,14 @@ class Recorder:
         self.calls.append("frame")
 
 
-def test_the_display_is_told_when_the_model_is_loaded_before_the_first_frame(tmp_path, tiny):  # noqa: F811
+def test_the_display_is_told_when_the_model_is_loaded_before_the_first_frame(tmp_path, tiny):
     display = Recorder()
     render(ARGS, {"animation_mode": "2D", "max_frames": 2}, None, PROMPTS, root_for(tiny, tmp_path / "out"),
            progress=False, display=display)
     assert display.calls == ["plan", "generation_started", "frame", "frame"]
 
 
-def test_the_notes_of_a_settings_file_are_said_once(tmp_path, caplog, no_model_load):  # noqa: F811
+def test_the_notes_of_a_settings_file_are_said_once(tmp_path, caplog, no_model_load):
     """The notebook's settings-file override says what was read with v0.6's meaning (here: width as W)."""
     import json
 
