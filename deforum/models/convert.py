@@ -11,7 +11,8 @@ weights).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -43,16 +44,23 @@ def build_modules(spec: LDMSpec, device: str | torch.device = "meta") -> dict[st
     unet_cfg = dict(spec.unet)
     if spec.parameterization == "v":
         unet_cfg["upcast_attention"] = True  # SD 2.x 768-v overflows in fp16 attention otherwise
-    modules = {}
     with torch.device(device):
-        for name, build in (("unet", lambda: UNet2DConditionModel(**unet_cfg)),
-                            ("vae", lambda: AutoencoderKL(**spec.vae)),
-                            ("text", lambda: CLIPTextModel(spec.text.clip_config()))):
-            try:
-                modules[name] = build()
-            except Exception as e:  # diffusers/transformers reject a bad size with many exception types
-                raise ModelError(f"{spec.path}: no {name} can be built from this config ({type(e).__name__}: "
-                                 f"{str(e)[:300]})") from None
+        return modules_from_builders((("unet", spec.path, lambda: UNet2DConditionModel(**unet_cfg)),
+                              ("vae", spec.path, lambda: AutoencoderKL(**spec.vae)),
+                              ("text", spec.path, lambda: CLIPTextModel(spec.text.clip_config()))))
+
+
+def modules_from_builders(builders: Iterable[tuple[str, Any, Callable[[], Any]]]) -> dict[str, Any]:
+    """``{name: build()}`` for each ``(name, config file, build)``; a config that diffusers or transformers
+    cannot build a module from (they reject bad sizes with many exception types) is a ModelError naming the
+    file."""
+    modules = {}
+    for name, path, build in builders:
+        try:
+            modules[name] = build()
+        except Exception as e:
+            raise ModelError(f"{path}: no {name} can be built from this config ({type(e).__name__}: "
+                             f"{str(e)[:300]})") from None
     return modules
 
 

@@ -232,19 +232,12 @@ def build_modules(folder: Path) -> dict[str, torch.nn.Module]:
     unet_cfg, vae_cfg = _read_json(unet_path), _read_json(vae_path)
     check_unet_config(unet_cfg, unet_path)
     check_vae_config(vae_cfg, vae_path)
-    modules = {}
     with torch.device("meta"):
-        for name, path, build in (
-                ("unet", unet_path, lambda: UNet2DConditionModel.from_config(unet_cfg)),
-                ("vae", vae_path, lambda: AutoencoderKL.from_config(vae_cfg)),
-                ("text", text_path, lambda: CLIPTextModel(CLIPTextConfig.from_pretrained(
-                    str(folder / "text_encoder"), local_files_only=True)))):
-            try:
-                modules[name] = build()
-            except Exception as e:  # diffusers/transformers reject a bad config with many exception types
-                raise ModelError(f"{path}: no {name} can be built from this config ({type(e).__name__}: "
-                                 f"{str(e)[:300]})") from None
-    return modules
+        return convert.modules_from_builders((
+            ("unet", unet_path, lambda: UNet2DConditionModel.from_config(unet_cfg)),
+            ("vae", vae_path, lambda: AutoencoderKL.from_config(vae_cfg)),
+            ("text", text_path, lambda: CLIPTextModel(CLIPTextConfig.from_pretrained(
+                str(folder / "text_encoder"), local_files_only=True)))))
 
 
 def load_folder(folder: str | Path, dtype: torch.dtype = torch.float32) -> LatentDiffusionModel:
