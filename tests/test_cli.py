@@ -627,3 +627,16 @@ def test_plan_shows_the_notes_as_comment_lines(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == "# note: W=100 is used as 64 (rounded down to a multiple of 64)"
     assert not lines[2].startswith("#")
+
+
+def test_a_shorter_preview_into_the_same_folder_leaves_no_frames_of_the_longer_one(tmp_path, capsys):
+    out = tmp_path / "preview"
+    for frames in (6, 3):
+        assert cli.main(["preview", str(REPO / "settings" / "default_animation.txt"), "--set",
+                         f"max_frames={frames}", "--set", "W=64", "--set", "H=64", "--output", str(out), "-q"]) == 0
+    pngs = sorted(p.name for p in out.rglob("preview_*.png"))
+    assert pngs == [f"preview_{i:05}.png" for i in range(3)]
+    capsys.readouterr()
+    folder = next(out.rglob("preview_00000.png")).parent
+    assert cli.main(["video", str(folder), "--pattern", "preview_%05d.png", "--output", str(tmp_path / "v.mp4")]) == 0
+    assert probe_video(tmp_path / "v.mp4").frame_count == 3

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from deforum.errors import MediaError, SettingsError
-from deforum.outputs import check_output_path, png_info
+from deforum.outputs import check_output_path, is_ours, png_info
 from deforum.video import Mp4Writer
 
 PREVIEW_MODES = ("2D", "3D")
@@ -220,4 +220,15 @@ def render_preview(plan: Any, anim_args: Any, first: np.ndarray, *, mp4_path: st
             writer.abort()
         raise
     path = writer.close() if writer is not None else None
+    if folder is not None:
+        remove_stale_frames(folder, count)
     return PreviewResult(path, folder, count, float(fps), depth[0], time.perf_counter() - started)
+
+
+def remove_stale_frames(folder: Path, count: int) -> None:
+    """Remove the frames an earlier, longer preview left after frame ``count - 1`` (only PNGs deforum wrote),
+    so ``deforum video`` on the folder encodes this preview alone."""
+    index = count
+    while is_ours(png := preview_png_path(folder, index), "png"):
+        png.unlink()
+        index += 1
