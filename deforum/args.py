@@ -867,7 +867,7 @@ def schedule_problems(anim: Mapping[str, Any]) -> list[str]:
         if not isinstance(text, str):
             continue  # a type problem, already reported
         try:
-            parse_schedule(text, max_frames, field=name)
+            parse_schedule(text, max_frames, field=name, frame_limit=MAX_FRAMES_LIMIT)
         except ScheduleError as exc:
             found.append(str(exc))
     return found

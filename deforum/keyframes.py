@@ -7,6 +7,10 @@ next key. The tokenizer below reports character positions; expressions are check
 allow-list before numexpr ever sees them (numexpr compiles its input with Python's ``eval``), and
 each expression is evaluated once over all the frames it covers.
 
+This module is pure: it imports nothing of deforum but the errors. The settings pass what it needs as
+arguments: the schedule field names (``names``) and the frame limit (``frame_limit``); the defaults below
+are v0.6's fifteen schedule names and the settings' frame limit, kept equal to ``deforum.args`` by its tests.
+
 Differences from v0.6 are listed in docs/compat.md (schedules section).
 """
 
@@ -14,21 +18,25 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numexpr
 import numpy as np
 
-from deforum.args import MAX_FRAMES_LIMIT, schedule_fields
 from deforum.errors import ScheduleError, SettingsError
 
-# The 15 schedule fields of DeforumAnimArgs, in v0.6 order (spec §1.1); declared in deforum.args.
-SCHEDULE_FIELDS: tuple[str, ...] = schedule_fields()
+# The 15 schedule fields of DeforumAnimArgs, in v0.6 order (spec §1.1): the default ``names`` of
+# parse_schedules. deforum.args declares the fields and passes its own list; a test keeps the two equal.
+SCHEDULE_FIELDS: tuple[str, ...] = (
+    "angle", "zoom", "translation_x", "translation_y", "translation_z", "rotation_3d_x", "rotation_3d_y",
+    "rotation_3d_z", "perspective_flip_theta", "perspective_flip_phi", "perspective_flip_gamma",
+    "perspective_flip_fv", "noise_schedule", "strength_schedule", "contrast_schedule")
 
-# Bounds that keep a settings file from costing unbounded time or memory.
-MAX_FRAMES = MAX_FRAMES_LIMIT
+# Bounds that keep a settings file from costing unbounded time or memory. MAX_FRAMES is the default
+# ``frame_limit``; deforum.args passes its MAX_FRAMES_LIMIT (a test keeps the two equal).
+MAX_FRAMES = 100_000
 MAX_SCHEDULE_LENGTH = 100_000
 MAX_EXPRESSION_LENGTH = 1_000
 MAX_NESTING = 32  # parentheses inside one expression
@@ -649,7 +657,8 @@ def _keyframe_value(key: Keyframe, frames: np.ndarray, max_frames: int, err: _Er
                                offset=key.position)
 
 
-def parse_schedule(text: str, max_frames: int, *, field: str | None = None) -> np.ndarray:
+def parse_schedule(text: str, max_frames: int, *, field: str | None = None,
+                   frame_limit: int = MAX_FRAMES) -> np.ndarray:
     """The per-frame values of a schedule string: float64 array of length ``max_frames``.
 
     v0.6 rules (spec §2.3): a number key is tweened linearly to the next key; an expression key is
@@ -657,9 +666,9 @@ def parse_schedule(text: str, max_frames: int, *, field: str | None = None) -> n
     last key); number -> expression ramps to the expression's value at its own key; a later
     duplicate key wins; keys >= max_frames are ignored. Fixed: frames before the first key hold the
     first key's value (v0.6 required key 0), and when every key is >= max_frames the first key's
-    value is used for all frames.
+    value is used for all frames. ``max_frames`` must be a whole number from 1 to ``frame_limit``.
     """
-    _check_max_frames(max_frames)
+    _check_max_frames(max_frames, frame_limit)
     err = _Errors(text if isinstance(text, str) else "", field)
     latest: dict[int, Keyframe] = {}
     for key in parse_keyframes(text, field=field):
@@ -686,29 +695,31 @@ def parse_schedule(text: str, max_frames: int, *, field: str | None = None) -> n
     return np.interp(np.arange(max_frames, dtype=np.float64), defined.astype(np.float64), values[defined])
 
 
-def _check_max_frames(max_frames: int) -> None:
+def _check_max_frames(max_frames: int, frame_limit: int) -> None:
     if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) or not (
-            1 <= max_frames <= MAX_FRAMES):
-        raise SettingsError(f"max_frames must be a whole number from 1 to {MAX_FRAMES}, got {max_frames!r}")
+            1 <= max_frames <= frame_limit):
+        raise SettingsError(f"max_frames must be a whole number from 1 to {frame_limit}, got {max_frames!r}")
 
 
-def parse_schedules(anim_args: Mapping[str, object] | object, max_frames: int) -> dict[str, np.ndarray]:
-    """Parse all 15 schedule fields; report every bad one at once.
+def parse_schedules(anim_args: Mapping[str, object] | object, max_frames: int, *,
+                    names: Iterable[str] = SCHEDULE_FIELDS,
+                    frame_limit: int = MAX_FRAMES) -> dict[str, np.ndarray]:
+    """Parse the schedule fields ``names`` (v0.6's 15 by default); report every bad one at once.
 
     ``anim_args`` is a mapping (or a namespace such as v0.6's ``anim_args``). Raises the field's
     ScheduleError when one field is bad, or one ScheduleError listing all of them; either way the
     exception's ``errors`` attribute holds the individual errors.
     """
-    _check_max_frames(max_frames)
+    _check_max_frames(max_frames, frame_limit)
     values = anim_args if isinstance(anim_args, Mapping) else vars(anim_args)
     series: dict[str, np.ndarray] = {}
     errors: list[ScheduleError] = []
-    for name in SCHEDULE_FIELDS:
+    for name in names:
         if name not in values:
             errors.append(ScheduleError("missing schedule field", field=name))
             continue
         try:
-            series[name] = parse_schedule(values[name], max_frames, field=name)
+            series[name] = parse_schedule(values[name], max_frames, field=name, frame_limit=frame_limit)
         except ScheduleError as exc:
             errors.append(exc)
     if len(errors) == 1:
@@ -746,14 +757,15 @@ def _prompt_key(key: object) -> int:
     return frame
 
 
-def prompt_schedule(animation_prompts: Mapping[object, str], max_frames: int) -> list[str]:
+def prompt_schedule(animation_prompts: Mapping[object, str], max_frames: int, *,
+                    frame_limit: int = MAX_FRAMES) -> list[str]:
     """The prompt of every frame: the prompt of the largest key <= frame (spec §3.1).
 
     Keys may be ints or strings of digits (settings JSON). Frames before the first key use the first
     key's prompt; keys >= max_frames are ignored unless no key is smaller, in which case the
     smallest key's prompt is used for every frame.
     """
-    _check_max_frames(max_frames)
+    _check_max_frames(max_frames, frame_limit)
     if not isinstance(animation_prompts, Mapping) or not animation_prompts:
         raise ScheduleError("animation_prompts must be a non-empty mapping of frame -> prompt, got "
                             f"{animation_prompts!r}", field="animation_prompts")

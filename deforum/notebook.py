@@ -5,8 +5,9 @@
 the schedule plot, the video) and ``create_video``. They need only IPython (and matplotlib for the plot).
 
 The notebook itself is built by ``deforum.notebook_build`` from the field tables in ``deforum.args``; this
-module imports neither the builder nor nbformat. ``python -m deforum.notebook build|check`` is kept as the
-builder's command (it runs ``deforum.notebook_build.main``).
+module imports neither the builder nor nbformat on import. ``python -m deforum.notebook build|check`` is kept
+as the builder's command: only its ``__main__`` block imports ``deforum.notebook_build`` and runs its ``main``
+(the builder does not import this module, so there is no import cycle).
 """
 
 from __future__ import annotations

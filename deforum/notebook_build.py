@@ -8,7 +8,9 @@ twice by hand.
 The cells follow v0.6's order (title and terms, NVIDIA GPU, setup, Root, animation settings, prompts, run,
 create video, disconnect) and keep its ``def DeforumArgs(): ... return locals()`` shape. The Setup cell
 carries a copy of deforum/install.py (``installer_source``). The cells call only the run-time helpers of
-``deforum.notebook``, which imports neither this module nor nbformat; building needs nbformat.
+``deforum.notebook``, which imports neither this module nor nbformat on import; building needs nbformat.
+This module does not import ``deforum.notebook`` either (only that module's ``__main__`` block imports this
+one, so the two form no import cycle): it finds the repository root itself.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from urllib.parse import urlparse
 from deforum import args as A
 from deforum import install
 from deforum.errors import SettingsError
-from deforum.notebook import REPO_ROOT, SETTINGS_DIR
 
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the same as deforum.notebook.REPO_ROOT (a test checks)
+SETTINGS_DIR = REPO_ROOT / "settings"
 NOTEBOOK_PATH = REPO_ROOT / "Deforum_Stable_Diffusion.ipynb"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 

@@ -101,12 +101,15 @@ def is_ours(path: str | os.PathLike[str], kind: str) -> bool:
 
 
 def _mp4_comment(path: Path) -> str | None:
-    """The container-level ``comment`` tag of a media file, from ffmpeg's ``-i`` report (None if absent)."""
+    """The container-level ``comment`` tag of a media file, from ffmpeg's ``-i`` report (None if absent).
+
+    The ffmpeg is imageio-ffmpeg's, asked for directly (as ``deforum.video.ffmpeg_exe`` does): deforum.video
+    imports this module, so this module does not import it."""
     import subprocess
 
-    from deforum.video import ffmpeg_exe
+    import imageio_ffmpeg
 
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     report = proc.stderr.decode("utf-8", "replace")
     if not re.search(r"^Input #0, mov,mp4", report, re.MULTILINE):

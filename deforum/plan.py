@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from deforum.args import ANIMATION_MODES, FIELDS, SEED_MAX, get_value, schedule_fields, settings_error
+from deforum.args import ANIMATION_MODES, FIELDS, MAX_FRAMES_LIMIT, SEED_MAX, get_value, schedule_fields, settings_error
 from deforum.errors import SettingsError
 from deforum.keyframes import parse_schedules, prompt_schedule
 
@@ -328,9 +328,11 @@ def make_plan(args: Any, anim_args: Any, animation_prompts: Mapping[Any, str] | 
 
     max_frames = len(init_images) if mode == "Video Input" and init_images is not None else int(
         get_value(anim_args, "max_frames"))
-    schedules = parse_schedules({name: get_value(anim_args, name) for name in schedule_fields()}, max_frames)
+    names = schedule_fields()
+    schedules = parse_schedules({name: get_value(anim_args, name) for name in names}, max_frames, names=names,
+                                frame_limit=MAX_FRAMES_LIMIT)
     check_values(args, anim_args, schedules)
-    prompt_per_frame = prompt_schedule(animation_prompts or {}, max_frames)
+    prompt_per_frame = prompt_schedule(animation_prompts or {}, max_frames, frame_limit=MAX_FRAMES_LIMIT)
     cadence = 1 if mode == "Video Input" else max(1, int(get_value(anim_args, "diffusion_cadence")))
 
     keys = list(range(0, max_frames, cadence))

@@ -525,3 +525,28 @@ def test_messages_list_only_the_functions_an_artist_uses(schedule):
 def test_unlisted_v06_functions_still_work():
     np.testing.assert_allclose(parse_schedule("0:(real(t) + copy(t) + max(2) + ones_like(t))", 3), [3, 5, 7])
     np.testing.assert_allclose(parse_schedule("0:(i + max_frames)", 3), [3, 4, 5])
+
+
+# --- names and limits are arguments (keyframes imports nothing of the settings) -----------------------
+
+def test_parse_schedules_takes_the_field_names():
+    values = {"a": "0:(1), 2:(3)", "b": "0:(t)", "not_parsed": "0:(foo)"}
+    series = parse_schedules(values, 3, names=("b", "a"))
+    assert list(series) == ["b", "a"]
+    np.testing.assert_array_equal(series["a"], [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(series["b"], [0.0, 1.0, 2.0])
+    with pytest.raises(ScheduleError, match="missing schedule field") as info:
+        parse_schedules(values, 3, names=("a", "c"))
+    assert info.value.field == "c"
+
+
+def test_the_frame_limit_is_an_argument():
+    assert keyframes.MAX_FRAMES == 100_000  # the default limit
+    keyframes.parse_schedule("0:(1)", 10, frame_limit=10)
+    with pytest.raises(SettingsError, match="from 1 to 9, got 10"):
+        keyframes.parse_schedule("0:(1)", 10, frame_limit=9)
+    with pytest.raises(SettingsError, match="from 1 to 4"):
+        parse_schedules(_defaults(), 5, frame_limit=4)
+    with pytest.raises(SettingsError, match="from 1 to 4"):
+        prompt_schedule({0: "a"}, 5, frame_limit=4)
+    assert prompt_schedule({0: "a"}, 4, frame_limit=4) == ["a"] * 4

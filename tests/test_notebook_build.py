@@ -67,6 +67,12 @@ def test_python_m_deforum_notebook_is_the_builders_command():
     assert done.returncode == 0 and "is up to date" in done.stdout, done.stdout + done.stderr
 
 
+def test_builder_and_run_time_helpers_agree_on_the_repository_paths():
+    # the builder finds the root itself so that it need not import deforum.notebook (no import cycle)
+    assert B.REPO_ROOT == N.REPO_ROOT and B.SETTINGS_DIR == N.SETTINGS_DIR
+    assert (B.REPO_ROOT / "pyproject.toml").is_file()
+
+
 def test_the_run_time_helpers_import_neither_nbformat_nor_the_builder():
     code = ("import sys, deforum.notebook; "
             "print(sorted(m for m in ('nbformat', 'deforum.notebook_build', 'deforum.install') if m in sys.modules))")
