@@ -19,15 +19,15 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "deforum"
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
+def _module_name(path: Path, package_dir: Path) -> str:
+    parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in sorted(PACKAGE_DIR.rglob("*.py"))}
+def _modules(package_dir: Path) -> dict[str, Path]:
+    return {_module_name(p, package_dir): p for p in sorted(package_dir.rglob("*.py"))}
 
 
 def _resolve_relative(module: str, is_package: bool, level: int, target: str | None) -> str:
@@ -37,9 +37,9 @@ def _resolve_relative(module: str, is_package: bool, level: int, target: str | N
     return ".".join([*base, *([target] if target else [])])
 
 
-def import_graph() -> dict[str, dict[str, list[int]]]:
-    """module -> {imported deforum module -> line numbers of the imports}."""
-    modules = _modules()
+def import_graph(package_dir: Path = PACKAGE_DIR) -> dict[str, dict[str, list[int]]]:
+    """module -> {imported module of the package -> line numbers of the imports}."""
+    modules = _modules(package_dir)
     graph: dict[str, dict[str, list[int]]] = {}
     for name, path in modules.items():
         edges: dict[str, list[int]] = {}
@@ -125,6 +125,32 @@ def test_graph_sees_every_module_and_function_local_imports():
     assert "deforum.errors" in graph and "deforum.models" in graph and "deforum.keyframes" in graph
     # a function-local import is an edge (notebook.py imports video inside functions)
     assert "deforum.video" in graph["deforum.notebook"]
+
+
+def test_the_edge_rules_on_a_made_up_package(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "from pkg import a\n",
+        "a.py": "import os\nfrom pkg.sub import c, helper\n\ndef f():\n    from . import b\n",
+        "b.py": "import pkg.sub.c\n",
+        "sub/__init__.py": "helper = 1\n",
+        "sub/c.py": "from ..a import f\nfrom .. import b\n",
+    }
+    for name, text in files.items():
+        (pkg / name).write_text(text)
+    graph = import_graph(pkg)
+    assert {m: sorted(e) for m, e in graph.items()} == {
+        "pkg": ["pkg.a"],
+        "pkg.a": ["pkg.b", "pkg.sub", "pkg.sub.c"],  # c is a module; helper is a name of pkg.sub
+        "pkg.b": ["pkg.sub.c"],  # not pkg nor pkg.sub: a parent's __init__ running first is no edge
+        "pkg.sub": [],
+        "pkg.sub.c": ["pkg.a", "pkg.b"],
+    }
+    assert graph["pkg.a"]["pkg.b"] == [5]  # the function-local import counts
+    components = strongly_connected_components(graph)
+    assert components == [["pkg.a", "pkg.b", "pkg.sub.c"]]
+    assert "pkg.sub.c -> pkg.a (line 1)" in _describe(graph, components[0])
 
 
 def test_no_import_cycles():
