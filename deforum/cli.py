@@ -27,7 +27,9 @@ from typing import Any
 
 from deforum import __version__
 from deforum import args as A
+from deforum import device as devices
 from deforum.errors import DeforumError, MediaError, SettingsError
+from deforum.log import hide_progress_messages, show_progress_messages
 
 EXIT_OK, EXIT_FAILED, EXIT_SETTINGS = 0, 1, 2
 SET_GROUPS = ("args", "anim_args", "root", "video")  # where an unprefixed --set key is looked up, in order
@@ -147,20 +149,10 @@ def load_job(path: str | os.PathLike[str], sets: Mapping[str, Mapping[str, Any]]
                video, loaded.notes, loaded.unknown_keys, loaded.dialect)
 
 
-def best_device() -> str:
-    """cuda, then mps, then cpu: v0.6's 'cuda' default cannot run on a machine without a GPU."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    return "mps" if mps is not None and mps.is_available() else "cpu"
-
-
 def make_root(ns: argparse.Namespace, sets: Mapping[str, Mapping[str, Any]]) -> SimpleNamespace:
     """Root (model and paths) from the options; the model is loaded by the first render and kept."""
     root = A.defaults("root")
-    root.update(mount_google_drive=False, map_location=best_device())
+    root.update(mount_google_drive=False, map_location=devices.best_device())
     if getattr(ns, "output", None):
         root["output_path"] = str(ns.output)
     checkpoint = getattr(ns, "checkpoint", None)
@@ -779,9 +771,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns = parser.parse_args(argv)
     except SystemExit as exc:  # --help / --version (0) or a usage error (2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_SETTINGS
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("deforum").setLevel(logging.DEBUG if getattr(ns, "verbose", False) else
-                                          logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")  # other libraries
+    deforum_log = logging.getLogger("deforum")
+    saved = deforum_log.level, deforum_log.propagate
+    # The library's messages ("Loaded ... on cuda (float16)") on stderr: -q hides them, -v adds debug.
+    show_progress_messages(level=logging.DEBUG if getattr(ns, "verbose", False) else
+                           logging.WARNING if getattr(ns, "quiet", False) else logging.INFO)
+    deforum_log.propagate = False  # shown once, by that handler, not again by the root logger's
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -794,3 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("deforum: interrupted", file=sys.stderr)
         return 130
+    finally:  # main() may run again in the same process (tests, python -c): leave logging as it was
+        hide_progress_messages()
+        deforum_log.setLevel(saved[0])
+        deforum_log.propagate = saved[1]

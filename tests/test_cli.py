@@ -14,6 +14,7 @@ from PIL import Image
 
 from deforum import args as A
 from deforum import cli
+from deforum import device as devices
 from deforum.errors import SettingsError
 from deforum.plan import make_plan
 from deforum.render import preview
@@ -235,7 +236,7 @@ def test_render_options_reach_the_runner(tmp_path, captured_render, model):
     assert call["root"]["model_checkpoint"] == "custom" and call["root"]["custom_checkpoint_path"] == str(ckpt)
     assert call["root"]["model_config"] == "custom" and call["root"]["custom_config_path"] == str(yaml)
     assert call["root"]["output_path"] == str(tmp_path / "o")
-    assert call["root"]["map_location"] == cli.best_device() and call["root"]["model"] is None
+    assert call["root"]["map_location"] == devices.best_device() and call["root"]["model"] is None
     assert call["kwargs"]["progress"] is False
 
 
@@ -495,13 +496,13 @@ def test_render_report_estimates_after_the_first_frame_when_told_the_model_is_lo
 
 
 def test_render_on_the_cpu_says_a_gpu_is_expected(tmp_path, captured_render, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "best_device", lambda: "cpu")
+    monkeypatch.setattr(devices, "best_device", lambda: "cpu")
     settings = write_settings(tmp_path / "s.txt", animation_mode="None", n_batch=3, steps=40, batch_prompts=["a", "b"])
     assert cli.main(["render", str(settings), "-q"]) == 0
     err = capsys.readouterr().err
     assert f"{settings}: None mode, 6 image(s) x 40 sampler steps = 240 steps" in err
     assert "deforum: note: no GPU found: rendering on the CPU" in err and "expects a CUDA GPU" in err
-    monkeypatch.setattr(cli, "best_device", lambda: "cuda")
+    monkeypatch.setattr(devices, "best_device", lambda: "cuda")
     assert cli.main(["render", str(settings), "-q", "--checkpoint", "x.ckpt"]) == 0
     assert "no GPU found" not in capsys.readouterr().err
 
@@ -640,3 +641,24 @@ def test_a_shorter_preview_into_the_same_folder_leaves_no_frames_of_the_longer_o
     folder = next(out.rglob("preview_00000.png")).parent
     assert cli.main(["video", str(folder), "--pattern", "preview_%05d.png", "--output", str(tmp_path / "v.mp4")]) == 0
     assert probe_video(tmp_path / "v.mp4").frame_count == 3
+
+
+def test_render_shows_the_librarys_messages_on_stderr_and_q_hides_them(tmp_path, model, capsys, monkeypatch):
+    """The loader logs "Loaded ..." (it printed it before); the CLI puts it on stderr, one plain line."""
+    import deforum.runner as runner
+    from deforum.models import loader
+
+    def fake_render(args, anim_args, prompts, animation_prompts, root, **kwargs):
+        loader.load_root_model(vars(root))
+        return runner.RunResult(Path("."), "20220101000000", [], None, None, None, None)
+
+    monkeypatch.setattr(runner, "render", fake_render)
+    monkeypatch.setattr(devices, "best_device", lambda: "cpu")
+    ckpt, yaml = model
+    settings = write_settings(tmp_path / "s.txt", animation_mode="None")
+    argv = ["render", str(settings), "--checkpoint", str(ckpt), "--config", str(yaml), "--no-video"]
+    assert cli.main(argv) == 0
+    [loaded] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Loaded ")]
+    assert loaded == f"Loaded {ckpt} with config {yaml.name} on cpu (float32)"
+    assert cli.main([*argv, "-q"]) == 0
+    assert "Loaded " not in capsys.readouterr().err

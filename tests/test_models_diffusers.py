@@ -2,6 +2,7 @@
 
 import fnmatch
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -227,7 +228,7 @@ def test_a_repo_id_offline_says_what_to_put_where(tmp_path):
         in message
 
 
-def test_a_repo_id_is_fetched_as_safetensors_diffusers_folders(saved, tmp_path, monkeypatch, capsys):
+def test_a_repo_id_is_fetched_as_safetensors_diffusers_folders(saved, tmp_path, monkeypatch, caplog):
     """A fake snapshot_download serving a hub repo that also holds .bin, fp16 and single-file weights."""
     import huggingface_hub
 
@@ -251,11 +252,12 @@ def test_a_repo_id_is_fetched_as_safetensors_diffusers_folders(saved, tmp_path, 
     monkeypatch.setattr(download_module, "hub_unreachable", lambda endpoint=None: None)  # the fake hub answers
     root = {"models_path": str(tmp_path / "models"), "model_checkpoint": "someone/tiny-sd1",
             "map_location": "cpu", "model_config": "v1-inference.yaml"}
-    model = load_root_model(root)
+    with caplog.at_level(logging.INFO, logger="deforum"):
+        model = load_root_model(root)
     dest = tmp_path / "models" / "tiny-sd1"
     fetched = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     assert not [f for f in fetched if f.endswith((".bin", ".ckpt")) or "fp16" in f or "safety" in f]
     assert "unet/diffusion_pytorch_model.safetensors" in fetched
-    assert model.config_name == "diffusers" and "diffusers" in capsys.readouterr().out
+    assert model.config_name == "diffusers" and "diffusers" in caplog.text
     load_root_model(root)
     assert calls == ["someone/tiny-sd1"]  # the complete folder is not fetched again

@@ -1,5 +1,6 @@
 """Root fields -> checkpoint, config, device; the catalogue table; the once-per-process model cache."""
 
+import logging
 import os
 import re
 import shutil
@@ -132,12 +133,13 @@ def test_device_and_precision_choice():
         choose_device("xla")
 
 
-def test_load_root_model_loads_once_per_process(tmp_path, capsys):
+def test_load_root_model_loads_once_per_process(tmp_path, caplog):
     root = {"models_path": str(Path(oracle_checkpoint()).parent), "model_checkpoint": "tiny-sd1.safetensors",
             "model_config": "custom", "custom_config_path": str(oracle_config()), "map_location": "cpu",
             "half_precision": True, "check_sha256": True}
-    model = load_root_model(root)
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="deforum"):
+        model = load_root_model(root)
+    out = caplog.text  # said out loud: the CLI and the notebook show the deforum logger's INFO lines
     assert "tiny-sd1.safetensors" in out and "tiny-sd1-inference.yaml" in out and "cpu" in out
     assert model.dtype == torch.float32  # half precision applies on CUDA only
     assert load_root_model(root) is model

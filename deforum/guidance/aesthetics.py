@@ -8,6 +8,7 @@ The file for the chosen ``clip_name`` is looked up in ``models_path`` and downlo
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import urllib.error
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 
 from deforum.errors import ModelError, SettingsError
 from deforum.guidance.clip import Clip, normalize
+
+log = logging.getLogger(__name__)
 
 HEADS_URL = "https://github.com/crowsonkb/simulacra-aesthetic-models/raw/master/models/{}"
 # clip_name -> (file, sha256, embedding dim)
@@ -83,7 +86,7 @@ def head_path(clip_name: str, models_path: str | os.PathLike[str], *, check_sha2
     filename, sha256, _ = head_entry(clip_name)
     path = Path(models_path) / filename
     if not path.is_file():
-        print(f"Downloading the aesthetics head {filename} to {models_path}")
+        log.info("Downloading the aesthetics head %s to %s", filename, models_path)
         _download(HEADS_URL.format(filename), path, sha256)
     elif check_sha256:
         verify_sha256(path, sha256)

@@ -266,7 +266,6 @@ def detect_config_name(state_dict: dict, checkpoint_name: str = "") -> str:
                          f"(cross-attention context width {context}); set model_config to one of "
                          f"{', '.join(CONFIG_NAMES)} or 'custom' with custom_config_path")
     log.info("model_config: detected %s (%s)", name, why)
-    print(f"model_config: detected {name} ({why})")
     return name
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from typing import TypeVar
 
 from deforum.errors import ModelError
 from deforum.models.catalogue import CatalogueEntry
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -124,7 +127,7 @@ def fetch_from_hub(fetch: Callable[[str | None], T], *, what: str, repo_id: str,
     unreachable = hub_unreachable(endpoint)
     if unreachable:
         raise ModelError(f"{offline} ({unreachable}); {where}")
-    print(f"Downloading {what} from {repo_id} to {place}")
+    log.info("Downloading %s from %s to %s", what, repo_id, place)
     try:
         return fetch(token or os.environ.get("HF_TOKEN"))
     except GatedRepoError as e:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from deforum import device as devices
 from deforum.errors import ModelError
 from deforum.models import catalogue, convert, diffusers_folder, download, safe_load
 from deforum.models import config as ldm_config
@@ -27,14 +28,6 @@ def _field(root: Any, name: str, default: Any = None) -> Any:
     return getattr(root, name, default)
 
 
-def _best_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def choose_device(map_location: str | torch.device | None = None) -> torch.device:
     """'cuda', 'mps', 'cpu' (or 'cuda:1' ...) as asked; None/'auto' picks cuda, then mps, then cpu.
 
@@ -42,19 +35,16 @@ def choose_device(map_location: str | torch.device | None = None) -> torch.devic
     with one warning, so a notebook run locally on CPU/MPS still works.
     """
     if map_location in (None, "", "auto"):
-        return _best_device()
+        return torch.device(devices.best_device())
     try:
         device = torch.device(map_location)
     except (RuntimeError, TypeError) as e:
         raise ModelError(f"map_location = {map_location!r} is not a device; allowed: 'cuda', 'mps', 'cpu', "
                          "'auto'") from e
-    available = {"cuda": torch.cuda.is_available(),
-                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
-                 "cpu": True}
-    if device.type not in available:
+    if device.type not in devices.DEVICE_TYPES:
         raise ModelError(f"map_location = {map_location!r}; allowed: 'cuda', 'mps', 'cpu', 'auto'")
-    if not available[device.type]:
-        fallback = _best_device()
+    if not devices.available(device.type):
+        fallback = torch.device(devices.best_device())
         warnings.warn(f"map_location = {map_location!r} but no {device.type.upper()} device is available here; "
                       f"the model runs on {fallback.type} instead (set map_location to 'cpu' or 'auto' to "
                       "silence this)", UserWarning, stacklevel=2)
@@ -248,7 +238,7 @@ def load_root_model(root: Any, *, endpoint: str | None = None) -> LatentDiffusio
     config_name = _field(root, "model_config", "") or ""
     if diffusers_folder.is_diffusers_folder(ckpt):
         if config_name == "custom":
-            print(f"{ckpt} is a diffusers folder: model_config 'custom' is not used")
+            log.info("%s is a diffusers folder: model_config 'custom' is not used", ckpt)
         cfg = None
     elif config_name in ("", "auto") and catalogue.lookup(_field(root, "model_checkpoint", "") or "") is None:
         cfg = None
@@ -259,6 +249,6 @@ def load_root_model(root: Any, *, endpoint: str | None = None) -> LatentDiffusio
     model = load_model(ckpt, cfg, device=device, dtype=dtype, vae_tiling=bool(_field(root, "vae_tiling", False)),
                        compile_unet=bool(_field(root, "compile_unet", False)))
     extras = [n for n, on in (("vae tiling", model.vae_tiling), ("compiled UNet", model.unet_compiled)) if on]
-    print(f"Loaded {ckpt} with config {model.config_name} on {device} ({str(dtype).replace('torch.', '')})"
-          + (f", {', '.join(extras)}" if extras else ""))
+    log.info("Loaded %s with config %s on %s (%s)%s", ckpt, model.config_name, device,
+             str(dtype).replace("torch.", ""), f", {', '.join(extras)}" if extras else "")
     return model
