@@ -70,8 +70,12 @@ def in_colab() -> bool:
 def prepare_root(root: Any) -> Any:
     """v0.6's path step: in Colab with mount_google_drive, mount Drive and use the gdrive paths; create them.
 
-    Outside Colab mount_google_drive is ignored (with a note), as v0.6 fell back to the local paths.
+    Outside Colab mount_google_drive is ignored (with a note), as v0.6 fell back to the local paths. From here
+    on the cells show deforum's messages (the model loaded, downloads, notes) as v0.6 printed them.
     """
+    from deforum.log import show_progress_messages
+
+    show_progress_messages(sys.stdout)
     if root.mount_google_drive and in_colab():
         from google.colab import drive
 

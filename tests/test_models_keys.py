@@ -1,6 +1,7 @@
 """Real SD 1.5 / SD 2 state-dict layouts map completely onto our modules (meta tensors: no 4 GB of zeros)."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -96,9 +97,10 @@ def test_sd1_weights_against_an_sd2_config_are_refused(sd15):
     ("sd2", "768-v-ema.ckpt", "v2-inference-v.yaml"),
     ("sd2", "v2-1_768-ema-pruned.safetensors", "v2-inference-v.yaml"),
 ])
-def test_config_detection(keys, filename, expected, request, capsys):
-    assert detect_config_name(request.getfixturevalue(keys), filename) == expected
-    assert expected in capsys.readouterr().out  # the choice is said out loud
+def test_config_detection(keys, filename, expected, request, caplog):
+    with caplog.at_level(logging.INFO, logger="deforum"):
+        assert detect_config_name(request.getfixturevalue(keys), filename) == expected
+    assert expected in caplog.text  # the choice is said out loud (the CLI and the notebook show deforum's log)
 
 
 def test_detection_refuses_an_unknown_layout():
