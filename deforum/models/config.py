@@ -203,10 +203,31 @@ def read_yaml(path: Path) -> Any:
     if size > limits.MAX_CONFIG_BYTES:
         raise ModelError(f"{path}: {size} bytes; a model config may have at most {limits.MAX_CONFIG_BYTES}")
     try:
+        _check_yaml_shape(path)
         return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except (OmegaConfBaseException, yaml.YAMLError, OSError, ValueError, TypeError, RecursionError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{path}: not a readable yaml config ({type(e).__name__}: {reason})") from None
+
+
+def _check_yaml_shape(path: Path) -> None:
+    """Count aliases and nesting in the yaml's event stream, before anything is built from it: an alias bomb
+    or absurd nesting is refused whatever omegaconf's version guards (2.3 guards neither)."""
+    import yaml
+
+    aliases = depth = 0
+    with open(path, "rb") as stream:
+        for event in yaml.parse(stream, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > limits.MAX_YAML_ALIASES:
+                    raise ValueError(f"more than {limits.MAX_YAML_ALIASES} aliases (a model config uses none)")
+            elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > limits.MAX_YAML_DEPTH:
+                    raise ValueError(f"nested more than {limits.MAX_YAML_DEPTH} deep")
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
 
 
 def load_config(path: str | Path) -> LDMSpec:

@@ -36,6 +36,8 @@ MAX_VOCAB = 1_000_000  # text encoder vocabulary [49408]
 MAX_POSITIONS = 4096  # text encoder positions [77]; SD's tokenizer needs at least 77
 MAX_SCALE_FACTOR = 100.0  # latent scale [0.18215 / 0.13025]
 MAX_CONFIG_BYTES = 4 * 2**20  # an LDM yaml is ~2 kB, a config.json ~5 kB
+MAX_YAML_ALIASES = 64  # LDM yamls use none; omegaconf 2.3 (Colab's) expands an alias bomb until memory runs out
+MAX_YAML_DEPTH = 64  # LDM yamls nest ~6 deep
 MAX_JSON_BYTES = 64 * 2**20  # JSON files of a diffusers folder (tokenizer vocab.json is ~1 MB)
 
 
