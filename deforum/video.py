@@ -7,6 +7,7 @@ argument lists (never a shell). Spec: v06-animation.md sections 1.5, 7, 10.7 and
 from __future__ import annotations
 
 import base64
+import contextlib
 import glob
 import hashlib
 import json
@@ -472,6 +473,8 @@ class Mp4Writer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        with contextlib.suppress(OSError):  # ffmpeg is gone: what the pipe still buffers cannot be written
+            self.proc.stdin.close()
         self.tmp.unlink(missing_ok=True)
 
 

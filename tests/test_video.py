@@ -603,3 +603,15 @@ def test_each_allowed_imageio_ffmpeg_makes_and_counts_videos(version, tmp_path, 
     assert info.fps == pytest.approx(29.97, rel=1e-3)
     assert _count_packets(written) == 5
     assert_levels(mean_levels(f[:17, :33] for f in read_video_frames(written)), [0, 60, 120, 180, 240])
+
+
+
+def test_abort_after_ffmpeg_died_closes_its_input(tmp_path):
+    """Aborting closes ffmpeg's input, so no 'Broken pipe' surfaces later when the pipe is garbage-collected."""
+    writer = Mp4Writer(tmp_path / "a.mp4", 16, 16, 12)
+    writer.proc.stdin.write(b"\0" * 100)  # still in the pipe's buffer
+    writer.proc.kill()
+    writer.proc.wait()
+    writer.abort()
+    assert writer.proc.stdin.closed
+    assert not list(tmp_path.iterdir())

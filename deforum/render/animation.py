@@ -263,7 +263,7 @@ def key_generator(generator: Any, args: Any, first_init: Any = None) -> KeyGener
                  overlay: np.ndarray | None = None) -> torch.Tensor:
         kwargs = dict(call, seed=row.seed, prompt=row.prompt, frame=row.frame)
         if mask is not None:
-            kwargs["mask"] = Image.fromarray(mask, "L")
+            kwargs["mask"] = Image.fromarray(mask)  # uint8 HxW: mode L
             if overlay is not None:
                 kwargs["overlay_original"] = image_to_sample(overlay, torch.float32)
         if init is not None:
