@@ -404,9 +404,13 @@ def execute(nb: nbformat.NotebookNode, tmp_path: Path, env: dict[str, str] | Non
     """Run every cell top to bottom in a fresh kernel (working directory: the repository root)."""
     from nbclient import NotebookClient
 
-    client = NotebookClient(nb, km=kernel_manager(tmp_path, env, **kernel), timeout=timeout,
-                            resources={"metadata": {"path": str(cwd)}})
-    client.execute()
+    km = kernel_manager(tmp_path, env, **kernel)
+    client = NotebookClient(nb, km=km, timeout=timeout, resources={"metadata": {"path": str(cwd)}})
+    try:
+        client.execute()
+    finally:  # a kernel manager passed in is not shut down by nbclient: each kernel holds ~1 GB
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     return nb
 
 
