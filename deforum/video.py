@@ -531,7 +531,7 @@ def make_video(frames: str | Path | Iterable[str | Path], mp4_path: str | Path, 
     tmp = writer.tmp
     try:
         _encode_mp4(paths, writer)
-        encoded = _count_packets(tmp)
+        encoded = count_packets(tmp)
         if encoded != len(paths):
             raise MediaError(f"encoded {encoded} frames instead of {len(paths)} into {str(mp4_path)!r}")
         if gif_final is not None:
@@ -549,7 +549,7 @@ def make_video(frames: str | Path | Iterable[str | Path], mp4_path: str | Path, 
     return mp4_path
 
 
-def _count_packets(path: Path) -> int:
+def count_packets(path: Path) -> int:
     """Video frames stored in a file, counted without decoding (one packet per frame for h264/mp4)."""
     proc = _run_ffmpeg(["-nostats", "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"],
                        what="check", path=path)

@@ -25,7 +25,7 @@ from deforum.errors import MediaError, SettingsError
 from deforum.video import (
     MANIFEST_NAME,
     Mp4Writer,
-    _count_packets,
+    count_packets,
     count_video_frames,
     extract_frames,
     ffmpeg_exe,
@@ -589,7 +589,7 @@ def test_each_allowed_imageio_ffmpeg_makes_and_counts_videos(version, tmp_path, 
     info = probe_video(mp4)
     assert (info.frame_count, info.fps, info.width, info.height) == (9, 12.0, 40, 24)
     assert count_video_frames(mp4) == 9
-    assert _count_packets(mp4) == 9  # what make_video checks after encoding, without decoding
+    assert count_packets(mp4) == 9  # what make_video checks after encoding, without decoding
     assert_levels(mean_levels(read_video_frames(mp4)), levels)
     with Image.open(tmp_path / "made.gif") as gif:
         assert sum(1 for _ in ImageSequence.Iterator(gif)) == 9
@@ -601,7 +601,7 @@ def test_each_allowed_imageio_ffmpeg_makes_and_counts_videos(version, tmp_path, 
     info = probe_video(written)
     assert (info.frame_count, info.width, info.height) == (5, 34, 18)
     assert info.fps == pytest.approx(29.97, rel=1e-3)
-    assert _count_packets(written) == 5
+    assert count_packets(written) == 5
     assert_levels(mean_levels(f[:17, :33] for f in read_video_frames(written)), [0, 60, 120, 180, 240])
 
 

@@ -33,7 +33,7 @@ from deforum.image.convert import sample_to_uint8
 from deforum.image.io import ensure_output_folder, load_init_image, open_image, save_png_atomic
 from deforum.plan import FrameRow, make_plan
 from deforum.render.steps import check_finite
-from deforum.video import extract_frames, probe_video
+from deforum.video import count_packets, extract_frames, probe_video
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +122,11 @@ def prepare_video_input(args: Any, anim_args: Any, *, hold: bool = False) -> Vid
         raise MediaError("video_mask_path: is empty but use_mask_video is on; give the mask video's path")
 
     # Check both videos, the frame count and the output folder before extracting anything.
-    info = probe_video(video_path, field="video_init_path")
-    extracted = -(-info.frame_count // n)
+    info = probe_video(video_path, count_frames=False, field="video_init_path")
+    stored = count_packets(video_path)  # the frames the file stores, counted without decoding them
+    extracted = -(-stored // n)
     if extracted > MAX_FRAMES_LIMIT:
-        raise MediaError(f"video_init_path: {video_path!r} has {info.frame_count} frames, so extract_nth_frame={n} "
+        raise MediaError(f"video_init_path: {video_path!r} has {stored} frames, so extract_nth_frame={n} "
                          f"gives {extracted} frames to render; at most {MAX_FRAMES_LIMIT} are allowed: raise "
                          "extract_nth_frame or cut the video")
     if use_mask_video:
