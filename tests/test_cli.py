@@ -630,7 +630,16 @@ def test_plan_shows_the_notes_as_comment_lines(tmp_path, capsys):
     assert not lines[2].startswith("#")
 
 
-def test_a_shorter_preview_into_the_same_folder_leaves_no_frames_of_the_longer_one(tmp_path, capsys):
+def test_a_shorter_preview_into_the_same_folder_leaves_no_frames_of_the_longer_one(tmp_path, capsys, monkeypatch):
+    """Both previews start in one second (the clock is fixed), so they share the timestring's frame folder."""
+    import datetime
+
+    class FixedClock(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2031, 5, 6, 7, 8, 9)
+
+    monkeypatch.setattr(A, "datetime", type("clock", (), {"datetime": FixedClock}))  # deforum.args only
     out = tmp_path / "preview"
     for frames in (6, 3):
         assert cli.main(["preview", str(REPO / "settings" / "default_animation.txt"), "--set",
