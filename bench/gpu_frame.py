@@ -39,7 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deforum.args import make_namespace  # noqa: E402
+from deforum.settings import make_namespace  # noqa: E402
 from deforum.generate import Generator  # noqa: E402
 from deforum.models import config as ldm_config  # noqa: E402
 from deforum.models.convert import build_modules  # noqa: E402

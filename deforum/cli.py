@@ -26,8 +26,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from deforum import __version__
-from deforum import args as A
 from deforum import device as devices
+from deforum import settings as A
 from deforum.errors import DeforumError, MediaError, SettingsError
 from deforum.log import hide_progress_messages, show_progress_messages
 
@@ -617,7 +617,7 @@ def cmd_settings_diff(ns: argparse.Namespace) -> int:
 
 
 def fields_text(groups: Sequence[str] | None = None, *, with_help: bool = True) -> str:
-    """Every settable field by group, with its help, allowed values and default (from deforum/args.py)."""
+    """Every settable field by group, with its help, allowed values and default (from deforum/settings/fields.py)."""
     blocks = []
     for group in groups or SET_GROUPS:
         fields = [f for f in A.GROUPS[group] if f.kind not in ("runtime", "computed")]

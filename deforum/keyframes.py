@@ -9,7 +9,7 @@ each expression is evaluated once over all the frames it covers.
 
 This module is pure: it imports nothing of deforum but the errors. The settings pass what it needs as
 arguments: the schedule field names (``names``) and the frame limit (``frame_limit``); the defaults below
-are v0.6's fifteen schedule names and the settings' frame limit, kept equal to ``deforum.args`` by its tests.
+are v0.6's fifteen schedule names and the settings' frame limit, kept equal to ``deforum.settings`` by its tests.
 
 Differences from v0.6 are listed in docs/compat.md (schedules section).
 """
@@ -28,14 +28,14 @@ import numpy as np
 from deforum.errors import ScheduleError, SettingsError
 
 # The 15 schedule fields of DeforumAnimArgs, in v0.6 order (spec §1.1): the default ``names`` of
-# parse_schedules. deforum.args declares the fields and passes its own list; a test keeps the two equal.
+# parse_schedules. deforum.settings declares the fields and passes its own list; a test keeps the two equal.
 SCHEDULE_FIELDS: tuple[str, ...] = (
     "angle", "zoom", "translation_x", "translation_y", "translation_z", "rotation_3d_x", "rotation_3d_y",
     "rotation_3d_z", "perspective_flip_theta", "perspective_flip_phi", "perspective_flip_gamma",
     "perspective_flip_fv", "noise_schedule", "strength_schedule", "contrast_schedule")
 
 # Bounds that keep a settings file from costing unbounded time or memory. MAX_FRAMES is the default
-# ``frame_limit``; deforum.args passes its MAX_FRAMES_LIMIT (a test keeps the two equal).
+# ``frame_limit``; deforum.settings passes its MAX_FRAMES_LIMIT (a test keeps the two equal).
 MAX_FRAMES = 100_000
 MAX_SCHEDULE_LENGTH = 100_000
 MAX_EXPRESSION_LENGTH = 1_000

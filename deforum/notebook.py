@@ -4,7 +4,7 @@
 (Drive and paths), ``settings_file_path`` (Load Settings), ``NotebookDisplay`` (the frame shown in place,
 the schedule plot, the video) and ``create_video``. They need only IPython (and matplotlib for the plot).
 
-The notebook itself is built by ``deforum.notebook_build`` from the field tables in ``deforum.args``; this
+The notebook itself is built by ``deforum.notebook_build`` from the field tables in ``deforum.settings``; this
 module imports neither the builder nor nbformat on import. ``python -m deforum.notebook build|check`` is kept
 as the builder's command: only its ``__main__`` block imports ``deforum.notebook_build`` and runs its ``main``
 (the builder does not import this module, so there is no import cycle).
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from deforum import args as A
+from deforum import settings as A
 from deforum.errors import DeforumError, SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -257,7 +257,7 @@ def _animation_frames(result: Any) -> bool:
 def create_video(result: Any, *, show: bool = True, **video_args: Any) -> Any:
     """The Create Video cell: the mp4 (and gif) of the run in ``result`` (or of manual paths), shown inline.
 
-    ``video_args`` are the video cell's fields (defaults from deforum.args). Animation runs use
+    ``video_args`` are the video cell's fields (defaults from deforum.settings). Animation runs use
     ``deforum.video.video_cell``; a None-mode run makes a video of its still images in order.
     Returns ``deforum.video.VideoResult`` or None when skipped.
     """

@@ -1,8 +1,8 @@
-"""The builder of Deforum_Stable_Diffusion.ipynb: every form field and its default from deforum/args.py.
+"""The builder of Deforum_Stable_Diffusion.ipynb: every form field and its default from deforum/settings/fields.py.
 
 ``python -m deforum.notebook build`` (or ``python -m deforum.notebook_build build``) writes the notebook at
 the repository root; ``check`` exits 1 when the committed file differs from what ``build`` would write.
-Every form field and its default comes from the field tables in ``deforum.args``, so no field is defined
+Every form field and its default comes from the field tables in ``deforum.settings``, so no field is defined
 twice by hand.
 
 The cells follow v0.6's order (title and terms, NVIDIA GPU, setup, Root, animation settings, prompts, run,
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from deforum import args as A
 from deforum import install
+from deforum import settings as A
 from deforum.errors import SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the same as deforum.notebook.REPO_ROOT (a test checks)
@@ -36,7 +36,7 @@ NOTEBOOK_PATH = REPO_ROOT / "Deforum_Stable_Diffusion.ipynb"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 
-# Fields the notebook shows that deforum/args.py does not declare (yet). They are used only when args.py
+# Fields the notebook shows that deforum/settings/fields.py does not declare (yet). They are used only when args.py
 # lacks a field of that name, so moving one into args.py needs no change here.
 EXTRA_FIELDS: dict[str, tuple[A.Field, ...]] = {
     "disconnect": (
@@ -154,7 +154,7 @@ Dominik Lorenz, Patrick Esser, Björn Ommer and the [Stability.ai](https://stabi
 Samplers after [K Diffusion](https://github.com/crowsonkb/k-diffusion) by Katherine Crowson.
 Notebook by deforum (EnzymeZoo, foxxie, huemin and contributors); guide: *Quick Guide to Deforum v06*.
 
-This notebook is generated from `deforum/args.py` by `python -m deforum.notebook build`; edit that file,
+This notebook is generated from `deforum/settings/fields.py` by `python -m deforum.notebook build`; edit that file,
 not this one."""
 
 TERMS = """\

@@ -16,9 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from deforum.args import ANIMATION_MODES, FIELDS, MAX_FRAMES_LIMIT, SEED_MAX, get_value, schedule_fields, settings_error
 from deforum.errors import SettingsError
 from deforum.keyframes import parse_schedules, prompt_schedule
+from deforum.settings import (
+    ANIMATION_MODES,
+    FIELDS,
+    MAX_FRAMES_LIMIT,
+    SEED_MAX,
+    get_value,
+    schedule_fields,
+    settings_error,
+)
 
 SEED_LIMIT = SEED_MAX + 1  # seeds are drawn from, and fed to the RNGs as, 0 .. 2**32 - 1
 SEED_BEHAVIORS = FIELDS["args"]["seed_behavior"].choices

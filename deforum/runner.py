@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from deforum import args as fields
+from deforum import settings as fields
 from deforum.errors import DeforumError
 
 log = logging.getLogger(__name__)

@@ -336,8 +336,8 @@ def _frame_list(frames: str | Path | Iterable[str | Path], pattern: str | None) 
 
 
 def _check_fps(fps: object) -> float:
-    """``fps`` as a float if the fps field of the video cell allows it (its range in ``deforum.args``)."""
-    from deforum.args import FIELDS
+    """``fps`` as a float if the fps field of the video cell allows it (its range in ``deforum.settings``)."""
+    from deforum.settings import FIELDS
 
     field = FIELDS["video"]["fps"]
     low, high = field.minimum, field.maximum

@@ -1,4 +1,4 @@
-"""The field tables of deforum.args against v0.6's defaults, and validation / post-processing rules."""
+"""The field tables of deforum.settings against v0.6's defaults, and validation / post-processing rules."""
 
 import datetime
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deforum import DeforumError, SettingsError
-from deforum import args as A
+from deforum import settings as A
 
 SETTINGS_DATA = Path(__file__).parent / "data" / "settings"
 V06 = json.loads((SETTINGS_DATA / "notebook_defaults.json").read_text())
@@ -319,7 +319,7 @@ def test_cli_help_names_default_and_choices():
 
 def test_docs_settings_md_is_up_to_date():
     assert (REPO / "docs" / "settings.md").read_text(encoding="utf-8") == A.settings_markdown(), \
-        "regenerate with: python -m deforum.args --write"
+        "regenerate with: python -m deforum.settings.docs --write"
 
 
 def test_markdown_lists_every_field():

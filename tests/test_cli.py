@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deforum import args as A
 from deforum import cli
 from deforum import device as devices
+from deforum import settings as A
 from deforum.errors import SettingsError
 from deforum.plan import make_plan
 from deforum.render import preview
-from deforum.settings import load_settings
+from deforum.settings import load_settings, resolve
 from deforum.video import probe_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -639,7 +639,7 @@ def test_a_shorter_preview_into_the_same_folder_leaves_no_frames_of_the_longer_o
         def now(cls, tz=None):
             return cls(2031, 5, 6, 7, 8, 9)
 
-    monkeypatch.setattr(A, "datetime", type("clock", (), {"datetime": FixedClock}))  # deforum.args only
+    monkeypatch.setattr(resolve, "datetime", type("clock", (), {"datetime": FixedClock}))  # finalize only
     out = tmp_path / "preview"
     for frames in (6, 3):
         assert cli.main(["preview", str(REPO / "settings" / "default_animation.txt"), "--set",

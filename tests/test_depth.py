@@ -31,7 +31,7 @@ def tiny_depth_anything(tmp_path_factory):
 
 
 def test_every_depth_model_choice_of_the_settings_is_known():
-    from deforum.args import DEPTH_MODELS as CHOICES
+    from deforum.settings import DEPTH_MODELS as CHOICES
 
     assert set(CHOICES) <= set(depth_module.DEPTH_MODELS)
 

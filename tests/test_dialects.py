@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from deforum import args as A
+from deforum import settings as A
 from deforum import cli
 from deforum import settings as S
-from deforum.dialects import detect
+from deforum.settings.dialects import detect
 from deforum.errors import SettingsError
 
 REPO = Path(__file__).resolve().parent.parent

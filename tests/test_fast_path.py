@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deforum.args import SAMPLERS, make_namespace
+from deforum.settings import SAMPLERS, make_namespace
 from deforum.errors import MediaError
 from deforum.image.io import BackgroundWriter
 from deforum.plan import make_plan

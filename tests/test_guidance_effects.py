@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deforum import args as deforum_args
+from deforum import settings as deforum_args
 from deforum.errors import DeforumError, SettingsError
 from deforum.generate import Generator, generation_kwargs
 from deforum.guidance import aesthetics, clip, losses, make_denoiser_wrapper

@@ -148,7 +148,7 @@ def test_load_root_model_loads_once_per_process(tmp_path, caplog):
 
 def test_catalogue_matches_the_checkpoint_dropdown():
     """args.CHECKPOINTS (the notebook dropdown) offers exactly the catalogue, plus 'custom'."""
-    from deforum import args
+    from deforum import settings as args
 
     assert args.CHECKPOINTS[0] == "custom"
     assert set(args.CHECKPOINTS) - {"custom"} == set(CATALOGUE)

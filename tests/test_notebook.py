@@ -1,4 +1,4 @@
-"""The notebook: generated from deforum/args.py, Colab form syntax, v0.6 fields and defaults, and executed
+"""The notebook: generated from deforum/settings/fields.py, Colab form syntax, v0.6 fields and defaults, and executed
 headless with nbclient as a user would run it (tiny model, settings file override)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from deforum import SettingsError
-from deforum import args as A
+from deforum import settings as A
 from deforum import notebook as N
 from deforum import notebook_build as B
 from deforum.plan import make_plan

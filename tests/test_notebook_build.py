@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import deforum.notebook as N
-from deforum import args as A
+from deforum import settings as A
 from deforum import notebook_build as B
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deforum import args as A
+from deforum import settings as A
 from deforum import cli
 from deforum.errors import MediaError, SettingsError
 from deforum.outputs import MARK, check_output_path, is_ours

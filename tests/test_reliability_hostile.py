@@ -604,7 +604,7 @@ def test_a_bad_diffusers_folder_config_is_a_model_error_naming_the_file(saved_fo
 
 
 def plan_settings(mode: str, **values) -> tuple[dict, dict]:
-    from deforum import args as A
+    from deforum import settings as A
 
     a = A.defaults("args") | {"seed": 1} | {k: v for k, v in values.items() if k in A.FIELDS["args"]}
     anim = A.defaults("anim_args") | {"animation_mode": mode, "max_frames": 5} | {

@@ -14,7 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deforum import args as A
+from deforum import settings as A
 from deforum.errors import DeforumError, SettingsError
 from deforum.render.stills import render_image_batch
 from deforum.runner import prepare, render

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-import deforum.args as A
+import deforum.settings as A
 from deforum.cli import parse_sets
 from deforum.errors import SettingsError
 from deforum.sampling import registry
@@ -78,6 +78,6 @@ def test_names_are_unique_and_unknown_names_list_the_valid_ones(registered):
 
 
 def test_importing_the_settings_table_does_not_import_torch():
-    code = "import sys, deforum.args; print('torch' in sys.modules)"
+    code = "import sys, deforum.settings; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

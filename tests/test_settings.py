@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from deforum import SettingsError
-from deforum import args as A
+from deforum import settings as A
 from deforum import settings as S
 
 DATA = Path(__file__).parent / "data" / "settings"
@@ -170,7 +170,7 @@ def test_failed_save_keeps_old_file_and_leaves_no_temp_file(tmp_path, monkeypatc
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(S.os, "replace", boom)
+    monkeypatch.setattr(S.files.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         S.save_settings(path, dict(A.defaults("args"), seed=5), A.defaults("anim_args"))
     assert path.read_bytes() == before

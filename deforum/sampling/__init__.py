@@ -7,7 +7,7 @@ Typical use by the generator::
                     extra_args={"cond": c, "uncond": uc, "cond_scale": 7.5})
 
 The names below are imported on first use (PEP 562), so ``deforum.sampling.registry`` (which
-``deforum.args`` reads for the sampler dropdown) can be imported without torch.
+``deforum.settings`` reads for the sampler dropdown) can be imported without torch.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The one table of samplers: each guide name with its function and the facts the sampling code needs.
 
 The sampler dropdown, ``--set sampler=`` validation, docs/settings.md and the notebook form read the names
-from here (through ``deforum.args``); ``deforum.sampling.run`` dispatches through it. A new sampler is one
+from here (through ``deforum.settings``); ``deforum.sampling.run`` dispatches through it. A new sampler is one
 function plus one ``register(SamplerSpec(...))``.
 
-This module imports no torch: ``deforum.args`` reads the names, and importing the settings table must stay
+This module imports no torch: ``deforum.settings`` reads the names, and importing the settings table must stay
 cheap. The built-in functions are named by dotted path and imported on first use.
 """
 

@@ -21,22 +21,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from deforum.args import (
+from deforum.errors import SettingsError
+from deforum.settings.dialects import Dialect, detect, unsupported_message, v06_leniency
+from deforum.settings.fields import (
     ANIM_ARGS_FIELDS,
     ARGS_FIELDS,
     DEFAULT_ANIMATION_PROMPTS,
     DEFAULT_PROMPTS,
     FIELDS,
-    as_dict,
     defaults,
-    normalized,
-    settings_error,
-    short_repr,
-    unsafe_name_problem,
 )
-from deforum.args import check as check_values
-from deforum.dialects import Dialect, detect, unsupported_message, v06_leniency
-from deforum.errors import SettingsError
+from deforum.settings.resolve import as_dict, normalized, settings_error, short_repr, unsafe_name_problem
+from deforum.settings.resolve import check as check_values
 
 SETTINGS_SCHEMA = 1
 # Keys our files add after the v0.6 ones; "prompts" is v0.6's own (between args and anim_args).
@@ -432,7 +428,7 @@ def resolve_settings_file(settings_file: str, custom_settings_file: str,
     if settings_file == "custom":
         return Path(os.path.expanduser(custom_settings_file))
     if settings_dir is None:
-        settings_dir = Path(__file__).resolve().parent.parent / "settings"
+        settings_dir = Path(__file__).resolve().parents[2] / "settings"
     problem = unsafe_name_problem(settings_file)
     if problem:
         raise SettingsError(f"settings_file={settings_file!r}: {problem} (a file in {str(settings_dir)!r})")

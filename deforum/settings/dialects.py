@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from deforum.args import FIELDS, short_repr
+from deforum.settings.fields import FIELDS
+from deforum.settings.resolve import short_repr
 
 V06_FAMILY = ("v06_dump", "v06_runner", "v06_partial")
 UNSUPPORTED = ("a1111", "parseq")
