@@ -127,3 +127,19 @@ def tiny_depth_model(folder: str | Path, kind: str = "dpt") -> Path:
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
     model.save_pretrained(folder)
     return folder
+
+
+def settings_for_test(*, prompts=None, animation_prompts=None, video=None, **overrides):
+    """Typed ``Settings`` for a test: the defaults of the field table with ``overrides`` given by their v0.6
+    names (a field of DeforumArgs, DeforumAnimArgs or the root cell; ``video`` for the video cell's), resolved
+    and checked as a run would be. Tests build settings here, never with defaults of their own."""
+    from deforum.settings import FIELDS, resolve
+
+    groups: dict[str, dict] = {"args": {}, "anim_args": {}, "root": {}}
+    for name, value in overrides.items():
+        group = next((g for g in groups if name in FIELDS[g]), None)
+        if group is None:
+            raise TypeError(f"settings_for_test: {name!r} is not a field of args, anim_args or root")
+        groups[group][name] = value
+    return resolve(groups["args"], groups["anim_args"], groups["root"], prompts=prompts,
+                   animation_prompts=animation_prompts, video=video)

@@ -75,6 +75,8 @@ class Field:
     new: bool = False
     group: str = ""
     section: str = ""
+    concern: str = ""
+    shapes_image: bool = True
 
     @property
     def hidden(self) -> bool:
@@ -87,12 +89,17 @@ class Field:
         return copy.deepcopy(self.default)
 
 
-def _section(group: str, title: str, *fields: Field) -> tuple[Field, ...]:
-    return tuple(replace(f, group=group, section=title) for f in fields)
+def _section(group: str, title: str, *fields: Field, concern: str) -> tuple[Field, ...]:
+    """The fields of one form section; ``concern`` is the typed-settings part of those that do not name their
+    own (runtime and computed fields belong to none: the renderer and ``RunIdentity`` hold them)."""
+    def placed(f: Field) -> Field:
+        own = "" if f.kind in ("runtime", "computed") else (f.concern or concern)
+        return replace(f, group=group, section=title, concern=own)
+    return tuple(placed(f) for f in fields)
 
 
-def _schedule(name: str, default: str, help: str) -> Field:
-    return Field(name, "schedule", default, help, widget="string", kind="schedule")
+def _schedule(name: str, default: str, help: str, concern: str = "") -> Field:
+    return Field(name, "schedule", default, help, widget="string", kind="schedule", concern=concern)
 
 
 _URL_BEETLE = "https://cdn.pixabay.com/photo/2022/07/30/13/10/green-longhorn-beetle-7353749_1280.jpg"
@@ -119,16 +126,18 @@ DEPTH_MODELS = ("midas", "depth_anything")
 ROOT_FIELDS: tuple[Field, ...] = (
     *_section(
         "root", "Paths",
-        Field("models_path", "str", "models", "Folder with model checkpoints (local runs).", widget="string"),
-        Field("configs_path", "str", "configs", "Folder with the LDM yaml configs.", widget="string"),
+        Field("models_path", "str", "models", "Folder with model checkpoints (local runs).", widget="string",
+              concern="model"),
+        Field("configs_path", "str", "configs", "Folder with the LDM yaml configs.", widget="string", concern="model"),
         Field("output_path", "str", DEFAULT_OUTPUT_PATH, "Root of the output folders (local runs).",
               widget="string"),
         Field("mount_google_drive", "bool", True, "In Colab, mount Google Drive and use the gdrive paths.",
               widget="boolean"),
         Field("models_path_gdrive", "str", "/content/drive/MyDrive/AI/models",
-              "Checkpoint folder when Drive is mounted.", widget="string"),
+              "Checkpoint folder when Drive is mounted.", widget="string", concern="model"),
         Field("output_path_gdrive", "str", "/content/drive/MyDrive/AI/StableDiffusion",
               "Output root when Drive is mounted.", widget="string"),
+        concern="output",
     ),
     *_section(
         "root", "Model Setup",
@@ -150,15 +159,17 @@ ROOT_FIELDS: tuple[Field, ...] = (
               choices=("cuda", "mps", "cpu")),
         Field("half_precision", "bool", True,
               "Run the model and the depth model in float16 on CUDA (v0.6: always on)."),
+        concern="model",
     ),
     *_section(
         "root", "New in this version",
         Field("compile_unet", "bool", False, "torch.compile the UNet (slow first frame, faster after).",
               widget="boolean", new=True),
         Field("offload_depth_model", "bool", False, "Keep the depth model on the CPU between frames.",
-              widget="boolean", new=True),
+              widget="boolean", new=True, concern="depth"),
         Field("vae_tiling", "bool", False, "Decode/encode large images in VAE tiles to save memory.",
               widget="boolean", new=True),
+        concern="model",
     ),
 )
 
@@ -169,6 +180,7 @@ ARGS_FIELDS: tuple[Field, ...] = (
               minimum=64, maximum=MAX_IMAGE_SIZE),
         Field("H", "int", 512, "Height in pixels; rounded down to a multiple of 64.", widget="raw",
               minimum=64, maximum=MAX_IMAGE_SIZE),
+        concern="image",
     ),
     *_section(
         "args", "Sampling Settings",
@@ -185,19 +197,22 @@ ARGS_FIELDS: tuple[Field, ...] = (
               nullable=True, minimum=0, maximum=100),
         Field("static_threshold", "float", None, "Clamp the noisy latent to +-value each step (off: null).",
               nullable=True, minimum=0),
+        concern="image",
     ),
     *_section(
         "args", "Save & Display Settings",
         Field("save_samples", "bool", True, "Save images (None mode; animations always save).",
-              widget="boolean"),
+              widget="boolean", shapes_image=False),
         Field("save_settings", "bool", True,
               "Write {timestring}_settings.txt (None mode; animations always).",
-              widget="boolean"),
-        Field("display_samples", "bool", True, "Show images in the notebook (None mode).", widget="boolean"),
+              widget="boolean", shapes_image=False),
+        Field("display_samples", "bool", True, "Show images in the notebook (None mode).", widget="boolean",
+              shapes_image=False),
         Field("save_sample_per_step", "bool", False, "Save x and x0_pred images of every sampler step.",
-              widget="boolean"),
+              widget="boolean", shapes_image=False),
         Field("show_sample_per_step", "bool", False, "Show a preview of every sampler step.",
-              widget="boolean"),
+              widget="boolean", shapes_image=False),
+        concern="output",
     ),
     *_section(
         "args", "Prompt Settings",
@@ -205,24 +220,26 @@ ARGS_FIELDS: tuple[Field, ...] = (
         Field("normalize_prompt_weights", "bool", True, "Scale positive and negative weights to sum to 1.",
               widget="boolean"),
         Field("log_weighted_subprompts", "bool", False, "Print the weighted sub-prompts and their tokens.",
-              widget="boolean"),
+              widget="boolean", shapes_image=False),
+        concern="prompts",
     ),
     *_section(
         "args", "Batch Settings",
         Field("n_batch", "int", 1, "Images per prompt in None mode.", widget="raw", minimum=1,
-              maximum=MAX_FRAMES_LIMIT),
+              maximum=MAX_FRAMES_LIMIT, shapes_image=False),
         Field("batch_name", "str", "StableFun", "Output sub-folder name (a plain name, no path).",
-              widget="string"),
+              widget="string", shapes_image=False),
         Field("filename_format", "str", "{timestring}_{index}_{prompt}.png", "Still image file names.",
-              widget="dropdown", choices=FILENAME_FORMATS),
+              widget="dropdown", choices=FILENAME_FORMATS, shapes_image=False),
         Field("seed_behavior", "str", "iter", "How the seed changes after each image.", widget="dropdown",
-              choices=("iter", "fixed", "random")),
+              choices=("iter", "fixed", "random"), concern="image"),
         Field("make_grid", "bool", False, "Save a grid of each prompt's images (None mode).",
-              widget="boolean"),
+              widget="boolean", shapes_image=False),
         Field("grid_rows", "int", 2, "Grid layout: images per row = count // grid_rows.", widget="raw",
-              minimum=1, maximum=MAX_FRAMES_LIMIT),
+              minimum=1, maximum=MAX_FRAMES_LIMIT, shapes_image=False),
         Field("outdir", "str", None, "Output folder {output_path}/{YYYY-MM}/{batch_name}, set by finalize.",
-              nullable=True, kind="computed"),
+              nullable=True, kind="computed", shapes_image=False),
+        concern="output",
     ),
     *_section(
         "args", "Init Settings",
@@ -241,7 +258,8 @@ ARGS_FIELDS: tuple[Field, ...] = (
         Field("mask_contrast_adjust", "float", 1.0, "Mask contrast factor (1 = unchanged).", widget="number"),
         Field("overlay_mask", "bool", True, "Paste the unmasked init over the result after decoding."),
         Field("mask_overlay_blur", "float", 5, "Gaussian blur sigma of the overlay mask edge (0 = none).",
-              minimum=0, maximum=MAX_IMAGE_SIZE),  # a wider blur changes nothing more; its kernel is 8 sigma
+              minimum=0, maximum=MAX_IMAGE_SIZE),  # a wider blur changes nothing more; its kernel is 8 sigma,
+        concern="init",
     ),
     *_section(
         "args", "Exposure/Contrast Conditional Settings",
@@ -250,6 +268,7 @@ ARGS_FIELDS: tuple[Field, ...] = (
         Field("exposure_scale", "float", 0, "Gradient guidance towards exposure_target.", widget="number"),
         Field("exposure_target", "float", 0.5, "Target mean pixel value for exposure_scale, -1..1.",
               widget="number"),
+        concern="guidance",
     ),
     *_section(
         "args", "Color Match Conditional Settings",
@@ -262,6 +281,7 @@ ARGS_FIELDS: tuple[Field, ...] = (
         Field("ignore_sat_weight", "float", 0,
               "How much saturation is ignored by colour matching (null: none).",
               widget="number", nullable=True),
+        concern="guidance",
     ),
     *_section(
         "args", "CLIP\\Aesthetics Conditional Settings",
@@ -274,6 +294,7 @@ ARGS_FIELDS: tuple[Field, ...] = (
         Field("cutn", "int", 1, "Number of CLIP cutouts per step.", widget="number", minimum=1,
               maximum=MAX_CUTOUTS),
         Field("cut_pow", "float", 0.0001, "Cutout size exponent (small = large cutouts).", widget="number"),
+        concern="guidance",
     ),
     *_section(
         "args", "Other Conditional Settings",
@@ -282,6 +303,7 @@ ARGS_FIELDS: tuple[Field, ...] = (
         Field("init_mse_image", "str", _URL_BEETLE, "Target image for init_mse_scale.", widget="string",
               nullable=True),
         Field("blue_scale", "float", 0, "Gradient guidance towards blue.", widget="number"),
+        concern="guidance",
     ),
     *_section(
         "args", "Conditioning Gradients",
@@ -301,37 +323,43 @@ ARGS_FIELDS: tuple[Field, ...] = (
         Field("grad_inject_timing", "inject_timing", tuple(range(1, 10)),
               "Steps with guidance: null = all, int n = every n-th, list of step numbers or of fractions.",
               widget="raw", nullable=True),
+        concern="guidance",
     ),
     *_section(
         "args", "Speed vs VRAM Settings",
         Field("cond_uncond_sync", "bool", True,
               "Run cond and uncond guidance in one batch (faster, more VRAM).",
               widget="boolean"),
+        concern="image",
     ),
     *_section(
         "args", "Runtime",
-        Field("n_samples", "int", 1, "Images per sampler call (v0.6: always 1).", minimum=1, maximum=1),
+        Field("n_samples", "int", 1, "Images per sampler call (v0.6: always 1).", minimum=1, maximum=1,
+              concern="image"),
         Field("precision", "str", "autocast", "Autocast or full precision.", choices=("autocast", "full")),
         Field("C", "int", 4, "Latent channels.", minimum=4, maximum=4),
         Field("f", "int", 8, "Latent downsampling factor.", minimum=8, maximum=8),
-        Field("prompt", "str", "", "The prompt of the current image (set by the renderer).", kind="runtime"),
+        Field("prompt", "str", "", "The prompt of the current image (set by the renderer).", kind="runtime",
+              shapes_image=False),
         Field("timestring", "str", "", "Run id YYYYmmddHHMMSS, the file name prefix (set by finalize).",
-              kind="computed"),
+              kind="computed", shapes_image=False),
         Field("init_latent", "runtime", None, "Init latent of the current image (renderer state).",
-              nullable=True, kind="runtime"),
+              nullable=True, kind="runtime", shapes_image=False),
         Field("init_sample", "runtime", None, "Init pixels of the current image (renderer state).",
-              nullable=True, kind="runtime"),
+              nullable=True, kind="runtime", shapes_image=False),
         Field("init_sample_raw", "runtime", None, "Overlay source image (renderer state).", nullable=True,
-              kind="runtime"),
+              kind="runtime", shapes_image=False),
         Field("mask_sample", "runtime", None, "Cached overlay mask (renderer state).", nullable=True,
-              kind="runtime"),
+              kind="runtime", shapes_image=False),
         Field("init_c", "runtime", None, "Conditioning override for Interpolation (renderer state).",
-              nullable=True, kind="runtime"),
+              nullable=True, kind="runtime", shapes_image=False),
+        concern="model",
     ),
     *_section(
         "args", "New in this version",
         Field("karras_schedule", "bool", False, "Use the Karras et al. sigma spacing instead of v0.6's.",
               widget="boolean", new=True),
+        concern="image",
     ),
 )
 
@@ -343,7 +371,8 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
         Field("max_frames", "int", 1000, "Frames to render in 2D/3D (Video Input: the extracted count).",
               widget="number", minimum=1, maximum=MAX_FRAMES_LIMIT),
         Field("border", "str", "replicate", "2D warp border: wrap around or replicate the edge.",
-              widget="dropdown", choices=("wrap", "replicate")),
+              widget="dropdown", choices=("wrap", "replicate"), concern="motion"),
+        concern="animation",
     ),
     *_section(
         "anim_args", "Motion Parameters",
@@ -362,9 +391,13 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
         _schedule("perspective_flip_phi", "0:(t%15)", "Flip tilt angle in degrees."),
         _schedule("perspective_flip_gamma", "0:(0)", "Flip pan angle in degrees."),
         _schedule("perspective_flip_fv", "0:(53)", "Flip field of view in degrees (30-160 recommended)."),
-        _schedule("noise_schedule", "0: (0.02)", "Gaussian noise added to each init (frames >= 1)."),
-        _schedule("strength_schedule", "0: (0.65)", "Init strength of frames >= 1 (clamped to 0..1)."),
-        _schedule("contrast_schedule", "0: (1.0)", "Gain applied to the warped frame (1 = unchanged)."),
+        _schedule("noise_schedule", "0: (0.02)", "Gaussian noise added to each init (frames >= 1).",
+                  concern="coherence"),
+        _schedule("strength_schedule", "0: (0.65)", "Init strength of frames >= 1 (clamped to 0..1).",
+                  concern="coherence"),
+        _schedule("contrast_schedule", "0: (1.0)", "Gain applied to the warped frame (1 = unchanged).",
+                  concern="coherence"),
+        concern="motion",
     ),
     *_section(
         "anim_args", "Coherence",
@@ -373,6 +406,7 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
               choices=("None", "Match Frame 0 HSV", "Match Frame 0 LAB", "Match Frame 0 RGB")),
         Field("diffusion_cadence", "intstr", "1", "Diffuse every N-th frame and blend the frames between.",
               widget="dropdown", choices=tuple(str(n) for n in range(1, 9)), minimum=1, maximum=8),
+        concern="coherence",
     ),
     *_section(
         "anim_args", "3D Depth Warping",
@@ -389,18 +423,20 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
         Field("sampling_mode", "str", "bicubic", "3D: resampling filter.", widget="dropdown",
               choices=("bicubic", "bilinear", "nearest")),
         Field("save_depth_maps", "bool", False, "Save a depth PNG next to each frame.", widget="boolean"),
+        concern="depth",
     ),
     *_section(
         "anim_args", "Video Input",
         Field("video_init_path", "str", "/content/video_in.mp4", "Source video for Video Input.",
-              widget="string"),
+              widget="string", shapes_image=False),
         Field("extract_nth_frame", "int", 1, "Use every n-th video frame.", widget="number", minimum=1,
-              maximum=MAX_FRAMES_LIMIT),
+              maximum=MAX_FRAMES_LIMIT, shapes_image=False),
         Field("overwrite_extracted_frames", "bool", True, "Re-extract frames even if the folder exists.",
-              widget="boolean"),
+              widget="boolean", shapes_image=False),
         Field("use_mask_video", "bool", False, "Use video_mask_path as per-frame masks.", widget="boolean"),
         Field("video_mask_path", "str", "/content/video_in.mp4", "Mask video for Video Input.",
-              widget="string"),
+              widget="string", shapes_image=False),
+        concern="video_input",
     ),
     *_section(
         "anim_args", "Interpolation",
@@ -408,20 +444,22 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
               widget="boolean"),
         Field("interpolate_x_frames", "int", 4, "In-between frames per prompt pair.", widget="number",
               minimum=0, maximum=MAX_FRAMES_LIMIT - 1),
+        concern="interpolation",
     ),
     *_section(
         "anim_args", "Resume Animation",
         Field("resume_from_timestring", "bool", False, "Continue the 2D/3D run named resume_timestring.",
-              widget="boolean"),
+              widget="boolean", shapes_image=False),
         Field("resume_timestring", "str", "20220829210106",
               "Timestring (YYYYmmddHHMMSS) of the run to resume.",
-              widget="string"),
+              widget="string", shapes_image=False),
+        concern="resume",
     ),
     *_section(
         "anim_args", "New in this version",
         Field("depth_model", "str", "midas",
               "3D depth: 'midas' (DPT-Large, v0.6), 'depth_anything' (V2 small) or a local model folder.",
-              widget="dropdown", choices=DEPTH_MODELS, open_choices=True, new=True),
+              widget="dropdown", choices=DEPTH_MODELS, open_choices=True, new=True, concern="depth"),
         Field("correct_2d_flip", "bool", False,
               "Perspective flip keeps x/y translation and is the identity at zero angles (v0.6: off).",
               widget="boolean", new=True),
@@ -429,7 +467,8 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
               "3D warp without v0.6's horizontal squeeze on non-square frames.", widget="boolean", new=True),
         Field("interpolation_method", "str", "linear",
               "Interpolation mode: blend prompt conditionings linearly (v0.6) or by slerp.",
-              widget="dropdown", choices=("linear", "slerp"), new=True),
+              widget="dropdown", choices=("linear", "slerp"), new=True, concern="interpolation"),
+        concern="motion",
     ),
 )
 
@@ -451,6 +490,7 @@ VIDEO_FIELDS: tuple[Field, ...] = _section(
     Field("path_name_modifier", "str", "x0_pred", "Which per-step images render_steps uses.",
           widget="dropdown", choices=("x0_pred", "x")),
     Field("make_gif", "bool", False, "Also write a gif next to the mp4."),
+    concern="video",
 )
 
 LOAD_FIELDS: tuple[Field, ...] = _section(
@@ -461,6 +501,7 @@ LOAD_FIELDS: tuple[Field, ...] = _section(
           widget="dropdown", choices=("custom", *PRESETS), open_choices=True),
     Field("custom_settings_file", "str", "/content/drive/MyDrive/Settings.txt",
           "Path of the settings file used when settings_file is 'custom'.", widget="string"),
+    concern="load",
 )
 
 GROUPS: dict[str, tuple[Field, ...]] = {
@@ -500,6 +541,11 @@ def group_fields(group: str) -> tuple[Field, ...]:
 def defaults(group: str) -> dict[str, Any]:
     """A fresh dict of the group's v0.6 defaults, in v0.6 order (outdir is None until ``finalize``)."""
     return {f.name: f.fresh_default() for f in group_fields(group)}
+
+
+def concern_fields(concern: str) -> tuple[Field, ...]:
+    """The fields of one concern of the typed settings, in table order (root, args, anim_args, video, load)."""
+    return tuple(f for fields in GROUPS.values() for f in fields if f.concern == concern)
 
 
 def schedule_fields() -> tuple[str, ...]:

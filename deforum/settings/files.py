@@ -41,7 +41,7 @@ IGNORED_FROM_FILE = ("outdir",)  # machine-specific: a foreign path must not red
 
 
 @dataclass
-class Settings:
+class SettingsFile:
     """A loaded settings file applied over base values (the v0.6 defaults for ``load_settings``).
 
     ``prompts`` is the None-mode prompt list, ``animation_prompts`` maps frame -> prompt; both come from
@@ -138,7 +138,7 @@ def _file_error(message: str, where: str) -> SettingsError:
     return err
 
 
-def load_settings(path: str | os.PathLike[str]) -> Settings:
+def load_settings(path: str | os.PathLike[str]) -> SettingsFile:
     """A settings file applied over the v0.6 defaults (presets hold only some keys), validated."""
     return apply_settings_file(defaults("args"), defaults("anim_args"), path,
                                prompts=DEFAULT_PROMPTS, animation_prompts=DEFAULT_ANIMATION_PROMPTS)
@@ -148,7 +148,7 @@ def apply_settings_file(args: Mapping[str, Any] | SimpleNamespace,
                         anim_args: Mapping[str, Any] | SimpleNamespace, path: str | os.PathLike[str],
                         prompts: list[str] | None = None,
                         animation_prompts: Mapping[Any, str] | None = None, *,
-                        check: bool = True) -> Settings:
+                        check: bool = True) -> SettingsFile:
     """The notebook's ``override_settings_with_file``: every args/anim_args key in the file replaces the
     cell value; prompts in the file replace the cell prompts; ``outdir`` is kept; W/H rounded to /64.
 
@@ -163,7 +163,7 @@ def apply_settings_file(args: Mapping[str, Any] | SimpleNamespace,
 
 def apply_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: list[str] | None = None,
                    animation_prompts: Mapping[Any, str] | None = None, *, where: str = "settings",
-                   check: bool = True) -> Settings:
+                   check: bool = True) -> SettingsFile:
     """``apply_settings_file`` for an already parsed JSON object; ``where`` names it in errors."""
     return finish_settings(merge_settings(args, anim_args, data, prompts, animation_prompts, where=where),
                            check=check)
@@ -171,14 +171,14 @@ def apply_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
 
 def merge_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: list[str] | None = None,
                    animation_prompts: Mapping[Any, str] | None = None, *,
-                   where: str = "settings") -> Settings:
+                   where: str = "settings") -> SettingsFile:
     """The file's values over ``args`` / ``anim_args`` and the prompts, as given (not normalized, not
     validated, nothing raised): what cannot be merged is in ``problems``. ``finish_settings`` completes it."""
     a = as_dict(args)
     anim = as_dict(anim_args)
     dialect = detect(data)
     if not dialect.supported:  # one message naming the dialect, not one problem per key
-        return Settings(args=SimpleNamespace(**a), anim_args=SimpleNamespace(**anim), prompts=list(prompts or []),
+        return SettingsFile(args=SimpleNamespace(**a), anim_args=SimpleNamespace(**anim), prompts=list(prompts or []),
                         animation_prompts=dict(animation_prompts or {}), from_file=frozenset(data), path=where,
                         problems=[unsupported_message(dialect)], dialect=dialect)
     found: list[str] = []
@@ -211,7 +211,7 @@ def merge_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
         root = None
     if file_anim_prompts is None:
         file_anim_prompts = _int_keys(animation_prompts or {}, found)
-    return Settings(
+    return SettingsFile(
         args=SimpleNamespace(**a),
         anim_args=SimpleNamespace(**anim),
         prompts=list(file_prompts if file_prompts is not None else (prompts or [])),
@@ -227,8 +227,8 @@ def merge_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
     )
 
 
-def finish_settings(settings: Settings, *, check: bool = True, unknown_keys: str = "warn",
-                    require_prompts: bool = False) -> Settings:
+def finish_settings(settings: SettingsFile, *, check: bool = True, unknown_keys: str = "warn",
+                    require_prompts: bool = False) -> SettingsFile:
     """Normalize the merged values (their notes go to ``settings.notes``), check everything when ``check``
     (fields, schedules, prompts, sizes) and raise every problem at once, naming the file.
 

@@ -13,16 +13,19 @@ import math
 import os
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from types import SimpleNamespace
+from pathlib import Path
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 from deforum.errors import ScheduleError, SettingsError
 from deforum.settings.fields import (
     ANIMATION_MODES,
+    DEFAULT_ANIMATION_PROMPTS,
     DEFAULT_OUTPUT_PATH,
+    DEFAULT_PROMPTS,
     DEPTH_MODELS,
     FIELDS,
     GRID_MEMORY_LIMIT,
@@ -33,10 +36,12 @@ from deforum.settings.fields import (
     SCHEDULED_MODES,
     SEED_MAX,
     Field,
+    concern_fields,
     defaults,
     group_fields,
     schedule_fields,
 )
+from deforum.settings.types import CONCERN_TYPES, Settings
 
 
 def round_to_64(value: int) -> int:
@@ -559,20 +564,26 @@ def finalize(args: Any, anim_args: Any, root: Any = None, now: datetime.datetime
              rng: random.Random | None = None) -> tuple[SimpleNamespace, SimpleNamespace]:
     """The notebook's post-processing after the cells and the settings file (spec 1.4), on copies.
 
-    timestring <- now; W/H rounded down to /64; strength clamped to [0, 1]; seed -1 -> a fresh random seed
-    (from the OS, not from a previous run's state); init_image None unless use_init; ddim_eta 0 unless
-    ddim; mode None -> max_frames 1; Video Input -> use_init True; outdir =
-    {output_path}/{YYYY-MM}/{batch_name} (absolute; not created here). plms is kept with inits and
-    animation (v0.6 switched it to klms; our plms supports img2img).
+    ``post_process``'s rules, then the run's identity: timestring <- now; seed -1 -> a fresh random seed
+    (from the OS, not from a previous run's state); outdir = {output_path}/{YYYY-MM}/{batch_name} (absolute;
+    not created here).
     """
     now = now or datetime.datetime.now()
     a = normalize("args", as_dict(args))
     anim = normalize("anim_args", as_dict(anim_args))
-    root_d = as_dict(root)
-
+    post_process(a, anim)
     a["timestring"] = now.strftime("%Y%m%d%H%M%S")
-    a["strength"] = min(1.0, max(0.0, float(a["strength"])))
     a["seed"] = resolve_seed(a["seed"], rng)
+    a["outdir"] = output_folder(as_dict(root).get("output_path", DEFAULT_OUTPUT_PATH), a["batch_name"], now)
+    return SimpleNamespace(**a), SimpleNamespace(**anim)
+
+
+def post_process(a: dict[str, Any], anim: dict[str, Any]) -> None:
+    """The value rules of v0.6's cells, in place on valid normalized groups: W/H rounded down to /64;
+    strength clamped to [0, 1]; init_image None unless use_init; ddim_eta 0 unless ddim; mode None ->
+    max_frames 1; Video Input -> use_init True. plms is kept with inits and animation (v0.6 switched it to
+    klms; our plms supports img2img)."""
+    a["strength"] = min(1.0, max(0.0, float(a["strength"])))
     if not a["use_init"]:
         a["init_image"] = None
     if a["sampler"] != "ddim":
@@ -581,11 +592,76 @@ def finalize(args: Any, anim_args: Any, root: Any = None, now: datetime.datetime
         anim["max_frames"] = 1
     elif anim["animation_mode"] == "Video Input":
         a["use_init"] = True
-    a["outdir"] = output_folder(root_d.get("output_path", DEFAULT_OUTPUT_PATH), a["batch_name"], now)
-    return SimpleNamespace(**a), SimpleNamespace(**anim)
 
 
 def output_folder(output_path: str, batch_name: str, now: datetime.datetime) -> str:
     """{output_path}/{YYYY-MM}/{batch_name}, absolute; an empty batch_name gives the month folder."""
     parts = [now.strftime("%Y-%m")] + ([batch_name] if batch_name else [])
     return os.path.abspath(os.path.join(os.path.expanduser(output_path), *parts))
+
+
+# -------------------------------------------------------------------------------------- typed settings
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What names one run's files, known only when it starts (or read from the run being resumed)."""
+
+    timestring: str  # YYYYmmddHHMMSS: the prefix of every file of the run
+    outdir: Path  # {output_path}/{YYYY-MM}/{batch_name}, absolute
+    seed: int  # the seed the run starts from: -1 replaced by a fresh random seed
+
+
+def resolve(args: Any = None, anim_args: Any = None, root: Any = None, *, prompts: Any = None,
+            animation_prompts: Any = None, video: Any = None, load: Any = None) -> Settings:
+    """Cells, a settings file or ``--set`` values (partial groups, over the defaults) -> typed ``Settings``.
+
+    Pure: every problem is raised at once (one SettingsError), then v0.6's value rules (``post_process``) and
+    the types of the field table. The run's timestring, folder and random seed are ``identify``'s.
+    """
+    a, anim = defaults("args") | as_dict(args), defaults("anim_args") | as_dict(anim_args)
+    r = defaults("root") | {k: v for k, v in as_dict(root).items() if k != "model"}
+    v, ld = defaults("video") | as_dict(video), defaults("load") | as_dict(load)
+    prompts = list(DEFAULT_PROMPTS if prompts is None else prompts)
+    animation_prompts = dict(DEFAULT_ANIMATION_PROMPTS if animation_prompts is None else animation_prompts)
+    found = check(a, anim, r, prompts=prompts, animation_prompts=animation_prompts).problems
+    found += problems("video", normalize("video", v)) + problems("load", normalize("load", ld))
+    if found:
+        raise settings_error(found)
+    a, anim = normalize("args", a), normalize("anim_args", anim)
+    post_process(a, anim)
+    groups = {"root": normalize("root", r), "args": a, "anim_args": anim, "video": normalize("video", v),
+              "load": normalize("load", ld)}
+    return typed(groups, prompts, animation_prompts)
+
+
+def typed(groups: Mapping[str, Mapping[str, Any]], prompts: Iterable[str],
+          animation_prompts: Mapping[Any, str]) -> Settings:
+    """``Settings`` from complete, valid groups (``resolve`` checks them first)."""
+    lists = {"prompts": tuple(prompts),
+             "animation_prompts": MappingProxyType({int(k): v for k, v in animation_prompts.items()})}
+    parts = {}
+    for concern, cls in CONCERN_TYPES.items():
+        values = {f.name: _typed_value(f, groups[f.group][f.name]) for f in concern_fields(concern)}
+        parts[concern] = cls(**values, **(lists if concern == "prompts" else {}))
+    return Settings(**parts)
+
+
+def _typed_value(f: Field, value: Any) -> Any:
+    if value is None:
+        return None
+    if f.type in ("int", "intstr"):
+        return int(value)
+    if f.type == "float":
+        return float(value)
+    if f.type == "inject_timing":
+        return value if isinstance(value, int) else tuple(value)
+    return value
+
+
+def identify(settings: Settings, now: datetime.datetime | None = None,
+             rng: random.Random | None = None) -> RunIdentity:
+    """A new run's identity: the timestring of ``now``, its output folder and its seed (-1: a random one)."""
+    now = now or datetime.datetime.now()
+    outdir = output_folder(settings.output.output_path, settings.output.batch_name, now)
+    return RunIdentity(now.strftime("%Y%m%d%H%M%S"), Path(outdir), resolve_seed(settings.image.seed, rng))
