@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deforum.conditioning import ConditioningCache, get_uc_and_c
+from deforum.conditioning import Conditioning, ConditioningCache, CondLike, get_uc_and_c, prompt_conditioning
 from deforum.errors import SettingsError
 from deforum.image import convert, masks
+from deforum.models.family import DiffusionModel, ModelFamily, family_of, latent_format_of
 from deforum.plan import rng_seed
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,55 @@ def latent_to_uint8(model: Any, latent: torch.Tensor) -> np.ndarray:
     return convert.sample_to_uint8(image)
 
 
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything one image is made from (``Generator.generate``); vary it with ``dataclasses.replace``.
+
+    Conditioning: ``uc``/``c`` if given (``Conditioning`` values or cross-attention tensors; ``c`` alone: uc
+    from ``prompt``, as Interpolation mode), else from ``prompt`` at ``frame``. Init, first available wins:
+    ``init_latent`` (scaled latent), ``init_sample`` (1x3xHxW in [-1, 1]), ``init_image`` (RGB). ``mask``
+    (white keeps the init) needs an init; ``overlay_original`` is the image composited back under the overlay
+    mask (default: the init). ``callback(info)`` gets the sampler's per-step dict; ``progress(step, total)``
+    counts steps; ``step_dir`` receives ``x_{step:05}.png`` and ``x0_pred_{step:05}.png`` per step
+    (``save_sample_per_step``); ``show_step(label, image)`` previews them (``show_sample_per_step``).
+    """
+
+    seed: int
+    W: int
+    H: int
+    prompt: str | None = None
+    frame: int = 0
+    uc: CondLike | None = None
+    c: CondLike | None = None
+    init_image: Image.Image | np.ndarray | None = None
+    init_sample: torch.Tensor | None = None
+    init_latent: torch.Tensor | None = None
+    overlay_original: torch.Tensor | None = None
+    mask: Image.Image | None = None
+    strength: float = 0.0
+    strength_0_no_init: bool = True
+    steps: int = 50
+    sampler: str = "euler"
+    scale: float = 7.0
+    ddim_eta: float = 0.0
+    dynamic_threshold: float | None = None
+    static_threshold: float | None = None
+    karras: bool = False
+    cond_uncond_sync: bool = True
+    prompt_weighting: bool = True
+    normalize_prompt_weights: bool = True
+    log_weighted_subprompts: bool = False
+    invert_mask: bool = False
+    mask_brightness_adjust: float = 1.0
+    mask_contrast_adjust: float = 1.0
+    overlay_mask: bool = True
+    mask_overlay_blur: float = 5.0
+    callback: StepCallback | None = None
+    progress: Callable[[int, int], None] | None = None
+    step_dir: str | Path | None = None
+    show_step: Callable[[str, np.ndarray], None] | None = None
+
+
 class _Guided:
     """The guided denoiser handed to the sampler: a callable plus the base denoiser's sigma schedule."""
 
@@ -105,23 +156,35 @@ class Generator:
     (CFG) denoiser, e.g. for gradient conditioning; it gets and returns ``D(x, sigma, **extra_args)``.
     """
 
-    def __init__(self, model: Any, *, denoiser_wrapper: DenoiserWrapper | None = None, cache_size: int = 64,
-                 progress: Callable[[int, int], None] | None = None):
+    def __init__(self, model: DiffusionModel, *, denoiser_wrapper: DenoiserWrapper | None = None,
+                 cache_size: int = 64, progress: Callable[[int, int], None] | None = None):
         from deforum.sampling.denoisers import make_denoiser
 
         self.model = model
+        self.family: ModelFamily = family_of(model)
         self.denoiser = make_denoiser(model)
         self.denoiser_wrapper = denoiser_wrapper
         self.progress = progress  # the default per-step hook of every call, e.g. a progress bar over steps
-        self.encode = ConditioningCache(model, maxsize=cache_size)
+        self.encode = ConditioningCache(model, maxsize=cache_size, encode_prompt=self.family.encode_prompt)
         self.last_latent: torch.Tensor | None = None  # the latent of the latest call, before decoding
 
     # -- pieces of one call, each usable alone ------------------------------------------------------------
 
+    def prompt_conditioning(self, prompt: str, *, frame: int = 0, prompt_weighting: bool = True,
+                            normalize_prompt_weights: bool = True,
+                            log_weighted_subprompts: bool = False) -> tuple[Conditioning, Conditioning]:
+        """(uc, c) ``Conditioning`` values for a prompt at a frame (spec 2.2), encodings cached per text."""
+        uc, c = prompt_conditioning(prompt, self.encode.conditioning, frame=frame, prompt_weighting=prompt_weighting,
+                                    normalize_prompt_weights=normalize_prompt_weights,
+                                    log_weighted_subprompts=log_weighted_subprompts)
+        return Conditioning.of(uc), Conditioning.of(c)
+
     def conditioning(self, prompt: str, *, frame: int = 0, prompt_weighting: bool = True,
                      normalize_prompt_weights: bool = True,
                      log_weighted_subprompts: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uc, c) for a prompt at a frame (spec 2.2), with encodings cached per text."""
+        """(uc, c) cross-attention tensors for a prompt at a frame: the older form, which the Interpolation
+        mode still takes (a family's pooled embedding and extras are not in it; ``prompt_conditioning`` has them).
+        """
         return get_uc_and_c(prompt, self.encode, frame=frame, prompt_weighting=prompt_weighting,
                             normalize_prompt_weights=normalize_prompt_weights,
                             log_weighted_subprompts=log_weighted_subprompts)
@@ -140,30 +203,29 @@ class Generator:
 
     # -- one image -----------------------------------------------------------------------------------------
 
-    def __call__(self, *, seed: int, W: int, H: int, prompt: str | None = None, frame: int = 0,
-                 uc: torch.Tensor | None = None, c: torch.Tensor | None = None,
-                 init_image: Image.Image | np.ndarray | None = None, init_sample: torch.Tensor | None = None,
-                 init_latent: torch.Tensor | None = None, overlay_original: torch.Tensor | None = None,
-                 mask: Image.Image | None = None, strength: float = 0.0, strength_0_no_init: bool = True,
-                 steps: int = 50, sampler: str = "euler", scale: float = 7.0, ddim_eta: float = 0.0,
-                 dynamic_threshold: float | None = None, static_threshold: float | None = None,
-                 karras: bool = False, cond_uncond_sync: bool = True, prompt_weighting: bool = True,
-                 normalize_prompt_weights: bool = True, log_weighted_subprompts: bool = False,
-                 invert_mask: bool = False, mask_brightness_adjust: float = 1.0,
-                 mask_contrast_adjust: float = 1.0, overlay_mask: bool = True, mask_overlay_blur: float = 5.0,
-                 callback: StepCallback | None = None, progress: Callable[[int, int], None] | None = None,
-                 step_dir: str | Path | None = None,
-                 show_step: Callable[[str, np.ndarray], None] | None = None) -> torch.Tensor:
+    def __call__(self, **kwargs: Any) -> torch.Tensor:
+        """``generate(GenerationRequest(**kwargs))``: the keyword form the render modes call."""
+        return self.generate(GenerationRequest(**kwargs))
+
+    def generate(self, request: GenerationRequest) -> torch.Tensor:
         """Generate one image; returns the decoded sample 1x3xHxW float32 in [-1, 1] on the CPU.
 
-        Conditioning: ``uc``/``c`` if given (``c`` alone: uc from ``prompt``, as Interpolation mode), else
-        from ``prompt`` at ``frame``. Init, first available wins: ``init_latent`` (scaled latent),
-        ``init_sample`` (1x3xHxW in [-1, 1]), ``init_image`` (RGB). ``mask`` (white keeps the init) needs
-        an init; ``overlay_original`` is the image composited back under the overlay mask (default: the
-        init). ``callback(info)`` gets the sampler's per-step dict; ``progress(step, total)`` counts steps;
-        ``step_dir`` receives ``x_{step:05}.png`` and ``x0_pred_{step:05}.png`` per step
-        (``save_sample_per_step``); ``show_step(label, image)`` previews them (``show_sample_per_step``).
+        See ``GenerationRequest`` for what each field does.
         """
+        r = request
+        seed, W, H, prompt, frame = r.seed, r.W, r.H, r.prompt, r.frame
+        uc, c, init_image, init_sample, init_latent = r.uc, r.c, r.init_image, r.init_sample, r.init_latent
+        overlay_original, mask, strength, strength_0_no_init = r.overlay_original, r.mask, r.strength, \
+            r.strength_0_no_init
+        steps, sampler, scale, ddim_eta = r.steps, r.sampler, r.scale, r.ddim_eta
+        dynamic_threshold, static_threshold, karras = r.dynamic_threshold, r.static_threshold, r.karras
+        cond_uncond_sync, prompt_weighting = r.cond_uncond_sync, r.prompt_weighting
+        normalize_prompt_weights, log_weighted_subprompts = r.normalize_prompt_weights, r.log_weighted_subprompts
+        invert_mask, mask_brightness_adjust = r.invert_mask, r.mask_brightness_adjust
+        mask_contrast_adjust, overlay_mask, mask_overlay_blur = r.mask_contrast_adjust, r.overlay_mask, \
+            r.mask_overlay_blur
+        callback, progress, step_dir, show_step = r.callback, r.progress, r.step_dir, r.show_step
+
         from deforum.sampling.denoisers import CFGDenoiser
         from deforum.sampling.run import get_sampler, sample, schedule_for, steps_to_run
 
@@ -171,7 +233,8 @@ class Generator:
         seed = int(seed)
         if seed < 0:
             raise SettingsError(f"seed: {seed} must be resolved to a value >= 0 before generating")
-        f = int(getattr(self.model, "downsample_factor", 8))
+        latent_format = latent_format_of(self.model)
+        f = latent_format.downscale
         if W <= 0 or H <= 0 or W % f or H % f:
             raise SettingsError(f"W, H: {W} x {H} must be positive multiples of {f}")
         if not 0.0 <= float(strength) <= 1.0:
@@ -207,13 +270,14 @@ class Generator:
         if c is None or uc is None:
             if prompt is None:
                 raise SettingsError("prompt: a prompt (or the conditioning uc and c) is needed")
-            prompt_uc, prompt_c = self.conditioning(prompt, frame=frame, prompt_weighting=prompt_weighting,
-                                                    normalize_prompt_weights=normalize_prompt_weights,
-                                                    log_weighted_subprompts=log_weighted_subprompts)
+            prompt_uc, prompt_c = self.prompt_conditioning(
+                prompt, frame=frame, prompt_weighting=prompt_weighting,
+                normalize_prompt_weights=normalize_prompt_weights, log_weighted_subprompts=log_weighted_subprompts)
             uc = prompt_uc if uc is None else uc
             c = prompt_c if c is None else c
         device = torch.device(self.model.device)
-        extra_args = {"cond": c.to(device), "uncond": None if scale == 1 else uc.to(device),
+        extra_args = {"cond": Conditioning.of(c).to(device),
+                      "uncond": None if scale == 1 else Conditioning.of(uc).to(device),
                       "cond_scale": float(scale)}
 
         guided: Callable[..., torch.Tensor] = CFGDenoiser(self.denoiser, cond_uncond_sync=cond_uncond_sync,
@@ -227,7 +291,7 @@ class Generator:
 
         total = steps_to_run(steps, strength)
         step_callback = self._step_callback(callback, progress or self.progress, total, step_dir, show_step)
-        f_shape = (1, int(getattr(self.model, "latent_channels", 4)), H // f, W // f)
+        f_shape = (1, latent_format.channels, H // f, W // f)
         with torch.no_grad():
             latent = sample(_Guided(guided, self.denoiser), sampler, steps, strength, shape=f_shape,
                             init_latent=None if init_latent is None else init_latent.to(device),
@@ -274,4 +338,5 @@ class Generator:
         return run_all
 
 
-__all__ = ["GENERATION_FIELDS", "Generator", "generation_kwargs", "image_to_sample", "latent_to_uint8"]
+__all__ = ["GENERATION_FIELDS", "GenerationRequest", "Generator", "generation_kwargs", "image_to_sample",
+           "latent_to_uint8"]

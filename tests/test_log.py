@@ -60,7 +60,7 @@ def test_without_a_stream_it_follows_sys_stderr(deforum_logger, capsys):
 
 
 def test_config_detection_is_logged_not_printed(caplog, capsys):
-    from deforum.models.config import detect_config_name
+    from deforum.models import detect_config_name
 
     with caplog.at_level(logging.INFO, logger="deforum"):
         assert detect_config_name({"cond_stage_model.transformer.x": torch.empty(1, device="meta")}) == \

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from deforum.conditioning import CondLike
 from deforum.errors import SettingsError
 from deforum.sampling.samplers import append_dims
 
@@ -175,7 +176,8 @@ class ConditionedDenoiser:
     """``D(x, sigma, uncond=, cond=, cond_scale=)`` with the guide's gradient on the chosen steps.
 
     ``applied`` lists an ``Applied`` record for every conditioned model evaluation (or branch), in order;
-    steps are 0-based among the steps this image runs.
+    steps are 0-based among the steps this image runs. ``uncond`` / ``cond`` (``Conditioning`` values, or
+    bare tensors) pass through to the CFG denoiser and its inner denoiser unchanged.
     """
 
     def __init__(self, guide: GradientGuide, denoiser: Callable[..., torch.Tensor]):
@@ -228,8 +230,8 @@ class ConditionedDenoiser:
 
     # -- one model evaluation ----------------------------------------------------------------------------
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, uncond: torch.Tensor | None = None,
-                 cond: torch.Tensor | None = None, cond_scale: float = 1.0) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, uncond: CondLike | None = None,
+                 cond: CondLike | None = None, cond_scale: float = 1.0) -> torch.Tensor:
         sigma_value = float(torch.as_tensor(sigma).reshape(-1)[0])
         step = self.step_of(sigma_value)
         if not self.is_active(step):
@@ -253,7 +255,7 @@ class ConditionedDenoiser:
             else:
                 denoised = denoised + shift
         else:  # cond_uncond_sync False: each chosen branch gets its own gradient, all from the same x
-            def branch(c: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+            def branch(c: CondLike | None) -> Callable[[torch.Tensor], torch.Tensor]:
                 return lambda z: inner(z, sigma, cond=c)
 
             fns = {"uncond": branch(uncond), "cond": branch(cond)}

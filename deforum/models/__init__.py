@@ -4,11 +4,13 @@
     model = load_model("models/stable-diffusion-v1-5")                      # a diffusers folder
     model = load_root_model(root)                                           # v0.6 Root fields
     eps = model.apply_model(x, t, model.get_learned_conditioning(["a cat"]))
+    model.family.encode_prompt(model, "a cat")                               # a Conditioning
 """
 
 from deforum.models.catalogue import CATALOGUE, CatalogueEntry
-from deforum.models.config import LDMSpec, detect_config_name, load_config
-from deforum.models.ldm import DiagonalGaussian, LatentDiffusionModel, linear_alphas_cumprod
+from deforum.models.config import LDMSpec, load_config
+from deforum.models.family import FAMILIES, DiffusionModel, ModelFamily, detect_family, family_of
+from deforum.models.ldm import DiagonalGaussian, LatentDiffusionModel, LatentFormat, linear_alphas_cumprod
 from deforum.models.loader import (
     choose_device,
     choose_dtype,
@@ -18,9 +20,11 @@ from deforum.models.loader import (
     resolve_config,
 )
 from deforum.models.safe_load import load_state_dict
+from deforum.models.sd import SD1, SD2, detect_config_name
 
 __all__ = [
-    "CATALOGUE", "CatalogueEntry", "DiagonalGaussian", "LDMSpec", "LatentDiffusionModel", "choose_device",
+    "CATALOGUE", "FAMILIES", "SD1", "SD2", "DiffusionModel", "LatentFormat", "ModelFamily", "detect_family",
+    "family_of", "CatalogueEntry", "DiagonalGaussian", "LDMSpec", "LatentDiffusionModel", "choose_device",
     "choose_dtype", "detect_config_name", "linear_alphas_cumprod", "load_config", "load_model",
     "load_root_model", "load_state_dict", "resolve_checkpoint", "resolve_config",
 ]

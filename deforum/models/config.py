@@ -2,7 +2,7 @@
 
 A config's ``target`` names are compared against the known LDM classes and never imported (v0.6's
 ``instantiate_from_config`` imported whatever a yaml named; spec 11.3). When no config is given, the
-family (SD1, SD2 eps, SD2 v) is detected from the state dict.
+family (SD1, SD2 eps, SD2 v) is detected from the state dict (``deforum.models.sd.detect_config_name``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ _VAE = "ldm.models.autoencoder.AutoencoderKL"
 _CLIP = "ldm.modules.encoders.modules.FrozenCLIPEmbedder"
 _OPENCLIP = "ldm.modules.encoders.modules.FrozenOpenCLIPEmbedder"
 
-# Names of released SD 2 768-v checkpoints: `parameterization` is not stored in a checkpoint.
-V_PREDICTION_NAMES = ("768-v-ema", "v2-1_768-ema-pruned", "v2-1_768-nonema-pruned", "768-v")
 
 
 @dataclass(frozen=True)
@@ -263,31 +261,6 @@ def load_config(path: str | Path) -> LDMSpec:
                    unet=unet_config(_get(p, "unet_config.params", path), image_size, path),
                    vae=vae_config(_get(p, "first_stage_config.params.ddconfig", path), scale, path),
                    text=_text_spec(_get(p, "cond_stage_config", path), path))
-
-
-_ATTN2_K = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
-
-
-def detect_config_name(state_dict: dict, checkpoint_name: str = "") -> str:
-    """v1-inference.yaml, v2-inference.yaml or v2-inference-v.yaml, from the state dict (and the file name)."""
-    openclip = any(k.startswith("cond_stage_model.model.") for k in state_dict)
-    context = state_dict[_ATTN2_K].shape[1] if _ATTN2_K in state_dict else None
-    if not openclip and context in (768, None) and any(k.startswith("cond_stage_model.transformer.")
-                                                       for k in state_dict):
-        name, why = "v1-inference.yaml", "CLIP ViT-L text encoder keys, 768-wide cross-attention"
-    elif openclip or context == 1024:
-        stem = Path(checkpoint_name).stem
-        if any(stem.startswith(n) for n in V_PREDICTION_NAMES):
-            name, why = "v2-inference-v.yaml", f"OpenCLIP keys and a 768-v file name ({stem})"
-        else:
-            name, why = "v2-inference.yaml", ("OpenCLIP keys; eps-prediction assumed (a checkpoint does not "
-                                              "store it: for a 768-v model set model_config='v2-inference-v.yaml')")
-    else:
-        raise ModelError(f"cannot tell the model family of {checkpoint_name or 'the checkpoint'} from its keys "
-                         f"(cross-attention context width {context}); set model_config to one of "
-                         f"{', '.join(CONFIG_NAMES)} or 'custom' with custom_config_path")
-    log.info("model_config: detected %s (%s)", name, why)
-    return name
 
 
 def installed_configs_dir() -> Path | None:

@@ -9,10 +9,27 @@ are frozen.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 
+from deforum.conditioning import Conditioning
 from deforum.models.text import Tokenizer
+
+
+@dataclass(frozen=True)
+class LatentFormat:
+    """A family's latent space: channels, the VAE's pixel downscale and its latent scale factor."""
+
+    channels: int = 4
+    downscale: int = 8
+    scale_factor: float = 0.18215
+
+    def shape(self, W: int, H: int, batch: int = 1) -> tuple[int, int, int, int]:
+        """The latent shape of a W x H image."""
+        return (batch, self.channels, H // self.downscale, W // self.downscale)
 
 
 def linear_alphas_cumprod(linear_start: float, linear_end: float, timesteps: int) -> torch.Tensor:
@@ -43,7 +60,8 @@ class LatentDiffusionModel:
 
     def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module, text_encoder: torch.nn.Module,
                  tokenizer: Tokenizer, alphas_cumprod: torch.Tensor, parameterization: str, scale_factor: float,
-                 name: str = "", config_name: str = ""):
+                 name: str = "", config_name: str = "", family: Any = None):
+        self.family = family  # the ModelFamily that built it (deforum.models.family); the loader sets it too
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.alphas_cumprod = alphas_cumprod.to(torch.float32)
         self.parameterization = parameterization
@@ -108,10 +126,14 @@ class LatentDiffusionModel:
 
     def __repr__(self) -> str:
         return (f"LatentDiffusionModel({self.name!r}, config={self.config_name!r}, "
+                f"family={getattr(self.family, 'name', None)!r}, "
                 f"parameterization={self.parameterization!r}, device={self.device}, dtype={self.dtype})")
 
-    def apply_model(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """The UNet's prediction (eps or v) for latents x at (possibly fractional) timesteps t, context cond."""
+    def apply_model(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning | torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction (eps or v) for latents x at (possibly fractional) timesteps t, context cond
+        (a ``Conditioning``, of which SD uses the cross-attention states, or those states as a tensor)."""
+        if isinstance(cond, Conditioning):
+            cond = cond.cross_attn
         t = torch.as_tensor(t, device=x.device)
         if t.dim() == 0:
             t = t.expand(x.shape[0])

@@ -12,10 +12,9 @@ import torch
 
 from deforum import device as devices
 from deforum.errors import ModelError
-from deforum.models import catalogue, convert, diffusers_folder, download, safe_load
+from deforum.models import catalogue, diffusers_folder, download, family, safe_load, sd
 from deforum.models import config as ldm_config
-from deforum.models.ldm import LatentDiffusionModel, linear_alphas_cumprod
-from deforum.models.text import Tokenizer
+from deforum.models.ldm import LatentDiffusionModel
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +93,7 @@ def load_model(checkpoint: str | Path, config: str | Path | None = None, device:
         if config is not None:
             log.info("%s is a diffusers folder: its own configs are used, not %s", path, config)
         model = diffusers_folder.load_folder(path, dtype)
+        model.family = family.detect_family(model, path)
     else:
         model = _load_single_file(path, config, dtype)
     model.to(device)
@@ -109,38 +109,33 @@ def load_model(checkpoint: str | Path, config: str | Path | None = None, device:
 
 
 def _load_single_file(path: Path, config_path: str | Path | None, dtype: torch.dtype) -> LatentDiffusionModel:
+    """Ask ``FAMILIES`` which family the checkpoint is (from its keys; from the config when the keys say
+    nothing), and let that family build it."""
     state_dict = safe_load.load_state_dict(path)
-    if config_path is None:
-        config_path = ldm_config.config_path(ldm_config.detect_config_name(state_dict, path.name))
-    spec = ldm_config.load_config(config_path)
-    _check_family(state_dict, spec, path)
-    modules = convert.build_modules(spec)
-    try:
-        parts, unused = convert.convert_checkpoint(state_dict, spec)
-        del state_dict
-        convert.check_weights(modules, parts, spec)
-    except ModelError as error:  # name the checkpoint too, not only the config
-        raise (error if str(path) in str(error) else ModelError(f"{path}: {error}")) from None
-    if unused:
-        log.warning("%s: %d checkpoint keys are not used by %s: %s", path.name, len(unused), spec.path.name,
-                    convert._short(unused))
-    convert.assign_weights(modules, parts, dtype)
-    del parts
-    return LatentDiffusionModel(
-        modules["unet"], modules["vae"], modules["text"], Tokenizer(spec.text.pad_id),
-        linear_alphas_cumprod(spec.linear_start, spec.linear_end, spec.timesteps), spec.parameterization,
-        spec.scale_factor, name=path.name, config_name=spec.path.name)
+    chosen = _family_for(state_dict, config_path, path)
+    model = chosen.build(path, state_dict, config_path, dtype)
+    del state_dict
+    model.family = chosen
+    return model
+
+
+def _family_for(state_dict: Mapping, config_path: str | Path | None, path: Path) -> family.ModelFamily:
+    for candidate in family.FAMILIES:
+        if candidate.detect(state_dict):
+            return candidate
+    if config_path is not None:  # a given config may still say which family it is
+        spec = ldm_config.load_config(config_path)
+        for candidate in family.FAMILIES:
+            if candidate.detect(spec):
+                return candidate
+    raise ModelError(f"cannot tell the model family of {path} from its keys: it is none of the known families "
+                     f"({family.family_names()}); set model_config to one of {', '.join(ldm_config.CONFIG_NAMES)} "
+                     "or 'custom' with custom_config_path, or use a checkpoint of a supported family")
 
 
 def _check_family(state_dict: dict, spec: ldm_config.LDMSpec, path: Path) -> None:
-    """A clear error when an SD2 file meets an SD1 config or the other way round."""
-    openclip = any(k.startswith(convert.OPENCLIP_PREFIX) for k in state_dict)
-    clip = any(k.startswith("cond_stage_model.transformer.") for k in state_dict)
-    if (openclip and spec.text.kind == "clip") or (clip and spec.text.kind == "openclip"):
-        family = "SD 2.x (OpenCLIP text encoder)" if openclip else "SD 1.x (CLIP text encoder)"
-        raise ModelError(f"{path.name} is an {family} checkpoint but model_config is {spec.path.name}; use "
-                         f"{'v2-inference.yaml / v2-inference-v.yaml' if openclip else 'v1-inference.yaml'}, "
-                         "or leave model_config empty to detect it")
+    """A clear error when an SD2 file meets an SD1 config or the other way round (``sd.check_config``)."""
+    sd.check_config(state_dict, spec, path)
 
 
 def _models_path(root: Any) -> Path:
@@ -223,9 +218,9 @@ def resolve_config(root: Any, checkpoint: str | Path | dict | None = None) -> Pa
     if checkpoint is None:
         raise ModelError("model_config is empty and no checkpoint was given to detect it from")
     if isinstance(checkpoint, Mapping):
-        return ldm_config.config_path(ldm_config.detect_config_name(checkpoint), configs_path)
-    sd = safe_load.load_state_dict(checkpoint)
-    return ldm_config.config_path(ldm_config.detect_config_name(sd, Path(checkpoint).name), configs_path)
+        return ldm_config.config_path(sd.detect_config_name(checkpoint), configs_path)
+    state_dict = safe_load.load_state_dict(checkpoint)
+    return ldm_config.config_path(sd.detect_config_name(state_dict, Path(checkpoint).name), configs_path)
 
 
 def load_root_model(root: Any, *, endpoint: str | None = None) -> LatentDiffusionModel:

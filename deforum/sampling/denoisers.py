@@ -2,7 +2,8 @@
 
 `EpsDenoiser(model)` / `VDenoiser(model)` turn an LDM (`apply_model(x, t, cond)`, `alphas_cumprod`,
 `parameterization`) into k-diffusion's D(x, sigma) (k-diffusion's CompVisDenoiser / CompVisVDenoiser
-maths); `CFGDenoiser` mixes the conditional and unconditional predictions; `MaskPin` is the per-step
+maths); `CFGDenoiser` mixes the conditional and unconditional predictions (``Conditioning`` values, or bare
+cross-attention tensors); `MaskPin` is the per-step
 callback that pins masked latent pixels to the noised init (spec 5.4).
 """
 
@@ -12,6 +13,8 @@ from collections.abc import Callable
 
 import torch
 
+from deforum.conditioning import CondLike
+from deforum.conditioning import cat as cat_conditioning
 from deforum.sampling.samplers import append_dims, append_zero, get_sigmas_karras
 
 
@@ -80,8 +83,7 @@ class EpsDenoiser:
         """(c_skip, c_out, c_in)."""
         return torch.ones_like(sigma), -sigma, 1 / (sigma ** 2 + 1) ** 0.5
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor,
-                 cond: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: CondLike | None = None) -> torch.Tensor:
         c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in self.get_scalings(sigma))
         dtype = getattr(self.model, "dtype", x.dtype)
         if cond is not None:
@@ -137,13 +139,13 @@ class CFGDenoiser:
         """The inner denoiser's schedule (so `run.sample` can take the wrapper directly)."""
         return self.inner.get_sigmas(n, **kwargs)
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, uncond: torch.Tensor | None = None,
-                 cond: torch.Tensor | None = None, cond_scale: float = 1.0) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, uncond: CondLike | None = None,
+                 cond: CondLike | None = None, cond_scale: float = 1.0) -> torch.Tensor:
         if uncond is None or cond_scale == 1:
             denoised = self.inner(x, sigma, cond=cond)
         else:
             if self.cond_uncond_sync:
-                both = self.inner(torch.cat([x] * 2), torch.cat([sigma] * 2), cond=torch.cat([uncond, cond]))
+                both = self.inner(torch.cat([x] * 2), torch.cat([sigma] * 2), cond=cat_conditioning([uncond, cond]))
                 d_uncond, d_cond = both.chunk(2)
             else:
                 d_uncond = self.inner(x, sigma, cond=uncond)
