@@ -9,7 +9,8 @@ of one call follows spec generation 0:
 2. encode the init (a posterior **sample** drawn from that generator) and multiply by ``scale_factor``;
 3. ``strength_0_no_init``: strength 0 when there is no init;
 4. build the latent mask;
-5. (uc, c) from the prompt (cached per text) unless given; ``scale == 1`` runs the conditional pass only;
+5. (uc, c) ``Conditioning`` values from the prompt through the model family (cached per text) unless
+   given; ``scale == 1`` runs the conditional pass only;
 6. sample (strength -> steps, CFG, latent pinning under the mask, per-step callbacks);
 7. decode, and the final pixel overlay under the mask (``overlay_mask``, ``mask_overlay_blur``).
 
@@ -78,7 +79,7 @@ def image_to_sample(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Ten
     return convert.image_to_sample(array, torch.float32)
 
 
-def latent_to_uint8(model: Any, latent: torch.Tensor) -> np.ndarray:
+def latent_to_uint8(model: DiffusionModel, latent: torch.Tensor) -> np.ndarray:
     """Full VAE decode of a latent to uint8 H x W x 3 with v0.6's truncation (spec 7.2)."""
     with torch.no_grad():
         image = model.decode_first_stage(latent.to(model.device, model.dtype))
@@ -152,8 +153,11 @@ class _Guided:
 
 
 class Generator:
-    """Turns a loaded model into images. ``denoiser_wrapper(denoiser) -> denoiser`` wraps the guided
-    (CFG) denoiser, e.g. for gradient conditioning; it gets and returns ``D(x, sigma, **extra_args)``.
+    """Turns a loaded model into images: ``generate(GenerationRequest)``, or ``generator(**fields)``.
+
+    The model's family (``model.family``) encodes prompts into ``Conditioning`` values and gives the latent
+    format. ``denoiser_wrapper(denoiser) -> denoiser`` wraps the guided (CFG) denoiser, e.g. for gradient
+    conditioning; it gets and returns ``D(x, sigma, **extra_args)``.
     """
 
     def __init__(self, model: DiffusionModel, *, denoiser_wrapper: DenoiserWrapper | None = None,
@@ -212,18 +216,19 @@ class Generator:
 
         See ``GenerationRequest`` for what each field does.
         """
-        r = request
-        seed, W, H, prompt, frame = r.seed, r.W, r.H, r.prompt, r.frame
-        uc, c, init_image, init_sample, init_latent = r.uc, r.c, r.init_image, r.init_sample, r.init_latent
-        overlay_original, mask, strength, strength_0_no_init = r.overlay_original, r.mask, r.strength, \
-            r.strength_0_no_init
-        steps, sampler, scale, ddim_eta = r.steps, r.sampler, r.scale, r.ddim_eta
-        dynamic_threshold, static_threshold, karras = r.dynamic_threshold, r.static_threshold, r.karras
-        cond_uncond_sync, prompt_weighting = r.cond_uncond_sync, r.prompt_weighting
-        normalize_prompt_weights, log_weighted_subprompts = r.normalize_prompt_weights, r.log_weighted_subprompts
-        invert_mask, mask_brightness_adjust = r.invert_mask, r.mask_brightness_adjust
-        mask_contrast_adjust, overlay_mask, mask_overlay_blur = r.mask_contrast_adjust, r.overlay_mask, \
-            r.mask_overlay_blur
+        r = request  # the fields as locals (strength, init_latent, uc and c are replaced below; r is not)
+        seed, W, H, prompt, frame, uc, c = r.seed, r.W, r.H, r.prompt, r.frame, r.uc, r.c
+        init_image, init_sample, init_latent, overlay_original = r.init_image, r.init_sample, r.init_latent, \
+            r.overlay_original
+        mask, strength, strength_0_no_init = r.mask, r.strength, r.strength_0_no_init
+        steps, sampler, scale, ddim_eta, karras = r.steps, r.sampler, r.scale, r.ddim_eta, r.karras
+        dynamic_threshold, static_threshold, cond_uncond_sync = r.dynamic_threshold, r.static_threshold, \
+            r.cond_uncond_sync
+        weighting = dict(prompt_weighting=r.prompt_weighting, normalize_prompt_weights=r.normalize_prompt_weights,
+                         log_weighted_subprompts=r.log_weighted_subprompts)
+        adjust = dict(mask_brightness_adjust=r.mask_brightness_adjust, mask_contrast_adjust=r.mask_contrast_adjust,
+                      invert_mask=r.invert_mask)
+        overlay_mask, mask_overlay_blur = r.overlay_mask, r.mask_overlay_blur
         callback, progress, step_dir, show_step = r.callback, r.progress, r.step_dir, r.show_step
 
         from deforum.sampling.denoisers import CFGDenoiser
@@ -261,8 +266,6 @@ class Generator:
         if mask is not None:
             if init_latent is None:
                 raise SettingsError("use_mask: a mask needs an init image (use_init with an init_image)")
-            adjust = dict(mask_brightness_adjust=mask_brightness_adjust,
-                          mask_contrast_adjust=mask_contrast_adjust, invert_mask=invert_mask)
             latent_mask = masks.prepare_mask(mask, W, H, f=f, channels=init_latent.shape[1], **adjust)
             if overlay_mask:
                 pixel_mask = masks.overlay_mask(mask, W, H, mask_overlay_blur=mask_overlay_blur, **adjust)
@@ -270,9 +273,7 @@ class Generator:
         if c is None or uc is None:
             if prompt is None:
                 raise SettingsError("prompt: a prompt (or the conditioning uc and c) is needed")
-            prompt_uc, prompt_c = self.prompt_conditioning(
-                prompt, frame=frame, prompt_weighting=prompt_weighting,
-                normalize_prompt_weights=normalize_prompt_weights, log_weighted_subprompts=log_weighted_subprompts)
+            prompt_uc, prompt_c = self.prompt_conditioning(prompt, frame=frame, **weighting)
             uc = prompt_uc if uc is None else uc
             c = prompt_c if c is None else c
         device = torch.device(self.model.device)
