@@ -210,7 +210,10 @@ def _render_prepared(args_ns, anim_ns, prompts, animation_prompts, root, root_ns
         if root is not None and not isinstance(root, Mapping):
             root.model = root_ns.model  # keep it for the next run of the notebook cell
     from deforum.guidance import make_denoiser_wrapper
-    guidance = make_denoiser_wrapper(args_ns, root_ns.model, models_path=root_ns.models_path)
+    settings = fields.typed({"root": {k: v for k, v in vars(root_ns).items() if k != "model"}, "args": vars(args_ns),
+                             "anim_args": vars(anim_ns), "video": fields.defaults("video"),
+                             "load": fields.defaults("load")}, prompts, animation_prompts)
+    guidance = make_denoiser_wrapper(settings, root_ns.model)
     steps_bar = _StepBar() if step_progress else None
     generator = Generator(root_ns.model, denoiser_wrapper=guidance, progress=steps_bar)
     if display is not None and hasattr(display, "generation_started"):

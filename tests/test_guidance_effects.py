@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from deforum import settings as deforum_args
+from deforum import settings as S
 from deforum.errors import DeforumError, SettingsError
 from deforum.generate import Generator, generation_kwargs
 from deforum.guidance import aesthetics, clip, losses, make_denoiser_wrapper
 from deforum.models import load_model
 from deforum.settings import load_settings
-from deforum.testing import oracle_checkpoint, oracle_config
+from deforum.testing import oracle_checkpoint, oracle_config, settings_for_test
 
 W = H = 64
 BASE = dict(W=W, H=H, prompt="a red cat: a blue dog", steps=6, scale=7.5, sampler="euler", seed=3)
@@ -71,8 +71,8 @@ def tiny(files, monkeypatch):
 
 def guided(model, args, models_path="models"):
     """(image, latent, guide) of BASE generated with the wrapper built from args."""
-    settings = {"grad_inject_timing": None, "decode_method": "autoencoder", **args}
-    guide = make_denoiser_wrapper(settings, model, models_path=models_path)
+    settings = {"grad_inject_timing": None, "decode_method": "autoencoder", "ignore_sat_weight": None, **args}
+    guide = make_denoiser_wrapper(settings_for_test(**settings, models_path=models_path), model)
     generator = Generator(model, denoiser_wrapper=guide)
     image = generator(**BASE, **generation_kwargs(settings))
     return image, generator.last_latent, guide
@@ -220,17 +220,17 @@ def test_unet_passes_per_step_do_not_grow_with_the_number_of_losses(model, monke
 def test_img2img_with_mask_and_every_sampler(model, files):
     init = Image.open(files / "target.png").convert("RGB")
     mask = Image.fromarray(np.tile((np.arange(W) < W // 2).astype(np.uint8) * 255, (H, 1)))
-    guide = make_denoiser_wrapper({"mean_scale": 1e4, "decode_method": "autoencoder", "steps": 6,
-                                   "grad_inject_timing": list(range(1, 10))}, model)
+    guide = make_denoiser_wrapper(settings_for_test(mean_scale=1e4, decode_method="autoencoder", steps=6,
+                                                    grad_inject_timing=list(range(1, 10))), model)
     generator = Generator(model, denoiser_wrapper=guide)
-    for sampler in deforum_args.SAMPLERS:
+    for sampler in S.SAMPLERS:
         image = generator(**{**BASE, "sampler": sampler}, init_image=init, strength=0.5, mask=mask)
         assert torch.isfinite(image).all(), sampler
         assert guide.last.n_steps == 3 and guide.last.applied, sampler  # the 3 steps that run are counted
 
 
 def test_all_scales_zero_gives_no_wrapper(model):
-    assert make_denoiser_wrapper(deforum_args.defaults("args"), model) is None
+    assert make_denoiser_wrapper(settings_for_test(), model) is None
 
 
 @pytest.mark.parametrize("settings, match", [
@@ -249,8 +249,9 @@ def test_all_scales_zero_gives_no_wrapper(model):
     ({"aesthetics_scale": 1, "clip_name": "ViT-L/14@336px"}, "aesthetics_scale"),
 ])
 def test_bad_settings_fail_before_sampling(model, settings, match):
+    """Refused when the settings resolve (values) or when the wrapper loads what they name (files, models)."""
     with pytest.raises(DeforumError, match=match):
-        make_denoiser_wrapper(settings, model)
+        make_denoiser_wrapper(settings_for_test(**settings), model)
 
 
 def test_missing_head_offline_names_the_file_and_the_folder(model, tiny, tmp_path, monkeypatch):
@@ -259,7 +260,7 @@ def test_missing_head_offline_names_the_file_and_the_folder(model, tiny, tmp_pat
 
     monkeypatch.setattr(aesthetics.urllib.request, "urlopen", offline)
     with pytest.raises(DeforumError, match=f"{HEAD_FILE}.*{tmp_path}"):
-        make_denoiser_wrapper({"aesthetics_scale": 1}, model, models_path=str(tmp_path))
+        make_denoiser_wrapper(settings_for_test(aesthetics_scale=1, models_path=str(tmp_path)), model)
     assert list(tmp_path.iterdir()) == []  # no partial file left
 
 
@@ -269,14 +270,14 @@ def test_head_with_a_wrong_sha256_is_refused(model, tiny, monkeypatch):
     backup = (models / HEAD_FILE).read_bytes()
     try:
         with pytest.raises(DeforumError, match="sha256"):
-            make_denoiser_wrapper({"aesthetics_scale": 1}, model, models_path=str(models))
+            make_denoiser_wrapper(settings_for_test(aesthetics_scale=1, models_path=str(models)), model)
     finally:
         for stray in models.glob(HEAD_FILE + "*"):
             stray.unlink()
         (models / HEAD_FILE).write_bytes(backup)
 
 
-@pytest.mark.parametrize("preset", deforum_args.PRESETS)
+@pytest.mark.parametrize("preset", S.PRESETS)
 def test_v06_presets_load_and_build_a_wrapper(model, tiny, monkeypatch, preset):
     from pathlib import Path
 
@@ -284,8 +285,8 @@ def test_v06_presets_load_and_build_a_wrapper(model, tiny, monkeypatch, preset):
 
     monkeypatch.setattr(image_io, "open_image", lambda source, **kw: Image.open(tiny / "palette.png"))
     settings = load_settings(Path(__file__).resolve().parents[1] / "settings" / preset)
-    args = vars(settings.args)
-    guide = make_denoiser_wrapper({**args, "W": W, "H": H, "steps": 2}, model, models_path=str(tiny / "models"))
+    args = {**vars(settings.args), "W": W, "H": H, "steps": 2}
+    guide = make_denoiser_wrapper(S.resolve(args, settings.anim_args, {"models_path": str(tiny / "models")}), model)
     assert guide is not None and guide.losses
     image = Generator(model, denoiser_wrapper=guide)(**{**BASE, "steps": 2})
     assert torch.isfinite(image).all()

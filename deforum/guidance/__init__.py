@@ -1,16 +1,16 @@
 """Gradient conditioning (the guide's "Gradient Conditioning in Deforum"; spec generation 4.2 and 6).
 
-    guide = make_denoiser_wrapper(args, model, models_path=root.models_path)   # None when every scale is 0
+    guide = make_denoiser_wrapper(settings, model)   # None when every scale is 0
     generator = Generator(model, denoiser_wrapper=guide)
 
-``make_denoiser_wrapper`` reads the DeforumArgs fields, validates them, and loads everything the losses need
-(colormatch / init_mse images, CLIP, the aesthetics head) before any diffusion starts.
+``make_denoiser_wrapper`` takes the typed settings (``deforum.settings.resolve`` has checked them) and loads
+everything the losses need (colormatch / init_mse images, CLIP, the aesthetics head) before any diffusion
+starts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,34 +28,15 @@ from deforum.guidance.wrapper import (
     threshold_gradient,
 )
 
+if TYPE_CHECKING:
+    from deforum.settings import Settings
+
 # Every *_scale field, in v0.6's loss order (spec 6.1).
 SCALE_FIELDS = ("clip_scale", "blue_scale", "mean_scale", "exposure_scale", "var_scale", "init_mse_scale",
                 "colormatch_scale", "aesthetics_scale")
 # The colormatch image is downscaled to this longest side before k-means (linear: before the VAE encode,
 # which v0.6 ran on the full native-resolution image).
 PALETTE_MAX_SIDE = {"autoencoder": 256, "linear": 512}
-
-
-def _getter(args: Any):
-    if isinstance(args, Mapping):
-        return args.get
-    return lambda name, default=None: getattr(args, name, default)
-
-
-def _number(get, name: str, default: float = 0.0) -> float:
-    value = get(name, default)
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise SettingsError(f"{name}: {value!r} must be a finite number")
-    return float(value)
-
-
-def _choice(get, name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = get(name, default)
-    if value not in allowed:
-        raise SettingsError(f"{name}: {value!r} is not one of {', '.join(map(repr, allowed))}")
-    return value
 
 
 def make_decode(model: Any, decode_method: str):
@@ -106,34 +87,32 @@ def palette_of(model: Any, source: str | Image.Image, n_colors: int, decode_meth
     return losses.kmeans(pixels[0].flatten(1).T, n_colors)
 
 
-def make_denoiser_wrapper(args: Any, model: Any, *, models_path: str = "models") -> GradientGuide | None:
+def make_denoiser_wrapper(settings: Settings, model: Any, *, prompt: str | None = None) -> GradientGuide | None:
     """The gradient-conditioning wrapper for a Generator, or None when every ``*_scale`` is 0.
 
-    ``args`` is a DeforumArgs namespace or mapping. Images, CLIP and the aesthetics head are loaded here, so a
-    bad URL, an offline download or an invalid value fails before sampling, as a DeforumError.
+    Images, CLIP and the aesthetics head are loaded here (the head from ``settings.model.models_path``), so a
+    missing image, a bad URL or an offline download fails before sampling, as a DeforumError. ``prompt`` is
+    the text the CLIP loss compares with (v0.6's runtime ``args.prompt``; None: the loss's own default).
     """
-    get = _getter(args)
-    scales = {name: _number(get, name) for name in SCALE_FIELDS}
+    g = settings.guidance
+    scales = {name: float(getattr(g, name)) for name in SCALE_FIELDS}
     if all(value == 0 for value in scales.values()):
         return None
-    decode_method = _choice(get, "decode_method", "linear", DECODE_METHODS)
-    timing = get("grad_inject_timing", None)
-    check_inject_timing(timing)
-    W, H = int(get("W", 512)), int(get("H", 512))
+    check_inject_timing(g.grad_inject_timing)
+    W, H = settings.image.W, settings.image.H
     device = torch.device(model.device)
 
     clip = None
     if scales["clip_scale"] or scales["aesthetics_scale"]:
         from deforum.guidance import clip as clip_module
 
-        name = get("clip_name", "ViT-L/14")
-        clip_module.arch_of(name)  # a bad name fails before anything else loads
+        clip_module.arch_of(g.clip_name)  # a bad name fails before anything else loads
         if scales["aesthetics_scale"]:
             from deforum.guidance.aesthetics import head_entry
 
-            head_entry(name)
+            head_entry(g.clip_name)
         dtype = model.dtype if device.type == "cuda" else torch.float32
-        clip = clip_module.load_clip(name, device, dtype)
+        clip = clip_module.load_clip(g.clip_name, device, dtype)
 
     fns: dict[str, Any] = {
         "blue_scale": losses.blue_loss,
@@ -143,45 +122,33 @@ def make_denoiser_wrapper(args: Any, model: Any, *, models_path: str = "models")
     if scales["clip_scale"]:
         from deforum.guidance.clip import ClipLoss
 
-        cutn = int(get("cutn", 1))
-        if cutn < 1:
-            raise SettingsError(f"cutn: {cutn} must be >= 1")
-        fns["clip_scale"] = ClipLoss(clip, cutn=cutn, cut_pow=_number(get, "cut_pow", 0.0001),
-                                     prompt=get("prompt", None) or None)
+        fns["clip_scale"] = ClipLoss(clip, cutn=g.cutn, cut_pow=g.cut_pow, prompt=prompt or None)
     if scales["exposure_scale"]:
-        target = _number(get, "exposure_target", 0.5)
+        target = g.exposure_target
         fns["exposure_scale"] = lambda x: losses.exposure_loss(x, target)
     if scales["init_mse_scale"]:
-        source = get("init_mse_image", None)
-        if not source:
+        if not g.init_mse_image:
             raise SettingsError("init_mse_image: init_mse_scale is not 0, so an image (path or URL) is needed")
-        mse_target = init_mse_target(model, source, W, H, decode_method)
+        mse_target = init_mse_target(model, g.init_mse_image, W, H, g.decode_method)
         fns["init_mse_scale"] = lambda x: losses.init_mse_loss(x, mse_target)
     if scales["colormatch_scale"]:
-        source = get("colormatch_image", None)
-        if not source:
+        if not g.colormatch_image:
             raise SettingsError("colormatch_image: colormatch_scale is not 0, so an image (path or URL) is needed")
-        n_colors = int(get("colormatch_n_colors", 4))
-        if n_colors < 1:
-            raise SettingsError(f"colormatch_n_colors: {n_colors} must be >= 1")
-        palette, counts = palette_of(model, source, n_colors, decode_method)
-        weight = get("ignore_sat_weight", None)
-        fns["colormatch_scale"] = losses.ColorMatchLoss(palette.to(device), counts,
-                                                        None if weight is None else float(weight))
+        palette, counts = palette_of(model, g.colormatch_image, g.colormatch_n_colors, g.decode_method)
+        fns["colormatch_scale"] = losses.ColorMatchLoss(palette.to(device), counts, g.ignore_sat_weight)
     if scales["aesthetics_scale"]:
         from deforum.guidance.aesthetics import AestheticsLoss, load_head
 
-        head = load_head(get("clip_name", "ViT-L/14"), models_path, device)
+        head = load_head(g.clip_name, settings.model.models_path, device)
         fns["aesthetics_scale"] = AestheticsLoss(clip, head)
 
     guide_losses = [GuideLoss(name, fns[name], scales[name]) for name in SCALE_FIELDS if scales[name]]
+    timing = g.grad_inject_timing
     return GradientGuide(
-        guide_losses, make_decode(model, decode_method),
-        gradient_wrt=get("gradient_wrt", "x0_pred"), gradient_add_to=get("gradient_add_to", "both"),
-        grad_threshold_type=get("grad_threshold_type", "dynamic"),
-        clamp_grad_threshold=get("clamp_grad_threshold", 0.2), clamp_start=get("clamp_start", 0.2),
-        clamp_stop=get("clamp_stop", 0.01), grad_inject_timing=list(timing) if isinstance(timing, tuple) else timing,
-        prompt=get("prompt", None) or None)
+        guide_losses, make_decode(model, g.decode_method),
+        gradient_wrt=g.gradient_wrt, gradient_add_to=g.gradient_add_to, grad_threshold_type=g.grad_threshold_type,
+        clamp_grad_threshold=g.clamp_grad_threshold, clamp_start=g.clamp_start, clamp_stop=g.clamp_stop,
+        grad_inject_timing=list(timing) if isinstance(timing, tuple) else timing, prompt=prompt or None)
 
 
 __all__ = [
