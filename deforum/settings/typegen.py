@@ -1,6 +1,7 @@
-"""Writes ``deforum/settings/types.py``: one frozen dataclass per concern of the field table, and ``Settings``
-holding them all. ``python -m deforum.settings.typegen`` rewrites the file; ``check`` fails when it is not
-what the table gives (a test runs the check, as for the notebook and docs/settings.md).
+"""Writes ``deforum/settings/types.py``: one frozen dataclass per concern of the field table, ``Settings``
+holding them all, and ``FrameValues`` (one frame of the schedules). ``python -m deforum.settings.typegen``
+rewrites the file; ``check`` fails when it is not what the table gives (a test runs the check, as for the
+notebook and docs/settings.md).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from deforum.settings.fields import GROUPS, Field, concern_fields
+from deforum.settings.fields import GROUPS, Field, concern_fields, schedule_fields
 
 TARGET = Path(__file__).resolve().parent / "types.py"
 
@@ -74,6 +75,10 @@ def generate() -> str:
     lines += ["", "@dataclass(frozen=True)", "class Settings:",
               '    """Everything a run is asked to do, resolved and checked (``deforum.settings.resolve``)."""', ""]
     lines += [f"    {concern}: {class_name(concern)}" for concern in CONCERNS]
+    lines += ["", ""]
+    lines += ["", "@dataclass(frozen=True)", "class FrameValues:",
+              '    """One frame\'s value of every keyframe schedule (the plan\'s rows; ``deforum.plan``)."""', ""]
+    lines += [f"    {name}: float" for name in schedule_fields()]
     lines += ["", ""]
     lines.append("CONCERN_TYPES = {")
     lines += [f'    "{concern}": {class_name(concern)},' for concern in CONCERNS]

@@ -259,6 +259,28 @@ class Settings:
     load: LoadSettings
 
 
+
+@dataclass(frozen=True)
+class FrameValues:
+    """One frame's value of every keyframe schedule (the plan's rows; ``deforum.plan``)."""
+
+    angle: float
+    zoom: float
+    translation_x: float
+    translation_y: float
+    translation_z: float
+    rotation_3d_x: float
+    rotation_3d_y: float
+    rotation_3d_z: float
+    perspective_flip_theta: float
+    perspective_flip_phi: float
+    perspective_flip_gamma: float
+    perspective_flip_fv: float
+    noise_schedule: float
+    strength_schedule: float
+    contrast_schedule: float
+
+
 CONCERN_TYPES = {
     "output": OutputSettings,
     "model": ModelSettings,
