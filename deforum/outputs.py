@@ -173,23 +173,12 @@ def plot_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def save_plot(fig, path: str | os.PathLike[str], field: str = "--plot", dpi: int = 100) -> Path:
-    """Save a matplotlib figure to ``path`` with the mark, under a temp name renamed into place."""
-    import tempfile
+    """Save a matplotlib figure to ``path`` with the mark, atomically (``deforum.image.io.write_atomic``)."""
+    from deforum.image.io import write_atomic
 
     path = check_output_path(path, "plot", field)
-    folder = path.parent
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.stem}.", suffix=path.suffix)
-    except OSError as exc:
-        raise MediaError(f"{field}: cannot write to {str(folder)!r}: {exc.strerror or exc}") from exc
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lower()[1:], metadata=plot_metadata(path))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        return write_atomic(path, lambda stream: fig.savefig(stream, dpi=dpi, format=path.suffix.lower()[1:],
+                                                             metadata=plot_metadata(path)))
+    except MediaError as exc:
+        raise MediaError(f"{field}: {exc}") from exc

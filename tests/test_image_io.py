@@ -1,6 +1,7 @@
 """Init/mask image loading (path, URL, folder) and atomic PNG writing (spec 5.1, 5.2, animation 11.2)."""
 
 import io
+import os
 import time
 
 import numpy as np
@@ -15,6 +16,7 @@ from deforum.image.io import (
     load_init_image,
     open_image,
     save_png_atomic,
+    write_atomic,
 )
 
 
@@ -140,6 +142,35 @@ def test_save_png_atomic_round_trip(tmp_path):
     save_png_atomic(image[::-1].copy(), path)  # overwrite in place
     assert np.array_equal(np.asarray(Image.open(path)), image[::-1])
     assert sorted(p.name for p in path.parent.iterdir()) == ["f_00000.png"]  # no temp files left
+
+
+def test_write_atomic_takes_bytes_or_a_writer_and_gives_an_ordinary_file(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    path = write_atomic(tmp_path / "sub" / "state.json", b"{}")
+    assert path.read_bytes() == b"{}"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
+    write_atomic(path, lambda stream: stream.write(b"[1]"))  # replaces the old content
+    assert path.read_bytes() == b"[1]"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["state.json"]
+    frame = save_png_atomic(np.zeros((2, 2, 3), np.uint8), tmp_path / "f_00000.png")
+    assert frame.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_write_atomic_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path, error):
+    path = write_atomic(tmp_path / "a.npy", b"old")
+
+    def fail(stream):
+        stream.write(b"half")
+        raise error
+
+    with pytest.raises(MediaError if isinstance(error, OSError) else KeyboardInterrupt) as caught:
+        write_atomic(path, fail)
+    if isinstance(error, OSError):
+        assert "a.npy" in str(caught.value) and "no space left" in str(caught.value)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
 
 
 def test_save_png_atomic_refuses_float_images(tmp_path):

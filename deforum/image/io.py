@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -29,7 +29,7 @@ URL_TIMEOUT_S = 30.0
 URL_MAX_BYTES = 50 * 1024 * 1024
 URL_TOTAL_TIMEOUT_S = 120.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # v0.6's folder rule (compared case-insensitively here)
-TEMP_SUFFIX = ".png.tmp"  # save_png_atomic's temp files: ".{stem}.XXXXXXXX.png.tmp" beside the frame
+TEMP_SUFFIX = ".png.tmp"  # a PNG's temp file (write_atomic): ".{stem}.XXXXXXXX.png.tmp" beside the frame
 _ACCEPTED_CONTENT_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
 
 
@@ -164,24 +164,32 @@ def list_init_images(init_image: str, *, field: str = "init_image") -> list[str]
     return images
 
 
-def save_png_atomic(image: np.ndarray | Image.Image, path: str | os.PathLike[str]) -> Path:
-    """Write an 8-bit PNG so that ``path`` is either absent or complete: a temp file in the same folder,
-    then ``os.replace``. The one place frames are written."""
+def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO], Any]) -> Path:
+    """Write ``path`` so that it is either absent (or its old content) or complete. The one atomic writer.
+
+    ``data`` is the file's bytes, or a callable that writes them to the binary file object it is given. The
+    bytes go to a temp file ``.{stem}.XXXXXXXX{suffix}.tmp`` in the same folder (so a killed run's temps
+    are found by name, see ``deforum.render.resume.remove_stale_temps``), are flushed to disk (``fsync``:
+    even a power cut leaves no empty file under the final name), get an ordinary file's permissions
+    (``0o666`` less the umask, not ``mkstemp``'s private ``0o600``) and are renamed into place with
+    ``os.replace``. On any failure the temp file is removed; an ``OSError`` becomes a ``MediaError``
+    naming ``path`` (``write_error``). The folder is created when missing.
+    """
     path = Path(path)
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise MediaError(f"save_png_atomic: expected a uint8 image, got {image.dtype} for {str(path)!r}")
-        image = Image.fromarray(image)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=TEMP_SUFFIX)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp")
     except OSError as error:
         raise write_error(path, error) from error
     try:
         with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG")
+            if callable(data):
+                data(stream)
+            else:
+                stream.write(data)
             stream.flush()
-            os.fsync(stream.fileno())  # on disk before the rename, so even a power cut leaves no empty frame
+            os.fsync(stream.fileno())
+        os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, path)
     except BaseException as error:
         if os.path.exists(temp):
@@ -190,6 +198,22 @@ def save_png_atomic(image: np.ndarray | Image.Image, path: str | os.PathLike[str
             raise write_error(path, error) from error
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_png_atomic(image: np.ndarray | Image.Image, path: str | os.PathLike[str]) -> Path:
+    """Write an 8-bit PNG through ``write_atomic``: ``path`` is absent or a complete PNG, never part of one."""
+    path = Path(path)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise MediaError(f"save_png_atomic: expected a uint8 image, got {image.dtype} for {str(path)!r}")
+        image = Image.fromarray(image)
+    return write_atomic(path, lambda stream: image.save(stream, format="PNG"))
 
 
 def write_error(path: str | os.PathLike[str], error: OSError) -> MediaError:
@@ -313,6 +337,7 @@ __all__ = [
     "open_image",
     "resize",
     "save_png_atomic",
+    "write_atomic",
     "write_error",
 ]
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from deforum.args import MAX_FRAMES_LIMIT, SEED_MAX
 from deforum.errors import DeforumError, StateError
+from deforum.image.io import write_atomic
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
@@ -150,21 +151,11 @@ def shaping_settings(args: Any, anim_args: Any, animation_prompts: dict) -> dict
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, data)
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
 def save_state(folder: Path, state: AnimationState, settings: dict[str, Any]) -> None:
