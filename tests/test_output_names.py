@@ -126,3 +126,41 @@ def test_every_mode_writes_the_same_file_names(tmp_path, tiny, mode):
 @pytest.mark.slow
 def test_a_resumed_2d_run_writes_the_same_file_names(tmp_path, tiny, monkeypatch):
     check("2D resumed", run_resumed_2d(tmp_path, tiny, monkeypatch))
+
+
+def test_the_sink_names_every_file_in_one_place(tmp_path):
+    from deforum.render.output import PROMPT_FILENAME_FORMAT, FrameSink
+
+    sink = FrameSink(tmp_path, "T")
+    assert sink.frame_path(7) == tmp_path / "T_00007.png"
+    assert sink.depth_path(7) == tmp_path / "T_depth_00007.png"
+    assert sink.still_path("{timestring}_{index}_{seed}.png", 3, "a cat", 42) == tmp_path / "T_00003_42.png"
+    assert sink.still_path(PROMPT_FILENAME_FORMAT, 3, "a cat!", 42) == tmp_path / "T_00003_a_cat.png"
+    assert sink.grid_path(1, 42) == tmp_path / "T_00001_grid_42.png"
+    assert sink.step_dir(42) == tmp_path / "T_00_42"
+    assert sink.settings_path() == tmp_path / "T_settings.txt"
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_the_sink_reports_each_frame_once_its_files_exist(tmp_path, background):
+    from contextlib import nullcontext
+
+    from deforum.render.output import FrameSink
+
+    seen = []
+
+    def on_frame(frame, path):
+        seen.append((frame, path.is_file(), sink.depth_path(frame).is_file()))
+
+    def write_depth(depth, path, state):
+        from deforum.image.io import save_png_atomic
+
+        save_png_atomic(depth, path)
+
+    sink = FrameSink(tmp_path, "T", on_frame=on_frame)
+    image = np.zeros((4, 4, 3), np.uint8)
+    with sink.background() if background else nullcontext():
+        for j in range(3):
+            sink.write_frame(j, image, depth=(write_depth, image, {}))
+    assert seen == [(0, True, True), (1, True, True), (2, True, True)]
+    assert sink.written == [tmp_path / f"T_{j:05}.png" for j in range(3)]

@@ -20,9 +20,9 @@ import torch
 
 from deforum.args import check_mask, get_value
 from deforum.errors import FrameError
-from deforum.image.io import BackgroundWriter, save_png_atomic
 from deforum.plan import FrameRow, RenderPlan, rng_seed
 from deforum.render import steps
+from deforum.render.output import FrameSink, depth_name, frame_name
 from deforum.render.resume import (
     AnimationState,
     load_state,
@@ -49,11 +49,11 @@ class AnimationResult:
 
 
 def frame_path(outdir: Path, timestring: str, frame: int) -> Path:
-    return outdir / f"{timestring}_{frame:05}.png"
+    return Path(outdir) / frame_name(timestring, frame)
 
 
 def depth_path(outdir: Path, timestring: str, frame: int) -> Path:
-    return outdir / f"{timestring}_depth_{frame:05}.png"
+    return Path(outdir) / depth_name(timestring, frame)
 
 
 def sample_to_float_image(sample: torch.Tensor) -> np.ndarray:
@@ -78,10 +78,11 @@ class AnimationLoop:
         self.cadence = plan.cadence
         self.settings = shaping_settings(args, anim_args, animation_prompts)
         self.state_folder = state_dir(self.outdir, timestring)
-        self.written: list[Path] = []
-        # PNG compression runs on a writer thread while the next frame is computed (None: write inline).
+        # Frames and depth maps are named and written by the sink; with ``background_writes`` PNG
+        # compression runs on its writer thread while the next frame is computed.
+        self.sink = FrameSink(self.outdir, timestring, on_frame=on_frame)
+        self.written = self.sink.written
         self.background_writes = background_writes
-        self._writer: BackgroundWriter | None = None
         self._depth_key: int | None = None  # next_idx of the image _depth_cache belongs to
         self._depth_cache: torch.Tensor | None = None
 
@@ -123,38 +124,14 @@ class AnimationLoop:
         blended = steps.blend(state.prev_img if role.blended else None, state.next_img, role.tween)
         steps.check_finite(blended, j, "warped frame", row.values)
         image = steps.to_uint8(blended)
-        path = frame_path(self.outdir, self.timestring, j)
-        self._submit(save_png_atomic, image, path)
+        depth_map = None
         if self.save_depth is not None and self.depth is not None:
-            self._submit(self.save_depth, self._depth_of_next(state), depth_path(self.outdir, self.timestring, j),
-                         state.depth_range)
-        self.written.append(path)
-        self._frame_done((j, path))
-
-    def _submit(self, fn: Callable, *args: Any) -> None:
-        if self._writer is None:
-            fn(*args)
-        else:
-            self._writer.submit(fn, *args)
-
-    def _frame_done(self, written: tuple[int, Path]) -> None:
-        """``on_frame`` for the frames whose files exist, in order, in this thread."""
-        if self._writer is None:
-            done = [written]
-        else:
-            self._writer.submit(lambda: None, tag=written)  # finishes once the frame's writes have
-            done = self._writer.done()
-        self._report(done)
-
-    def _report(self, done: list[tuple[int, Path]]) -> None:
-        if self.on_frame is not None:
-            for j, path in done:
-                self.on_frame(j, path)
+            depth_map = (self.save_depth, self._depth_of_next(state), state.depth_range)
+        self.sink.write_frame(j, image, depth=depth_map)
 
     def _save_state(self, state: AnimationState) -> None:
         """Resume state is saved only after every frame it counts as written is on disk."""
-        if self._writer is not None:
-            self._report(self._writer.flush())
+        self.sink.flush()
         save_state(self.state_folder, state, self.settings)
 
     # -- one key frame ----------------------------------------------------------------------------------
@@ -209,14 +186,9 @@ class AnimationLoop:
             return AnimationResult(self.outdir, self.timestring, self._all_frames())
         if not self.background_writes:
             return self._run(state)
-        self._writer = BackgroundWriter()
-        try:
-            with self._writer:
-                result = self._run(state)
-            self._report(self._writer.close())
-            return result
-        finally:
-            self._writer = None
+        with self.sink.background():
+            result = self._run(state)
+        return result
 
     def _run(self, state: AnimationState) -> AnimationResult:
         n, last = self.cadence, self.plan.max_frames
@@ -243,7 +215,7 @@ class AnimationLoop:
         return AnimationResult(self.outdir, self.timestring, self._all_frames())
 
     def _all_frames(self) -> list[Path]:
-        return [frame_path(self.outdir, self.timestring, j) for j in range(self.plan.max_frames)]
+        return self.sink.frame_paths(self.plan.max_frames)
 
 
 def key_generator(generator: Any, args: Any, first_init: Any = None) -> KeyGenerator:

@@ -28,8 +28,9 @@ from deforum.args import as_dict, check_mask, get_value
 from deforum.conditioning import interpolate_conditioning
 from deforum.errors import SettingsError
 from deforum.image.convert import sample_to_uint8
-from deforum.image.io import ensure_output_folder, load_init_image, open_image, save_png_atomic
+from deforum.image.io import ensure_output_folder, load_init_image, open_image
 from deforum.plan import RenderPlan, make_plan
+from deforum.render.output import FrameSink
 from deforum.render.steps import check_finite
 
 log = logging.getLogger(__name__)
@@ -110,21 +111,18 @@ def render_interpolation(args: Any, anim_args: Any, animation_prompts: Mapping[A
     for index, frame in enumerate(key_image_frames(plan)):
         log.info("Interpolation: key image of prompt %d (%r) is frame %05d", index, texts[index][:60], frame)
 
-    written: list[Path] = []
+    sink = FrameSink(outdir, timestring, on_frame=on_frame)
     for row in plan.rows:
         a, b, t = row.interpolation
         uc, c = _conditioning_at(keys, a, b, t, method)
         step_dir = None
         if get_value(args, "save_sample_per_step", False):
-            step_dir = outdir / f"{timestring}_00_{row.seed}"  # v0.6's name; the fixed seed reuses it
+            step_dir = sink.step_dir(row.seed)  # the fixed seed reuses one folder, as v0.6
         sample = generator(**call | {"strength": strength}, seed=row.seed, prompt=row.prompt, frame=0,
                            uc=uc, c=c, init_image=init, mask=mask, step_dir=step_dir, progress=progress)
         check_finite(sample, row.frame, "generated image")
-        path = save_png_atomic(sample_to_uint8(sample), outdir / f"{timestring}_{row.frame:05}.png")
-        written.append(path)
-        if on_frame is not None:
-            on_frame(row.frame, path)
-    return written
+        sink.write_frame(row.frame, sample_to_uint8(sample))
+    return sink.written
 
 
 __all__ = ["interpolation_plan", "key_image_frames", "render_interpolation"]

@@ -19,32 +19,15 @@ from PIL import Image
 from deforum.args import check_mask, get_value, resolve_seed
 from deforum.errors import SettingsError
 from deforum.image.convert import sample_to_uint8
-from deforum.image.io import list_init_images, load_init_image, open_image, save_png_atomic
+from deforum.image.io import list_init_images, load_init_image, open_image
 from deforum.image.masks import check_alpha_mask
 from deforum.plan import make_plan
-from deforum.prompts import sanitize
+from deforum.render.output import PROMPT_FILENAME_FORMAT, FrameSink, grid_filename, image_filename
 from deforum.render.steps import check_finite
 
 log = logging.getLogger(__name__)
 
-PROMPT_FILENAME_FORMAT = "{timestring}_{index}_{prompt}.png"
 GRID_PADDING = 2  # pixels of black between and around grid cells (torchvision make_grid's default)
-
-
-
-def image_filename(filename_format: str, timestring: str, index: int, prompt: str, seed: int) -> str:
-    """The file name of still ``index`` (spec 11.3); a format is a choice, never a path.
-
-    ``"{timestring}_{index}_{prompt}.png"`` gives ``{timestring}_{index:05}_{sanitize(prompt)[:160]}.png``;
-    any other value gives ``{timestring}_{index:05}_{seed}.png``, as v0.6.
-    """
-    if filename_format == PROMPT_FILENAME_FORMAT:
-        return f"{timestring}_{index:05}_{sanitize(prompt)[:160]}.png"
-    return f"{timestring}_{index:05}_{seed}.png"
-
-
-def grid_filename(timestring: str, prompt_index: int, seed: int) -> str:
-    return f"{timestring}_{prompt_index:05}_grid_{seed}.png"
 
 
 def make_grid(images: list[np.ndarray], grid_rows: int, padding: int = GRID_PADDING) -> np.ndarray:
@@ -126,9 +109,9 @@ def render_image_batch(args: Any, prompts: list[str], model: Any, *,
                      {"animation_mode": "None"}, None, prompts, init_sources or None)
 
     outdir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    sink = FrameSink(outdir, timestring)
     if get_value(args, "save_settings", True):
-        written.append(_save_settings(args, seed, prompts, outdir / f"{timestring}_settings.txt"))
+        sink.written.append(_save_settings(args, seed, prompts, sink.settings_path()))
 
     call = generation_kwargs(args)
     save_samples = bool(get_value(args, "save_samples", True))
@@ -138,7 +121,7 @@ def render_image_batch(args: Any, prompts: list[str], model: Any, *,
         init, alpha = inits[row.init_image] if row.init_image is not None else (None, None)
         step_dir = None
         if get_value(args, "save_sample_per_step", False):
-            step_dir = outdir / f"{timestring}_00_{row.seed}"  # v0.6: the sample index is always 00
+            step_dir = sink.step_dir(row.seed)
         sample = generate(**call, prompt=row.prompt, frame=0, seed=row.seed, init_image=init,
                           mask=(alpha if use_alpha_as_mask else mask_image) if use_mask else None,
                           step_dir=step_dir, show_step=_show_step(display, args), progress=progress)
@@ -146,9 +129,7 @@ def render_image_batch(args: Any, prompts: list[str], model: Any, *,
         image = sample_to_uint8(sample)
         per_prompt.setdefault(row.prompt, []).append((row.seed, image))
         if save_samples:
-            name = image_filename(str(get_value(args, "filename_format", "")), timestring, row.frame, row.prompt,
-                                  row.seed)
-            written.append(save_png_atomic(image, outdir / name))
+            sink.write_still(image, str(get_value(args, "filename_format", "")), row.frame, row.prompt, row.seed)
         if display is not None and get_value(args, "display_samples", False):
             if clear_output is not None and n_batch >= 32 and row.frame % 32 == 0 and row.frame:
                 clear_output()
@@ -160,11 +141,10 @@ def render_image_batch(args: Any, prompts: list[str], model: Any, *,
             if not images:
                 continue
             grid = make_grid([image for _, image in images], int(get_value(args, "grid_rows", 2)))
-            path = save_png_atomic(grid, outdir / grid_filename(timestring, prompt_index, images[0][0]))
-            written.append(path)
+            sink.write_grid(grid, prompt_index, images[0][0])
             if display is not None and get_value(args, "display_samples", False):
                 display(Image.fromarray(grid))
-    return written
+    return sink.written
 
 
 def _show_step(display: Callable[[Image.Image], None] | None, args: Any):

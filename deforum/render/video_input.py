@@ -30,8 +30,9 @@ from typing import Any
 from deforum.args import MAX_FRAMES_LIMIT, as_dict, get_value
 from deforum.errors import MediaError, SettingsError
 from deforum.image.convert import sample_to_uint8
-from deforum.image.io import ensure_output_folder, load_init_image, open_image, save_png_atomic
+from deforum.image.io import ensure_output_folder, load_init_image, open_image
 from deforum.plan import FrameRow, make_plan
+from deforum.render.output import FrameSink
 from deforum.render.steps import check_finite
 from deforum.video import count_packets, extract_frames, probe_video
 
@@ -189,10 +190,6 @@ def frame_strengths(args: Any, rows: list[FrameRow]) -> tuple[list[float], str]:
     return [min(max(float(row.values["strength_schedule"]), 0.0), 1.0) for row in rows], "strength_schedule"
 
 
-def _frame_path(outdir: Path, timestring: str, frame: int) -> Path:
-    return outdir / f"{timestring}_{frame:05}.png"
-
-
 def render_input_video(args: Any, anim_args: Any, animation_prompts: Mapping[Any, str], generator: Any,
                        video: VideoFrames, *, on_frame: Callable[[int, Path], None] | None = None,
                        progress: Callable[[int, int], None] | None = None) -> list[Path]:
@@ -239,7 +236,7 @@ def render_input_video(args: Any, anim_args: Any, animation_prompts: Mapping[Any
     call = generation_kwargs(args)
     if video.mask_frames is not None:
         call["overlay_mask"] = True  # v0.6 forced overlay_mask on with a mask video (spec generation 5.7)
-    written: list[Path] = []
+    sink = FrameSink(outdir, timestring, on_frame=on_frame)
     for row, strength in zip(plan.rows, strengths, strict=True):
         init, _alpha = load_init_image(row.init_image, W, H, field="video_init_path")
         mask = still_mask
@@ -247,17 +244,14 @@ def render_input_video(args: Any, anim_args: Any, animation_prompts: Mapping[Any
             mask = open_image(video.mask_frames[row.frame], field="video_mask_path")
         step_dir = None
         if get_value(args, "save_sample_per_step", False):
-            step_dir = outdir / f"{timestring}_00_{row.seed}"  # v0.6's per-step folder name
+            step_dir = sink.step_dir(row.seed)
         sample = generator(**call | {"strength": strength}, seed=row.seed, prompt=row.prompt, frame=row.frame,
                            init_image=init, mask=mask if use_any_mask else None, step_dir=step_dir,
                            progress=progress)
         check_finite(sample, row.frame, "generated image", row.values)
         # The overlay original defaults to the init, i.e. this video frame.
-        path = save_png_atomic(sample_to_uint8(sample), _frame_path(outdir, timestring, row.frame))
-        written.append(path)
-        if on_frame is not None:
-            on_frame(row.frame, path)
-    return written
+        sink.write_frame(row.frame, sample_to_uint8(sample))
+    return sink.written
 
 
 __all__ = ["INPUT_FRAMES", "MASK_FRAMES", "VideoFrames", "frame_strengths",
