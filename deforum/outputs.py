@@ -141,7 +141,7 @@ def _gif_marked(path: Path) -> bool:
 
 
 def _csv_header_ours(path: Path) -> bool:
-    from deforum.args import schedule_fields
+    from deforum.settings import schedule_fields
 
     with open(path, "rb") as fh:
         first = fh.readline(4096)

@@ -1,6 +1,7 @@
 """The `deforum` command: end-to-end runs in subprocesses (tiny checkpoint) and main() in-process."""
 
 import csv
+import importlib
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from deforum import settings as A
 from deforum.errors import SettingsError
 from deforum.plan import make_plan
 from deforum.render import preview
-from deforum.settings import load_settings, resolve
+from deforum.settings import load_settings
 from deforum.video import probe_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -639,7 +640,8 @@ def test_a_shorter_preview_into_the_same_folder_leaves_no_frames_of_the_longer_o
         def now(cls, tz=None):
             return cls(2031, 5, 6, 7, 8, 9)
 
-    monkeypatch.setattr(resolve, "datetime", type("clock", (), {"datetime": FixedClock}))  # finalize only
+    finalize_module = importlib.import_module("deforum.settings.resolve")  # the module, not its resolve()
+    monkeypatch.setattr(finalize_module, "datetime", type("clock", (), {"datetime": FixedClock}))
     out = tmp_path / "preview"
     for frames in (6, 3):
         assert cli.main(["preview", str(REPO / "settings" / "default_animation.txt"), "--set",

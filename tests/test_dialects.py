@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from deforum import settings as A
 from deforum import cli
+from deforum import settings as A
 from deforum import settings as S
-from deforum.settings.dialects import detect
 from deforum.errors import SettingsError
+from deforum.settings.dialects import detect
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "settings_dialects"

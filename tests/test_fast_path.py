@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from deforum.settings import SAMPLERS, make_namespace
 from deforum.errors import MediaError
 from deforum.image.io import BackgroundWriter
 from deforum.plan import make_plan
@@ -18,6 +17,7 @@ from deforum.render import animation
 from deforum.render.animation import AnimationLoop
 from deforum.sampling.denoisers import DiscreteSchedule
 from deforum.sampling.run import sample
+from deforum.settings import SAMPLERS, make_namespace
 
 # -- background writer ------------------------------------------------------------------------------------
 

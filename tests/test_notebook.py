@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from deforum import SettingsError
-from deforum import settings as A
 from deforum import notebook as N
 from deforum import notebook_build as B
+from deforum import settings as A
 from deforum.plan import make_plan
 
 REPO = Path(__file__).resolve().parents[1]

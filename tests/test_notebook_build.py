@@ -11,8 +11,8 @@ import sys
 import pytest
 
 import deforum.notebook as N
-from deforum import settings as A
 from deforum import notebook_build as B
+from deforum import settings as A
 
 
 def test_committed_notebook_is_what_the_generator_writes():

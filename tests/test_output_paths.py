@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deforum import settings as A
 from deforum import cli
+from deforum import settings as A
 from deforum.errors import MediaError, SettingsError
 from deforum.outputs import MARK, check_output_path, is_ours
 from deforum.video import Mp4Writer, _check_fps, ffmpeg_exe, make_video, probe_video, video_cell

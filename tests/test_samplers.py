@@ -295,9 +295,9 @@ def test_fp16_schedule_can_be_reproduced():
 
 
 def test_the_sampler_dropdown_offers_exactly_the_implemented_samplers():
+    from deforum.sampling.run import SAMPLERS as IMPLEMENTED
     from deforum.settings import FIELDS
     from deforum.settings import SAMPLERS as DROPDOWN
-    from deforum.sampling.run import SAMPLERS as IMPLEMENTED
 
     assert tuple(DROPDOWN) == tuple(IMPLEMENTED) == tuple(FIELDS["args"]["sampler"].choices)
     assert all(callable(IMPLEMENTED[name]) for name in DROPDOWN)
