@@ -9,8 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ from deforum.settings import (
     FIELDS,
     MAX_FRAMES_LIMIT,
     SEED_MAX,
-    get_value,
+    FrameValues,
+    Settings,
     schedule_fields,
+    schedule_strings,
     settings_error,
 )
 
@@ -99,30 +101,30 @@ SETTING_BOUNDS: dict[str, ValueBound] = {
 }
 
 
-def _applies(bound: ValueBound, mode: str, anim_args: Any) -> bool:
+def _applies(bound: ValueBound, settings: Settings) -> bool:
+    mode = settings.animation.animation_mode
     if _FLIP in bound.modes:
-        return mode == "2D" and bool(get_value(anim_args, "flip_2d_perspective", False))
+        return mode == "2D" and settings.motion.flip_2d_perspective
     return mode in bound.modes
 
 
-def value_problems(args: Any, anim_args: Any, schedules: Mapping[str, np.ndarray] | None = None) -> list[str]:
+def _setting_values(settings: Settings) -> dict[str, float]:
+    return {"scale": settings.image.scale, "ddim_eta": settings.image.ddim_eta, "fov": settings.depth.fov}
+
+
+def value_problems(settings: Settings, schedules: Mapping[str, np.ndarray] | None = None) -> list[str]:
     """Every setting and schedule value of this run's mode that would make a frame non-finite or blank.
 
-    Settings missing from ``args``/``anim_args`` are skipped. One line per field: the field, the first
-    frame and value that break it (and how many frames do), and what is allowed.
+    One line per field: the field, the first frame and value that break it (and how many frames do), and
+    what is allowed.
     """
-    mode = get_value(anim_args, "animation_mode", None)
     found = []
-    for name, bound in SETTING_BOUNDS.items():
-        group = anim_args if name == "fov" else args
-        value = get_value(group, name, None)
-        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue  # missing here, or a type problem that validation reports
-        if _applies(bound, mode, anim_args) and bound.problem(float(value)):
-            found.append(f"{name}={value!r}: not allowed; it must be {bound.allowed}")
+    for name, value in _setting_values(settings).items():
+        if _applies(SETTING_BOUNDS[name], settings) and SETTING_BOUNDS[name].problem(float(value)):
+            found.append(f"{name}={value!r}: not allowed; it must be {SETTING_BOUNDS[name].allowed}")
     for name, series in (schedules or {}).items():
         bound = SCHEDULE_BOUNDS.get(name)
-        if bound is None or not _applies(bound, mode, anim_args):
+        if bound is None or not _applies(bound, settings):
             continue
         x = np.abs(series) if bound.magnitude else np.asarray(series)
         bad = ~np.isfinite(x)
@@ -139,9 +141,9 @@ def value_problems(args: Any, anim_args: Any, schedules: Mapping[str, np.ndarray
     return found
 
 
-def check_values(args: Any, anim_args: Any, schedules: Mapping[str, np.ndarray] | None = None) -> None:
+def check_values(settings: Settings, schedules: Mapping[str, np.ndarray] | None = None) -> None:
     """Raise one SettingsError listing every ``value_problems`` line (its ``problems`` attribute)."""
-    found = value_problems(args, anim_args, schedules)
+    found = value_problems(settings, schedules)
     if found:
         raise settings_error(found)
 
@@ -207,7 +209,7 @@ class FrameRow:
     prompt: str
     seed: int | None  # the seed of the image generated for this row; None when nothing is generated here
     role: str  # "diffused" | "tween" | "still" | "video" | "interpolated"
-    values: Mapping[str, float] = field(default_factory=dict)  # schedule values at this frame
+    values: FrameValues | None = None  # the schedules' values at this frame (2D, 3D, Video Input)
     cadence: CadenceRole | None = None
     init_image: str | None = None  # None mode / Video Input: the init image of this row
     interpolation: tuple[int, int, float] | None = None  # (prompt index a, prompt index b, t)
@@ -253,7 +255,8 @@ class RenderPlan:
                               t=row.interpolation[2])
             if self.animation_mode in ("None", "Video Input"):
                 record["init_image"] = row.init_image
-            record.update(row.values)
+            if row.values is not None:
+                record.update(asdict(row.values))
             out.append(record)
         return out
 
@@ -305,49 +308,37 @@ def interpolation_frames(n_prompts: int, keys: list[int], interpolate_x_frames: 
     return frames
 
 
-def make_plan(args: Any, anim_args: Any, animation_prompts: Mapping[Any, str] | None = None,
-              prompts: list[str] | None = None, init_images: list[str] | None = None) -> RenderPlan:
-    """The per-frame table of a run, from validated settings (namespaces or mappings).
+def make_plan(settings: Settings, seed: int, *, init_images: Sequence[str] | None = None) -> RenderPlan:
+    """The per-frame table of a run, from resolved settings and the run's seed (``RunIdentity.seed``).
 
-    ``args.seed`` must already be resolved (not -1): the notebook's post-processing does that once and
-    records it. ``init_images`` is the list of init images of a None-mode batch or the extracted frames of
-    a Video Input run (their count then sets the number of frames).
+    ``init_images`` is the list of init images of a None-mode batch or the extracted frames of a Video Input
+    run (their count then sets the number of frames).
     """
-    mode = get_value(anim_args, "animation_mode")
-    if mode not in ANIMATION_MODES:
-        raise SettingsError(
-            f"animation_mode: {mode!r} is not allowed; choose one of {', '.join(map(repr, ANIMATION_MODES))}"
-        )
-    seed = int(get_value(args, "seed"))
+    mode = settings.animation.animation_mode
     if seed < 0:
         raise SettingsError(f"seed: {seed} must be resolved to a value >= 0 before planning (-1 means random)")
-    seed_behavior = get_value(args, "seed_behavior")
-    if seed_behavior not in SEED_BEHAVIORS:
-        raise SettingsError(
-            f"seed_behavior: {seed_behavior!r} is not allowed; choose one of {', '.join(SEED_BEHAVIORS)}"
-        )
-
+    seed_behavior = settings.image.seed_behavior
     if mode == "None":
-        check_values(args, anim_args)
-        return _plan_stills(args, seed, seed_behavior, prompts or [], init_images)
+        check_values(settings)
+        return _plan_stills(settings, seed, init_images)
     if mode == "Interpolation":
-        check_values(args, anim_args)
-        return _plan_interpolation(anim_args, seed, animation_prompts or {})
+        check_values(settings)
+        return _plan_interpolation(settings, seed)
 
-    max_frames = len(init_images) if mode == "Video Input" and init_images is not None else int(
-        get_value(anim_args, "max_frames"))
+    max_frames = len(init_images) if mode == "Video Input" and init_images is not None else \
+        settings.animation.max_frames
     names = schedule_fields()
-    schedules = parse_schedules({name: get_value(anim_args, name) for name in names}, max_frames, names=names,
-                                frame_limit=MAX_FRAMES_LIMIT)
-    check_values(args, anim_args, schedules)
-    prompt_per_frame = prompt_schedule(animation_prompts or {}, max_frames, frame_limit=MAX_FRAMES_LIMIT)
-    cadence = 1 if mode == "Video Input" else max(1, int(get_value(anim_args, "diffusion_cadence")))
+    schedules = parse_schedules(schedule_strings(settings), max_frames, names=names, frame_limit=MAX_FRAMES_LIMIT)
+    check_values(settings, schedules)
+    prompt_per_frame = prompt_schedule(settings.prompts.animation_prompts, max_frames,
+                                       frame_limit=MAX_FRAMES_LIMIT)
+    cadence = 1 if mode == "Video Input" else max(1, settings.coherence.diffusion_cadence)
 
     keys = list(range(0, max_frames, cadence))
     seed_of_key = dict(zip(keys, _seeds(seed, seed_behavior, len(keys)), strict=True))
     rows = []
     for frame in range(max_frames):
-        values = {name: float(series[frame]) for name, series in schedules.items()}
+        values = FrameValues(**{name: float(series[frame]) for name, series in schedules.items()})
         if mode == "Video Input":
             rows.append(FrameRow(frame, prompt_per_frame[frame], seed_of_key[frame], "video", values,
                                  init_image=init_images[frame] if init_images else None))
@@ -358,27 +349,28 @@ def make_plan(args: Any, anim_args: Any, animation_prompts: Mapping[Any, str] | 
     return RenderPlan(mode, max_frames, rows, schedules, seed, seed_behavior, cadence)
 
 
-def _plan_stills(args: Any, seed: int, seed_behavior: str, prompts: list[str],
-                 init_images: list[str] | None) -> RenderPlan:
+def _plan_stills(settings: Settings, seed: int, init_images: Sequence[str] | None) -> RenderPlan:
     """None mode (spec 11): prompts x n_batch x init images, the seed advancing after every image."""
     inits: list[str | None] = list(init_images) if init_images else [None]
-    n_batch = int(get_value(args, "n_batch"))
-    combos = [(prompt, init) for prompt in prompts for _ in range(n_batch) for init in inits]
+    seed_behavior = settings.image.seed_behavior
+    combos = [(prompt, init) for prompt in settings.prompts.prompts for _ in range(settings.output.n_batch)
+              for init in inits]
     seeds = _seeds(seed, seed_behavior, len(combos))
     rows = [FrameRow(index, prompt, image_seed, "still", init_image=init)
             for index, ((prompt, init), image_seed) in enumerate(zip(combos, seeds, strict=True))]
     return RenderPlan("None", 1, rows, {}, seed, seed_behavior)
 
 
-def _plan_interpolation(anim_args: Any, seed: int, animation_prompts: Mapping[Any, str]) -> RenderPlan:
+def _plan_interpolation(settings: Settings, seed: int) -> RenderPlan:
     """Interpolation mode (spec 8): a fixed seed, conditioning interpolated between prompt pairs."""
+    animation_prompts = settings.prompts.animation_prompts
     if not animation_prompts:
         raise SettingsError("animation_prompts: Interpolation needs at least one prompt")
     items = sorted((int(key), text) for key, text in animation_prompts.items())
     keys = [key for key, _ in items]
     texts = [text for _, text in items]
-    frames = interpolation_frames(len(items), keys, int(get_value(anim_args, "interpolate_x_frames")),
-                                  bool(get_value(anim_args, "interpolate_key_frames")))
+    frames = interpolation_frames(len(items), keys, settings.interpolation.interpolate_x_frames,
+                                  settings.interpolation.interpolate_key_frames)
     rows = [FrameRow(index, texts[b] if t >= 0.5 else texts[a], seed, "interpolated", interpolation=(a, b, t))
             for index, (a, b, t) in enumerate(frames)]
     return RenderPlan("Interpolation", len(rows), rows, {}, seed, "fixed")

@@ -13,6 +13,7 @@ import pytest
 from deforum import SettingsError
 from deforum import settings as A
 from deforum import settings as S
+from deforum.errors import MediaError
 
 DATA = Path(__file__).parent / "data" / "settings"
 REPO = Path(__file__).resolve().parent.parent
@@ -170,8 +171,8 @@ def test_failed_save_keeps_old_file_and_leaves_no_temp_file(tmp_path, monkeypatc
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(S.files.os, "replace", boom)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(MediaError, match="s.txt.*disk full"):
         S.save_settings(path, dict(A.defaults("args"), seed=5), A.defaults("anim_args"))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["s.txt"]

@@ -6,8 +6,7 @@ render loop in ``deforum.render.animation`` only sequences them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,8 +17,12 @@ from deforum.image.convert import image_to_sample
 from deforum.image.noise import add_noise, apply_contrast
 from deforum.motion import warp2d, warp3d
 
+if TYPE_CHECKING:
+    from deforum.generate import GenerationRequest
+    from deforum.settings import FrameValues, MotionSettings, Settings
 
-def warp_image(image: np.ndarray, values: Mapping[str, float], anim_args: Any,
+
+def warp_image(image: np.ndarray, values: FrameValues, settings: Settings,
                depth: torch.Tensor | np.ndarray | None = None, device: str = "cpu",
                frame: int | None = None) -> np.ndarray:
     """Move ``image`` by one frame of camera motion: the 2D or 3D warp with this frame's schedule values.
@@ -28,43 +31,44 @@ def warp_image(image: np.ndarray, values: Mapping[str, float], anim_args: Any,
     A uint8 image is warped in 3D as float32 and truncated afterwards, which is exactly what the uint8 warp
     does inside, so its NaN pixels are seen here instead of silently becoming 0.
     """
-    if anim_args.animation_mode == "2D":
-        warped = _warp2d(image, values, anim_args)
+    if settings.animation.animation_mode == "2D":
+        warped = _warp2d(image, values, settings.motion)
         if warped.dtype != np.uint8:
             check_finite(warped, frame, "2D warp", values)
         return warped
     source = image.astype(np.float32) if isinstance(image, np.ndarray) and image.dtype == np.uint8 else image
-    warped = _warp3d(source, values, anim_args, depth, device)
+    warped = _warp3d(source, values, settings, depth, device)
     check_finite(warped, frame, "3D warp", values)
     return warped.astype(np.uint8) if source is not image else warped
 
 
-def _warp2d(image: np.ndarray, values: Mapping[str, float], anim_args: Any) -> np.ndarray:
+def _warp2d(image: np.ndarray, values: FrameValues, motion: MotionSettings) -> np.ndarray:
     return warp2d(
             image,
-            angle=values["angle"], zoom=values["zoom"],
-            translation_x=values["translation_x"], translation_y=values["translation_y"],
-            border=anim_args.border,
-            flip_2d_perspective=bool(anim_args.flip_2d_perspective),
-            perspective_flip_theta=values["perspective_flip_theta"],
-            perspective_flip_phi=values["perspective_flip_phi"],
-            perspective_flip_gamma=values["perspective_flip_gamma"],
-            perspective_flip_fv=values["perspective_flip_fv"],
-            corrected_flip=bool(anim_args.correct_2d_flip),
+            angle=values.angle, zoom=values.zoom,
+            translation_x=values.translation_x, translation_y=values.translation_y,
+            border=motion.border,
+            flip_2d_perspective=motion.flip_2d_perspective,
+            perspective_flip_theta=values.perspective_flip_theta,
+            perspective_flip_phi=values.perspective_flip_phi,
+            perspective_flip_gamma=values.perspective_flip_gamma,
+            perspective_flip_fv=values.perspective_flip_fv,
+            corrected_flip=motion.correct_2d_flip,
         )
 
 
-def _warp3d(image: np.ndarray, values: Mapping[str, float], anim_args: Any,
+def _warp3d(image: np.ndarray, values: FrameValues, settings: Settings,
             depth: torch.Tensor | np.ndarray | None, device: str) -> np.ndarray:
+    d = settings.depth
     return warp3d(
-        image, depth if anim_args.use_depth_warping else None,
-        translation_x=values["translation_x"], translation_y=values["translation_y"],
-        translation_z=values["translation_z"],
-        rotation_3d_x=values["rotation_3d_x"], rotation_3d_y=values["rotation_3d_y"],
-        rotation_3d_z=values["rotation_3d_z"],
-        fov=float(anim_args.fov), near_plane=float(anim_args.near_plane), far_plane=float(anim_args.far_plane),
-        padding_mode=anim_args.padding_mode, sampling_mode=anim_args.sampling_mode, device=device,
-        correct_aspect=bool(anim_args.correct_3d_aspect),
+        image, depth if d.use_depth_warping else None,
+        translation_x=values.translation_x, translation_y=values.translation_y,
+        translation_z=values.translation_z,
+        rotation_3d_x=values.rotation_3d_x, rotation_3d_y=values.rotation_3d_y,
+        rotation_3d_z=values.rotation_3d_z,
+        fov=float(d.fov), near_plane=float(d.near_plane), far_plane=float(d.far_plane),
+        padding_mode=d.padding_mode, sampling_mode=d.sampling_mode, device=device,
+        correct_aspect=settings.motion.correct_3d_aspect,
     )
 
 
@@ -101,7 +105,7 @@ FRAME_INPUTS = ("zoom", "angle", "translation_x", "translation_y", "translation_
 
 
 def check_finite(image: np.ndarray | torch.Tensor, frame: int | None, what: str = "frame",
-                 values: Mapping[str, float] | None = None, noun: str = "frame") -> None:
+                 values: FrameValues | None = None, noun: str = "frame") -> None:
     """Raise a ``FrameError`` naming ``frame`` when ``image`` (numpy or torch) holds NaN or inf.
 
     Called on every image before it is saved and on every init before it is generated from, so an overflow
@@ -116,11 +120,11 @@ def check_finite(image: np.ndarray | torch.Tensor, frame: int | None, what: str 
         raise non_finite_error(frame, what, values, noun)
 
 
-def non_finite_error(frame: int | None, what: str, values: Mapping[str, float] | None = None,
+def non_finite_error(frame: int | None, what: str, values: FrameValues | None = None,
                      noun: str = "frame") -> FrameError:
     """The ``FrameError`` for a non-finite ``what`` of ``frame`` (None: not known here; ``frame`` and
     ``what`` are kept on the error so a caller that knows the frame can name it)."""
-    shown = ", ".join(f"{name}={values[name]:g}" for name in FRAME_INPUTS if values and name in values)
+    shown = ", ".join(f"{name}={getattr(values, name):g}" for name in FRAME_INPUTS) if values is not None else ""
     which = "?" if frame is None else frame
     error = FrameError(
         f"{noun} {which}: the {what} is not finite (NaN or inf pixels), so it was not saved; a value it is "
@@ -130,3 +134,22 @@ def non_finite_error(frame: int | None, what: str, values: Mapping[str, float] |
     )
     error.frame, error.what = frame, what
     return error
+
+
+def generation_request(settings: Settings, seed: int) -> GenerationRequest:
+    """The request every image of a run starts from: the settings' size, sampler, guidance, prompt reading,
+    init strength and mask adjustments; a frame varies it with ``dataclasses.replace`` (seed, prompt,
+    strength, init, mask). The one place settings become Generator arguments."""
+    from deforum.generate import GenerationRequest
+
+    image, init, prompts = settings.image, settings.init, settings.prompts
+    return GenerationRequest(
+        seed=seed, W=image.W, H=image.H, sampler=image.sampler, steps=image.steps, scale=image.scale,
+        ddim_eta=image.ddim_eta, dynamic_threshold=image.dynamic_threshold,
+        static_threshold=image.static_threshold, karras=image.karras_schedule,
+        cond_uncond_sync=image.cond_uncond_sync, prompt_weighting=prompts.prompt_weighting,
+        normalize_prompt_weights=prompts.normalize_prompt_weights,
+        log_weighted_subprompts=prompts.log_weighted_subprompts, strength=init.strength,
+        strength_0_no_init=init.strength_0_no_init, invert_mask=init.invert_mask,
+        mask_brightness_adjust=init.mask_brightness_adjust, mask_contrast_adjust=init.mask_contrast_adjust,
+        overlay_mask=init.overlay_mask, mask_overlay_blur=init.mask_overlay_blur)

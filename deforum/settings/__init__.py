@@ -70,10 +70,12 @@ from deforum.settings.files import (  # noqa: F401
     merge_settings,
     read_settings_file,
     resolve_settings_file,
+    save_run_settings,
     save_settings,
     settings_dict,
     unknown_keys_warning,
     unsupported_error,
+    v06_groups,
 )
 from deforum.settings.resolve import (  # noqa: F401
     Report,
@@ -99,6 +101,7 @@ from deforum.settings.resolve import (  # noqa: F401
     resolve_seed,
     round_to_64,
     schedule_problems,
+    schedule_strings,
     settings_error,
     short_repr,
     size_problems,
@@ -106,4 +109,4 @@ from deforum.settings.resolve import (  # noqa: F401
     unsafe_name_problem,
     validate,
 )
-from deforum.settings.types import CONCERN_TYPES, Settings  # noqa: F401
+from deforum.settings.types import *  # noqa: F403

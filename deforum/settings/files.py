@@ -13,7 +13,6 @@ import difflib
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,8 +30,9 @@ from deforum.settings.fields import (
     FIELDS,
     defaults,
 )
-from deforum.settings.resolve import as_dict, normalized, settings_error, short_repr, unsafe_name_problem
+from deforum.settings.resolve import RunIdentity, as_dict, normalized, settings_error, short_repr, unsafe_name_problem
 from deforum.settings.resolve import check as check_values
+from deforum.settings.types import Settings
 
 SETTINGS_SCHEMA = 1
 # Keys our files add after the v0.6 ones; "prompts" is v0.6's own (between args and anim_args).
@@ -393,33 +393,44 @@ def _json_default(value: Any) -> Any:
 def save_settings(path: str | os.PathLike[str], args: Any, anim_args: Any, prompts: list[str] | None = None,
                   animation_prompts: Mapping[Any, str] | None = None,
                   root: Mapping[str, Any] | None = None) -> Path:
-    """Write a settings file atomically (temp file in the same folder, then ``os.replace``).
+    """Write a settings file atomically (``deforum.image.io.write_atomic``).
 
     UTF-8 JSON with indent 4 and ``ensure_ascii=False`` like v0.6, so v0.6 can load it too.
     """
-    path = Path(path)
+    from deforum.image.io import write_atomic  # the one atomic writer (PIL and numpy only when saving)
+
     text = json.dumps(settings_dict(args, anim_args, prompts, animation_prompts, root), indent=4,
                       ensure_ascii=False, default=_json_default) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a settings file is an ordinary file
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, text.encode("utf-8"))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def v06_groups(settings: Settings, identity: RunIdentity) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The DeforumArgs and DeforumAnimArgs dicts of a run, as v0.6 saved them: typed settings back in the
+    table's types, the run's timestring, folder and seed, and v0.6's renderer state as its empty default."""
+    groups: dict[str, dict[str, Any]] = {"args": {}, "anim_args": {}}
+    for group, values in groups.items():
+        for f in FIELDS[group].values():
+            if f.concern:
+                value = getattr(getattr(settings, f.concern), f.name)
+                values[f.name] = str(value) if f.type == "intstr" else list(value) if isinstance(value, tuple) \
+                    else value
+            else:
+                values[f.name] = f.fresh_default()
+    groups["args"].update(timestring=identity.timestring, outdir=str(identity.outdir), seed=identity.seed)
+    return groups["args"], groups["anim_args"]
+
+
+def save_run_settings(path: str | os.PathLike[str], settings: Settings, identity: RunIdentity, *,
+                      max_frames: int | None = None) -> Path:
+    """The run's ``{timestring}_settings.txt``: a still batch's DeforumArgs with its prompts (v0.6's None-mode
+    dump), an animation's DeforumArgs and DeforumAnimArgs with its animation_prompts. ``max_frames`` is the
+    frame count found when the run read its inputs (Video Input: the extracted frames)."""
+    args, anim = v06_groups(settings, identity)
+    if settings.animation.animation_mode == "None":
+        return save_settings(path, args, {"animation_mode": "None"}, prompts=list(settings.prompts.prompts))
+    if max_frames is not None:
+        anim["max_frames"] = max_frames
+    return save_settings(path, args, anim, animation_prompts=dict(settings.prompts.animation_prompts))
 
 
 def resolve_settings_file(settings_file: str, custom_settings_file: str,

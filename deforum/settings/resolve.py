@@ -652,8 +652,6 @@ def _typed_value(f: Field, value: Any) -> Any:
         return None
     if f.type in ("int", "intstr"):
         return int(value)
-    if f.type == "float":
-        return float(value)
     if f.type == "inject_timing":
         return value if isinstance(value, int) else tuple(value)
     return value
@@ -665,3 +663,8 @@ def identify(settings: Settings, now: datetime.datetime | None = None,
     now = now or datetime.datetime.now()
     outdir = output_folder(settings.output.output_path, settings.output.batch_name, now)
     return RunIdentity(now.strftime("%Y%m%d%H%M%S"), Path(outdir), resolve_seed(settings.image.seed, rng))
+
+
+def schedule_strings(settings: Settings) -> dict[str, str]:
+    """The 15 keyframe schedules of typed settings, by name, in v0.6 order (the plan parses them)."""
+    return {name: getattr(getattr(settings, FIELDS["anim_args"][name].concern), name) for name in schedule_fields()}

@@ -83,6 +83,8 @@ def generate() -> str:
     lines.append("CONCERN_TYPES = {")
     lines += [f'    "{concern}": {class_name(concern)},' for concern in CONCERNS]
     lines.append("}")
+    names = [class_name(concern) for concern in CONCERNS] + ["Settings", "FrameValues", "CONCERN_TYPES"]
+    lines += ["", "__all__ = ["] + [f'    "{name}",' for name in sorted(names)] + ["]"]
     return "\n".join(lines) + "\n"
 
 

@@ -298,3 +298,24 @@ CONCERN_TYPES = {
     "video": VideoSettings,
     "load": LoadSettings,
 }
+
+__all__ = [
+    "AnimationSettings",
+    "CONCERN_TYPES",
+    "CoherenceSettings",
+    "DepthSettings",
+    "FrameValues",
+    "GuidanceSettings",
+    "ImageSettings",
+    "InitSettings",
+    "InterpolationSettings",
+    "LoadSettings",
+    "ModelSettings",
+    "MotionSettings",
+    "OutputSettings",
+    "PromptsSettings",
+    "ResumeSettings",
+    "Settings",
+    "VideoInputSettings",
+    "VideoSettings",
+]
