@@ -17,7 +17,7 @@ from deforum.errors import ModelError
 from deforum.models import diffusers_folder, linear_alphas_cumprod, load_model, load_root_model, resolve_checkpoint
 from deforum.models import download as download_module
 from deforum.models.diffusers_folder import alphas_cumprod_from_scheduler, parameterization_from_scheduler
-from deforum.testing import oracle_checkpoint, oracle_config
+from deforum.testing import oracle_checkpoint, oracle_config, settings_for_test
 
 DATA = Path(__file__).parent / "data" / "ldm"
 ORACLE = np.load(DATA / "tiny-sd1-oracle.npz")
@@ -203,23 +203,26 @@ def test_repo_id_recognition(name, expected):
 
 def test_resolve_a_folder_by_name_path_or_custom(saved, tmp_path):
     models = saved.parent
-    assert resolve_checkpoint({"models_path": str(models), "model_checkpoint": "tiny-sd1"}) == saved
-    assert resolve_checkpoint({"models_path": str(tmp_path), "model_checkpoint": str(saved)}) == saved
-    assert resolve_checkpoint({"model_checkpoint": "custom", "custom_checkpoint_path": str(saved)}) == saved
+    assert resolve_checkpoint(settings_for_test(models_path=str(models), model_checkpoint="tiny-sd1").model) == saved
+    assert resolve_checkpoint(settings_for_test(models_path=str(tmp_path), model_checkpoint=str(saved)).model) == saved
+    custom = settings_for_test(model_checkpoint="custom", custom_checkpoint_path=str(saved)).model
+    assert resolve_checkpoint(custom) == saved
     (tmp_path / "not-a-model").mkdir()
     with pytest.raises(ModelError, match="model_index.json"):
-        resolve_checkpoint({"models_path": str(tmp_path), "model_checkpoint": "not-a-model"})
+        resolve_checkpoint(settings_for_test(models_path=str(tmp_path), model_checkpoint="not-a-model").model)
 
 
 def test_a_repo_id_already_in_models_path_needs_no_network(saved, tmp_path):
     shutil.copytree(saved, tmp_path / "stable-diffusion-v1-5")
-    root = {"models_path": str(tmp_path), "model_checkpoint": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+    root = settings_for_test(models_path=str(tmp_path),
+                             model_checkpoint="stable-diffusion-v1-5/stable-diffusion-v1-5").model
     assert resolve_checkpoint(root) == tmp_path / "stable-diffusion-v1-5"
 
 
 def test_a_repo_id_offline_says_what_to_put_where(tmp_path):
     """tests/conftest.py sets HF_HUB_OFFLINE: snapshot_download cannot reach the hub."""
-    root = {"models_path": str(tmp_path), "model_checkpoint": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+    root = settings_for_test(models_path=str(tmp_path),
+                             model_checkpoint="stable-diffusion-v1-5/stable-diffusion-v1-5").model
     with pytest.raises(ModelError) as err:
         resolve_checkpoint(root)
     message = str(err.value)
@@ -250,8 +253,8 @@ def test_a_repo_id_is_fetched_as_safetensors_diffusers_folders(saved, tmp_path, 
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     monkeypatch.setattr(download_module, "hub_unreachable", lambda endpoint=None: None)  # the fake hub answers
-    root = {"models_path": str(tmp_path / "models"), "model_checkpoint": "someone/tiny-sd1",
-            "map_location": "cpu", "model_config": "v1-inference.yaml"}
+    root = settings_for_test(models_path=str(tmp_path / "models"), model_checkpoint="someone/tiny-sd1",
+                             map_location="cpu", model_config="v1-inference.yaml").model
     with caplog.at_level(logging.INFO, logger="deforum"):
         model = load_root_model(root)
     dest = tmp_path / "models" / "tiny-sd1"

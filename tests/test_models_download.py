@@ -7,11 +7,12 @@ import socket
 import pytest
 from helpers import HUB_PAYLOAD as PAYLOAD
 from helpers import HUB_SHA as SHA
-from helpers import FakeHub, download_root, fake_catalogue_entry, hub_online, serve_hub
+from helpers import FakeHub, fake_catalogue_entry, hub_online, serve_hub
 
 from deforum.errors import ModelError
 from deforum.models import resolve_checkpoint
 from deforum.models.download import sha256_file
+from deforum.testing import settings_for_test
 
 
 @pytest.fixture
@@ -30,7 +31,10 @@ def entry(monkeypatch):
     return fake_catalogue_entry(monkeypatch, "sub/fake-model.ckpt")  # a file in a subfolder of the repo
 
 
-root = download_root
+def root(tmp_path, name: str = "fake-model.ckpt", **kw):
+    """Model settings that resolve ``name`` into tmp_path/models with the sha256 check on."""
+    return settings_for_test(**{"models_path": str(tmp_path / "models"), "model_checkpoint": name,
+                                "check_sha256": True, **kw}).model
 
 
 def test_download_success_puts_the_file_in_models_path(tmp_path, hub, entry, monkeypatch):

@@ -1,11 +1,10 @@
-"""Root fields -> checkpoint, config, device; the catalogue table; the once-per-process model cache."""
+"""Model settings -> checkpoint, config, device; the catalogue table; the once-per-process model cache."""
 
 import logging
 import os
 import re
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,7 +21,13 @@ from deforum.models import (
     resolve_config,
 )
 from deforum.models.config import CONFIGS_DIR
-from deforum.testing import oracle_checkpoint, oracle_config, tiny_state_dict
+from deforum.testing import oracle_checkpoint, oracle_config, settings_for_test, tiny_state_dict
+
+
+def model_settings(**fields):
+    """The typed model settings (``settings.model``) with ``fields`` by their v0.6 names; configs_path '' looks in
+    the shipped configs only."""
+    return settings_for_test(**{"configs_path": "", **fields}).model
 
 ORACLE = np.load(Path(__file__).parent / "data" / "ldm" / "tiny-sd1-oracle.npz")
 
@@ -63,7 +68,7 @@ def models(tmp_path):
 ])
 def test_resolve_checkpoint(tmp_path, models, fields, expected):
     fields = {k: v.replace("{tmp}", str(tmp_path)) for k, v in fields.items()}
-    root = SimpleNamespace(models_path=str(models), check_sha256=True, **fields)
+    root = model_settings(models_path=str(models), check_sha256=True, **fields)
     assert resolve_checkpoint(root) == tmp_path / expected
 
 
@@ -74,7 +79,7 @@ def test_resolve_checkpoint(tmp_path, models, fields, expected):
 ])
 def test_resolve_checkpoint_errors(models, fields, message):
     with pytest.raises(ModelError, match=message):
-        resolve_checkpoint({"models_path": str(models), **fields})
+        resolve_checkpoint(model_settings(models_path=str(models), **fields))
 
 
 @pytest.mark.parametrize("fields, expected", [
@@ -83,7 +88,7 @@ def test_resolve_checkpoint_errors(models, fields, message):
     ({"model_config": "custom", "custom_config_path": str(oracle_config())}, oracle_config()),
 ])
 def test_resolve_config(fields, expected):
-    assert resolve_config(fields, tiny_state_dict()) == expected
+    assert resolve_config(model_settings(**fields), tiny_state_dict()) == expected
 
 
 def test_resolve_config_detects_from_the_state_dict():
@@ -91,18 +96,18 @@ def test_resolve_config_detects_from_the_state_dict():
 
     shapes = json.loads((Path(__file__).parent / "data" / "ldm" / "sd15-keys.json").read_text())
     sd = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
-    assert resolve_config({"model_config": "auto", "model_checkpoint": "x.safetensors"}, sd) == \
+    assert resolve_config(model_settings(model_config="auto", model_checkpoint="x.safetensors"), sd) == \
         CONFIGS_DIR / "v1-inference.yaml"
     with pytest.raises(ModelError, match="cannot tell"):  # the tiny model fits none of the real configs
-        resolve_config({"model_config": ""}, tiny_state_dict())
+        resolve_config(model_settings(model_config="", model_checkpoint=""), tiny_state_dict())
 
 
 def test_resolve_config_prefers_configs_path(tmp_path):
     (tmp_path / "v1-inference.yaml").write_text((CONFIGS_DIR / "v1-inference.yaml").read_text())
-    assert resolve_config({"model_config": "v1-inference.yaml", "configs_path": str(tmp_path)}) == \
+    assert resolve_config(model_settings(model_config="v1-inference.yaml", configs_path=str(tmp_path))) == \
         tmp_path / "v1-inference.yaml"
     with pytest.raises(ModelError, match="model_config"):
-        resolve_config({"model_config": "v9.yaml", "configs_path": str(tmp_path)})
+        resolve_config(model_settings(model_config="v9.yaml", configs_path=str(tmp_path)))
 
 
 @pytest.mark.parametrize("name", ["v1-inference.yaml", "v2-inference.yaml", "v2-inference-v.yaml"])
@@ -134,9 +139,9 @@ def test_device_and_precision_choice():
 
 
 def test_load_root_model_loads_once_per_process(tmp_path, caplog):
-    root = {"models_path": str(Path(oracle_checkpoint()).parent), "model_checkpoint": "tiny-sd1.safetensors",
-            "model_config": "custom", "custom_config_path": str(oracle_config()), "map_location": "cpu",
-            "half_precision": True, "check_sha256": True}
+    root = model_settings(models_path=str(Path(oracle_checkpoint()).parent), model_checkpoint="tiny-sd1.safetensors",
+                          model_config="custom", custom_config_path=str(oracle_config()), map_location="cpu",
+                          half_precision=True, check_sha256=True)
     with caplog.at_level(logging.INFO, logger="deforum"):
         model = load_root_model(root)
     out = caplog.text  # said out loud: the CLI and the notebook show the deforum logger's INFO lines
@@ -184,8 +189,8 @@ def test_a_missing_cuda_falls_back_to_mps_when_there(monkeypatch):
 
 
 def _tiny_root(**extra):
-    return {"models_path": str(Path(oracle_checkpoint()).parent), "model_checkpoint": "tiny-sd1.safetensors",
-            "model_config": "custom", "custom_config_path": str(oracle_config()), **extra}
+    return model_settings(models_path=str(Path(oracle_checkpoint()).parent), model_checkpoint="tiny-sd1.safetensors",
+                          model_config="custom", custom_config_path=str(oracle_config()), **extra)
 
 
 def test_v06_default_cuda_on_a_cpu_machine_loads_in_float32(no_gpu):
@@ -214,19 +219,19 @@ def test_check_sha256_off_skips_the_hash(fake_catalogue, monkeypatch):
     from deforum.models import download
 
     monkeypatch.setattr(download, "sha256_file", lambda path: pytest.fail("hashed although check_sha256 is off"))
-    root = {"models_path": str(fake_catalogue), "model_checkpoint": "good.safetensors", "check_sha256": False}
+    root = model_settings(models_path=str(fake_catalogue), model_checkpoint="good.safetensors", check_sha256=False)
     assert resolve_checkpoint(root) == fake_catalogue / "good.safetensors"
 
 
 def test_check_sha256_on_refuses_a_mismatch(fake_catalogue):
-    root = {"models_path": str(fake_catalogue), "model_checkpoint": "good.safetensors", "check_sha256": True}
+    root = model_settings(models_path=str(fake_catalogue), model_checkpoint="good.safetensors", check_sha256=True)
     with pytest.raises(ModelError, match="sha256 mismatch"):
         resolve_checkpoint(root)
     assert not (fake_catalogue / "good.safetensors").exists()
 
 
 def test_an_entry_without_a_hash_is_used_with_a_logged_warning(fake_catalogue, caplog):
-    root = {"models_path": str(fake_catalogue), "model_checkpoint": "nohash.safetensors", "check_sha256": True}
+    root = model_settings(models_path=str(fake_catalogue), model_checkpoint="nohash.safetensors", check_sha256=True)
     with caplog.at_level("WARNING"):
         assert resolve_checkpoint(root) == fake_catalogue / "nohash.safetensors"
     assert "no sha256" in caplog.text

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from helpers import HUB_PAYLOAD as PAYLOAD
 from helpers import HUB_SHA as SHA
-from helpers import FakeHub, download_root, fake_catalogue_entry, serve_hub
+from helpers import FakeHub, fake_catalogue_entry, serve_hub
 
 from deforum.errors import ModelError
 from deforum.models import load_state_dict, resolve_checkpoint
+from deforum.testing import settings_for_test
 
 
 def gets() -> list:
@@ -44,7 +45,10 @@ def no_backoff(monkeypatch):
     monkeypatch.setattr(file_download.time, "sleep", lambda seconds: None)
 
 
-root = download_root
+def root(tmp_path, name: str = "fake-model.ckpt", **kw):
+    """Model settings that resolve ``name`` into tmp_path/models with the sha256 check on."""
+    return settings_for_test(**{"models_path": str(tmp_path / "models"), "model_checkpoint": name,
+                                "check_sha256": True, **kw}).model
 
 
 def model_files(tmp_path) -> list[Path]:
@@ -129,7 +133,7 @@ def test_a_truncated_checkpoint_without_sha_check_fails_to_load_clearly(tmp_path
 
     ckpt, _ = tiny_checkpoint(tmp_path / "m", fmt="ckpt")
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
-    path = resolve_checkpoint({"models_path": str(tmp_path / "m"), "model_checkpoint": ckpt.name,
-                               "check_sha256": False})
+    path = resolve_checkpoint(settings_for_test(models_path=str(tmp_path / "m"), model_checkpoint=ckpt.name,
+                                                 check_sha256=False).model)
     with pytest.raises(ModelError, match="tiny-sd1.ckpt"):
         load_state_dict(path)

@@ -1,4 +1,8 @@
-"""From Root settings to a loaded model: checkpoint and config resolution, device, precision, cache."""
+"""From the model settings to a loaded model: checkpoint and config resolution, device, precision, cache.
+
+The functions here take the typed ``ModelSettings`` (``settings.model``); models/ never imports deforum.settings
+at run time (DESIGN.md section 3), so the type is named for the checker only.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import logging
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,15 +20,12 @@ from deforum.models import catalogue, diffusers_folder, download, family, safe_l
 from deforum.models import config as ldm_config
 from deforum.models.ldm import LatentDiffusionModel
 
+if TYPE_CHECKING:
+    from deforum.settings.types import ModelSettings
+
 log = logging.getLogger(__name__)
 
 _cache: dict[tuple, LatentDiffusionModel] = {}
-
-
-def _field(root: Any, name: str, default: Any = None) -> Any:
-    if isinstance(root, Mapping):
-        return root.get(name, default)
-    return getattr(root, name, default)
 
 
 def choose_device(map_location: str | torch.device | None = None) -> torch.device:
@@ -138,17 +139,17 @@ def _check_family(state_dict: dict, spec: ldm_config.LDMSpec, path: Path) -> Non
     sd.check_config(state_dict, spec, path)
 
 
-def _models_path(root: Any) -> Path:
-    return Path(_field(root, "models_path", "models") or "models")
+def _models_path(settings: ModelSettings) -> Path:
+    return Path(settings.models_path or "models")  # an empty models_path is the models folder, as before
 
 
 def _is_model(path: Path) -> bool:
     return path.is_file() or diffusers_folder.is_diffusers_folder(path)
 
 
-def _verify(path: Path, entry: catalogue.CatalogueEntry | None, root: Any) -> None:
+def _verify(path: Path, entry: catalogue.CatalogueEntry | None, settings: ModelSettings) -> None:
     """Check a catalogue file's sha256 unless check_sha256 is off or the catalogue has no hash for it."""
-    if entry is None or not _field(root, "check_sha256", True):
+    if entry is None or not settings.check_sha256:
         return
     if entry.sha256 is None:
         log.warning("%s: the catalogue has no sha256 for this file; its integrity is not checked", path.name)
@@ -156,18 +157,18 @@ def _verify(path: Path, entry: catalogue.CatalogueEntry | None, root: Any) -> No
     download.verify_sha256(path, entry.sha256)
 
 
-def resolve_checkpoint(root: Any, *, endpoint: str | None = None) -> Path:
-    """The checkpoint named by Root's model_checkpoint: a file or a diffusers folder.
+def resolve_checkpoint(settings: ModelSettings, *, endpoint: str | None = None) -> Path:
+    """The checkpoint named by model_checkpoint: a file or a diffusers folder.
 
     model_checkpoint may be a catalogue name, a file or diffusers folder in models_path (or a path), 'custom'
     (custom_checkpoint_path), or a Hugging Face repo id ('owner/name'), whose diffusers folders are fetched into
     models_path/<name>. A missing catalogue checkpoint is downloaded into models_path; with check_sha256 (the
     default) its sha256 is verified (streamed, once per file).
     """
-    name = str(_field(root, "model_checkpoint", "") or "")
-    models_path = _models_path(root)
+    name = str(settings.model_checkpoint or "")
+    models_path = _models_path(settings)
     if name == "custom":
-        custom = str(_field(root, "custom_checkpoint_path", "") or "")
+        custom = str(settings.custom_checkpoint_path or "")
         if not custom or not _is_model(Path(custom)):
             raise ModelError(f"custom_checkpoint_path = {custom!r} is neither a checkpoint file nor a diffusers "
                              "folder with model_index.json (model_checkpoint is 'custom')")
@@ -179,14 +180,14 @@ def resolve_checkpoint(root: Any, *, endpoint: str | None = None) -> Path:
     entry = catalogue.lookup(name)
     for candidate in (models_path / name, Path(name)):
         if _is_model(candidate):
-            _verify(candidate, entry, root)
+            _verify(candidate, entry, settings)
             return candidate
         if candidate.is_dir() and not diffusers_folder.looks_like_repo_id(name):
             raise ModelError(f"model_checkpoint = {name!r}: {candidate} is a folder without model_index.json, "
                              "not a diffusers model folder")
     if entry is not None:
         path = download.download(entry, models_path, endpoint=endpoint)
-        _verify(path, entry, root)
+        _verify(path, entry, settings)
         return path
     if diffusers_folder.looks_like_repo_id(name):
         return diffusers_folder.download_repo(name, models_path, endpoint=endpoint)
@@ -197,22 +198,22 @@ def resolve_checkpoint(root: Any, *, endpoint: str | None = None) -> Path:
                      f"{', '.join(catalogue.CATALOGUE)}")
 
 
-def resolve_config(root: Any, checkpoint: str | Path | dict | None = None) -> Path:
-    """The LDM yaml for Root's model_config: a name in configs_path/configs, 'custom', or detected.
+def resolve_config(settings: ModelSettings, checkpoint: str | Path | dict | None = None) -> Path:
+    """The LDM yaml for model_config: a name in configs_path/configs, 'custom', or detected.
 
     An empty model_config (or 'auto') uses the catalogue's config for a catalogue checkpoint, otherwise it
     is detected from the checkpoint (a path or an already loaded state dict).
     """
-    name = _field(root, "model_config", "") or ""
-    configs_path = _field(root, "configs_path", None)
+    name = settings.model_config or ""
+    configs_path = settings.configs_path
     if name == "custom":
-        custom = _field(root, "custom_config_path", "") or ""
+        custom = settings.custom_config_path or ""
         if not custom or not Path(custom).is_file():
             raise ModelError(f"custom_config_path = {custom!r} is not a file (model_config is 'custom')")
         return Path(custom)
     if name not in ("", "auto"):
         return ldm_config.config_path(name, configs_path)
-    entry = catalogue.lookup(_field(root, "model_checkpoint", "") or "")
+    entry = catalogue.lookup(settings.model_checkpoint or "")
     if entry is not None:
         return ldm_config.config_path(entry.config, configs_path)
     if checkpoint is None:
@@ -223,26 +224,26 @@ def resolve_config(root: Any, checkpoint: str | Path | dict | None = None) -> Pa
     return ldm_config.config_path(sd.detect_config_name(state_dict, Path(checkpoint).name), configs_path)
 
 
-def load_root_model(root: Any, *, endpoint: str | None = None) -> LatentDiffusionModel:
-    """Resolve Root's checkpoint and config, pick device and precision, load (once), and say what was chosen.
+def load_root_model(settings: ModelSettings, *, endpoint: str | None = None) -> LatentDiffusionModel:
+    """Resolve the checkpoint and config, pick device and precision, load (once), and say what was chosen.
 
-    Root fields read: model_checkpoint, custom_checkpoint_path, models_path, model_config, custom_config_path,
-    configs_path, check_sha256, map_location, half_precision, vae_tiling, compile_unet.
+    Fields read (``settings.model``): model_checkpoint, custom_checkpoint_path, models_path, model_config,
+    custom_config_path, configs_path, check_sha256, map_location, half_precision, vae_tiling, compile_unet.
     """
-    ckpt = resolve_checkpoint(root, endpoint=endpoint)
-    config_name = _field(root, "model_config", "") or ""
+    ckpt = resolve_checkpoint(settings, endpoint=endpoint)
+    config_name = settings.model_config or ""
     if diffusers_folder.is_diffusers_folder(ckpt):
         if config_name == "custom":
             log.info("%s is a diffusers folder: model_config 'custom' is not used", ckpt)
         cfg = None
-    elif config_name in ("", "auto") and catalogue.lookup(_field(root, "model_checkpoint", "") or "") is None:
+    elif config_name in ("", "auto") and catalogue.lookup(settings.model_checkpoint or "") is None:
         cfg = None
     else:
-        cfg = resolve_config(root)
-    device = choose_device(_field(root, "map_location", None))
-    dtype = choose_dtype(device, bool(_field(root, "half_precision", True)))
-    model = load_model(ckpt, cfg, device=device, dtype=dtype, vae_tiling=bool(_field(root, "vae_tiling", False)),
-                       compile_unet=bool(_field(root, "compile_unet", False)))
+        cfg = resolve_config(settings)
+    device = choose_device(settings.map_location)
+    dtype = choose_dtype(device, bool(settings.half_precision))
+    model = load_model(ckpt, cfg, device=device, dtype=dtype, vae_tiling=bool(settings.vae_tiling),
+                       compile_unet=bool(settings.compile_unet))
     extras = [n for n, on in (("vae tiling", model.vae_tiling), ("compiled UNet", model.unet_compiled)) if on]
     log.info("Loaded %s with config %s on %s (%s)%s", ckpt, model.config_name, device,
              str(dtype).replace("torch.", ""), f", {', '.join(extras)}" if extras else "")
