@@ -1,28 +1,30 @@
 """Video Input mode (spec animation 7, generation 5.7) on the tiny checkpoint and a synthetic video."""
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from helpers import Recorder
 from PIL import Image
 
-from deforum.args import make_namespace
 from deforum.errors import DeforumError, MediaError, SettingsError
-from deforum.generate import Generator, generation_kwargs
+from deforum.generate import Generator
 from deforum.image.convert import sample_to_uint8
 from deforum.image.io import load_init_image
 from deforum.models import load_model
 from deforum.plan import FrameRow
+from deforum.render.inputs import RunInputs, read_inputs
+from deforum.render.steps import generation_request
 from deforum.render.video_input import (
     VideoFrames,
     frame_strengths,
     prepare_video_input,
     render_input_video,
 )
-from deforum.testing import oracle_checkpoint, oracle_config
+from deforum.settings import FrameValues, RunIdentity
+from deforum.testing import oracle_checkpoint, oracle_config, settings_for_test
 
 TIMESTRING = "20240102030405"
 N_FRAMES = 30
@@ -62,41 +64,59 @@ def videos(tmp_path_factory):
     return write_video(folder / "in.mp4", source), write_video(folder / "mask.mp4", masks)
 
 
-def video_args(tmp_path, **overrides):
-    values = dict(W=64, H=64, steps=5, sampler="euler", seed=SEED, strength=0.9, outdir=str(tmp_path / "out"),
-                  timestring=TIMESTRING, mask_overlay_blur=0)
-    values.update(overrides)
-    return make_namespace("args", values)
+class Recorder:
+    """A Generator stand-in that records every request (its fields as a dict) and forwards it."""
+
+    def __init__(self, generator):
+        self.generator = generator
+        self.calls = []
+
+    def generate(self, request):
+        self.calls.append({f.name: getattr(request, f.name) for f in dataclasses.fields(request)})
+        return self.generator.generate(request)
 
 
-def video_anim_args(video, **overrides):
-    values = dict(animation_mode="Video Input", video_init_path=str(video), extract_nth_frame=1)
+def video_settings(video, *, animation_prompts=None, **overrides):
+    """Typed settings of a Video Input run of ``video`` (64 x 64, 5 euler steps, strength 0.9)."""
+    values = dict(W=64, H=64, steps=5, sampler="euler", seed=SEED, strength=0.9, mask_overlay_blur=0,
+                  animation_mode="Video Input", video_init_path=str(video), extract_nth_frame=1)
     values.update(overrides)
-    return make_namespace("anim_args", values)
+    return settings_for_test(animation_prompts=PROMPTS if animation_prompts is None else animation_prompts,
+                             **values)
+
+
+def identity_for(tmp_path, outdir=None):
+    return RunIdentity(TIMESTRING, tmp_path / "out" if outdir is None else outdir, SEED)
+
+
+def render(settings, identity, generator, frames, **kwargs):
+    """The runner's way: the inputs read once, the extracted frames in ``inputs.video``."""
+    inputs = dataclasses.replace(read_inputs(settings), video=frames)
+    return render_input_video(settings, identity, generator, inputs, **kwargs)
 
 
 def read(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def direct(generator, args, frame_path, *, seed, prompt, frame, strength, mask_path=None):
+def direct(generator, settings, frame_path, *, seed, prompt, frame, strength, mask_path=None):
     """What one Video Input frame must be: img2img of that video frame with its prompt, seed and mask."""
     init, _ = load_init_image(frame_path, 64, 64)
     mask = Image.open(mask_path) if mask_path else None
-    kwargs = generation_kwargs(args) | {"strength": strength}
+    request = dataclasses.replace(generation_request(settings, seed), strength=strength, prompt=prompt,
+                                  frame=frame, init_image=init, mask=mask)
     if mask is not None:
-        kwargs["overlay_mask"] = True
-    return sample_to_uint8(generator(**kwargs, seed=seed, prompt=prompt, frame=frame, init_image=init,
-                                     mask=mask))
+        request = dataclasses.replace(request, overlay_mask=True)
+    return sample_to_uint8(generator.generate(request))
 
 
 @pytest.mark.parametrize("nth, with_mask", [(1, False), (3, True)])
 def test_video_input_follows_the_video(generator, videos, tmp_path, nth, with_mask):
     video, mask_video = videos
-    args = video_args(tmp_path)
-    anim_args = video_anim_args(video, extract_nth_frame=nth, use_mask_video=with_mask,
-                                video_mask_path=str(mask_video))
-    prepared = prepare_video_input(args, anim_args)
+    settings = video_settings(video, extract_nth_frame=nth, use_mask_video=with_mask,
+                              video_mask_path=str(mask_video))
+    identity = identity_for(tmp_path)
+    prepared = prepare_video_input(settings, identity)
     count = len(range(0, N_FRAMES, nth))
     out = tmp_path / "out"
     assert prepared.frames == [out / "inputframes" / f"{i:05}.jpg" for i in range(1, count + 1)]
@@ -109,8 +129,7 @@ def test_video_input_follows_the_video(generator, videos, tmp_path, nth, with_ma
 
     recorder = Recorder(generator)
     seen = []
-    written = render_input_video(args, anim_args, PROMPTS, recorder, prepared,
-                                 on_frame=lambda k, p: seen.append((k, p)))
+    written = render(settings, identity, recorder, prepared, on_frame=lambda k, p: seen.append((k, p)))
     expected = [out / f"{TIMESTRING}_{k:05}.png" for k in range(count)]
     assert written == expected and [p for _, p in seen] == expected
     assert all(p.is_file() for p in expected)
@@ -133,20 +152,20 @@ def test_video_input_follows_the_video(generator, videos, tmp_path, nth, with_ma
         same = dict(seed=SEED + k, prompt=recorder.calls[k]["prompt"], frame=k, strength=0.9,
                     mask_path=mask_path)
         output = read(written[k])
-        assert np.array_equal(output, direct(generator, args, prepared.frames[k], **same))
+        assert np.array_equal(output, direct(generator, settings, prepared.frames[k], **same))
         other = prepared.frames[count - 1 - k]
-        assert np.abs(output.astype(int) - direct(generator, args, other, **same)).mean() > 0.5
+        assert np.abs(output.astype(int) - direct(generator, settings, other, **same)).mean() > 0.5
 
 
 def test_mask_video_overlay_follows_the_mask_and_the_video(generator, videos, tmp_path):
     """Under the white part of mask frame k, output k is video frame k (the overlay mask moves, #9 fixed)."""
     video, mask_video = videos
-    args = video_args(tmp_path, strength=0.3)
-    anim_args = video_anim_args(video, extract_nth_frame=10, use_mask_video=True,
-                                video_mask_path=str(mask_video))
-    prepared = prepare_video_input(args, anim_args)
+    settings = video_settings(video, strength=0.3, extract_nth_frame=10, use_mask_video=True,
+                              video_mask_path=str(mask_video))
+    identity = identity_for(tmp_path)
+    prepared = prepare_video_input(settings, identity)
     assert len(prepared.frames) == 3 and len(prepared.mask_frames) == 3
-    written = render_input_video(args, anim_args, PROMPTS, generator, prepared)
+    written = render(settings, identity, generator, prepared)
     kept_regions = []
     for k, path in enumerate(written):
         mask = read(prepared.mask_frames[k])[..., 0]
@@ -162,17 +181,20 @@ def test_mask_video_overlay_follows_the_mask_and_the_video(generator, videos, tm
 
 def test_strength_zero_uses_the_strength_schedule(generator, videos, tmp_path):
     video, _ = videos
-    args = video_args(tmp_path, strength=0.0)
-    anim_args = video_anim_args(video, extract_nth_frame=10, strength_schedule="0:(0.2), 2:(0.6)")
-    prepared = prepare_video_input(args, anim_args)
+    settings = video_settings(video, strength=0.0, extract_nth_frame=10, strength_schedule="0:(0.2), 2:(0.6)",
+                              animation_prompts={0: "a cat"})
+    identity = identity_for(tmp_path)
+    prepared = prepare_video_input(settings, identity)
     recorder = Recorder(generator)
-    render_input_video(args, anim_args, {0: "a cat"}, recorder, prepared)
+    render(settings, identity, recorder, prepared)
     assert [c["strength"] for c in recorder.calls] == pytest.approx([0.2, 0.4, 0.6])
     assert all(c["init_image"] is not None for c in recorder.calls)
 
 
 def rows(*strengths):
-    return [FrameRow(k, "p", k, "video", {"strength_schedule": s}) for k, s in enumerate(strengths)]
+    zero = FrameValues(**{f.name: 0.0 for f in dataclasses.fields(FrameValues)})
+    return [FrameRow(k, "p", k, "video", dataclasses.replace(zero, strength_schedule=s))
+            for k, s in enumerate(strengths)]
 
 
 @pytest.mark.parametrize("strength, schedule, expected, source", [
@@ -182,19 +204,19 @@ def rows(*strengths):
     (0.0, (-0.5, 1.5), [0.0, 1.0], "strength_schedule"),  # clamped like the 2D/3D strength
 ])
 def test_frame_strengths(strength, schedule, expected, source):
-    assert frame_strengths({"strength": strength}, rows(*schedule)) == (expected, source)
+    assert frame_strengths(settings_for_test(strength=strength), rows(*schedule)) == (expected, source)
 
 
 def test_reuses_frames_of_the_same_video_only(videos, tmp_path):
     video, mask_video = videos
-    args = video_args(tmp_path)
-    first = prepare_video_input(args, video_anim_args(video, extract_nth_frame=3))
+    identity = identity_for(tmp_path)
+    first = prepare_video_input(video_settings(video, extract_nth_frame=3), identity)
     stamps = [p.stat().st_mtime_ns for p in first.frames]
-    again = prepare_video_input(args, video_anim_args(video, extract_nth_frame=3,
-                                                      overwrite_extracted_frames=False))
+    again = prepare_video_input(video_settings(video, extract_nth_frame=3, overwrite_extracted_frames=False),
+                                identity)
     assert again.frames == first.frames and [p.stat().st_mtime_ns for p in again.frames] == stamps
-    other = prepare_video_input(args, video_anim_args(mask_video, extract_nth_frame=3,
-                                                      overwrite_extracted_frames=False))
+    other = prepare_video_input(video_settings(mask_video, extract_nth_frame=3, overwrite_extracted_frames=False),
+                                identity)
     assert read(other.frames[0]).max() > 200  # re-extracted from the mask video, not the old frames
 
 
@@ -236,22 +258,26 @@ def test_bad_inputs_fail_before_any_diffusion(videos, tmp_path, case, error, mes
         anim.update(use_mask_video=True, video_mask_path=str(short))
     elif case == "extract_nth_frame 0":
         anim["extract_nth_frame"] = 0
-    args = video_args(tmp_path, outdir=str(outdir))
-    anim_args = dict(vars(video_anim_args(video)), **anim)
-    with pytest.raises(error, match=message) as caught:
-        prepare_video_input(args, anim_args)
+    with pytest.raises(error, match=message) as caught:  # settings errors are raised while resolving them
+        prepare_video_input(video_settings(video, **anim), identity_for(tmp_path, outdir))
     assert isinstance(caught.value, DeforumError)
     if case != "mask video shorter than the video":  # that one is known only after extracting
         assert not (tmp_path / "out" / "inputframes").exists()  # nothing extracted before the check failed
 
 
 def test_render_refuses_missing_frames(generator, tmp_path):
-    calls = []
+    class Refuse:
+        calls = []
+
+        def generate(self, request):
+            self.calls.append(request)
+
     video = VideoFrames(frames=[tmp_path / "00001.jpg"], mask_frames=None, fps_hint=12.0)
+    stand_in = Refuse()
     with pytest.raises(MediaError, match="missing"):
-        render_input_video(video_args(tmp_path), video_anim_args("x.mp4"), {0: "a"},
-                           lambda **kw: calls.append(kw), video)
-    assert calls == []
+        render_input_video(video_settings("x.mp4", animation_prompts={0: "a"}), identity_for(tmp_path), stand_in,
+                           RunInputs(video=video))
+    assert stand_in.calls == []
 
 
 def test_a_video_with_more_frames_than_allowed_is_refused_before_extracting(videos, tmp_path, monkeypatch):
@@ -263,8 +289,8 @@ def test_a_video_with_more_frames_than_allowed_is_refused_before_extracting(vide
     monkeypatch.setattr(video_input, "MAX_FRAMES_LIMIT", limit)
     with pytest.raises(MediaError, match=rf"video_init_path: .* has {N_FRAMES} frames, so extract_nth_frame=3 "
                                          rf"gives {limit + 1} frames to render; at most {limit} are allowed"):
-        prepare_video_input(video_args(tmp_path), video_anim_args(video, extract_nth_frame=3))
+        prepare_video_input(video_settings(video, extract_nth_frame=3), identity_for(tmp_path))
     assert not (tmp_path / "out" / "inputframes").exists()
     monkeypatch.setattr(video_input, "MAX_FRAMES_LIMIT", limit + 1)
-    assert len(prepare_video_input(video_args(tmp_path), video_anim_args(video, extract_nth_frame=3)).frames) \
-        == limit + 1
+    prepared = prepare_video_input(video_settings(video, extract_nth_frame=3), identity_for(tmp_path))
+    assert len(prepared.frames) == limit + 1

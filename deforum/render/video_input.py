@@ -4,7 +4,8 @@ Two steps, so that every user mistake surfaces before the model runs:
 
 1. ``prepare_video_input`` probes the video (and the mask video), checks the output folder, and extracts
    every ``extract_nth_frame``-th frame into ``{outdir}/inputframes`` (masks into ``{outdir}/maskframes``).
-   The runner then sets ``anim_args.max_frames = len(frames)`` before writing the settings file.
+   The frame count is known from here on (``len(frames)``); the settings are not changed, the runner
+   passes it where it is needed (the settings file's max_frames) and the frames in ``RunInputs.video``.
 2. ``render_input_video`` generates frame k from video frame k with the prompt and seed of plan row k,
    saved as ``{timestring}_{k:05}.png``.
 
@@ -19,22 +20,27 @@ overlay original is video frame k (v0.6 froze the overlay mask at the first mask
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from deforum.args import MAX_FRAMES_LIMIT, as_dict, get_value
 from deforum.errors import MediaError, SettingsError
 from deforum.image.convert import sample_to_uint8
 from deforum.image.io import ensure_output_folder, load_init_image, open_image
 from deforum.plan import FrameRow, make_plan
 from deforum.render.output import FrameSink
-from deforum.render.steps import check_finite
+from deforum.render.steps import check_finite, generation_request
+from deforum.settings import MAX_FRAMES_LIMIT
 from deforum.video import count_packets, extract_frames, probe_video
+
+if TYPE_CHECKING:
+    from deforum.render.inputs import RunInputs
+    from deforum.settings import RunIdentity, Settings
 
 log = logging.getLogger(__name__)
 
@@ -92,31 +98,30 @@ class FramesLock:
             self._close()  # closing the descriptor drops the flock
 
 
-
-
-def _nth_frame(anim_args: Any) -> int:
-    value = get_value(anim_args, "extract_nth_frame", 1)
+def _nth_frame(settings: Settings) -> int:
+    value = settings.video_input.extract_nth_frame
     if isinstance(value, float) and value.is_integer():
-        value = int(value)  # v0.6's number field may give 3.0
+        value = int(value)  # resolve() gives an int; a hand-built Settings may hold 3.0
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SettingsError(f"extract_nth_frame: {value!r} is not allowed; use a whole number >= 1")
     return value
 
 
-def prepare_video_input(args: Any, anim_args: Any, *, hold: bool = False) -> VideoFrames:
+def prepare_video_input(settings: Settings, identity: RunIdentity, *, hold: bool = False) -> VideoFrames:
     """Probe the video(s), check the output folder, extract the frames; raises before any diffusion.
 
-    Frames go to ``{outdir}/inputframes/00001.jpg`` ... (and ``maskframes`` with ``use_mask_video``);
+    Frames go to ``{identity.outdir}/inputframes/00001.jpg`` ... (and ``maskframes`` with ``use_mask_video``);
     ``overwrite_extracted_frames`` False reuses an earlier extraction only if it came from the same video
     with the same ``extract_nth_frame`` (see ``deforum.video.extract_frames``). Those folders belong to one
     run at a time: while another run renders from them, this one extracts into ``{timestring}_inputframes``
     / ``{timestring}_maskframes`` of its own, so neither loses its frames. With ``hold`` (the runner) they
     stay this run's until ``VideoFrames.release()``; without, only while extracting.
     """
-    n = _nth_frame(anim_args)
-    video_path = str(get_value(anim_args, "video_init_path") or "")
-    use_mask_video = bool(get_value(anim_args, "use_mask_video", False))
-    mask_path = str(get_value(anim_args, "video_mask_path") or "")
+    video_settings = settings.video_input
+    n = _nth_frame(settings)
+    video_path = str(video_settings.video_init_path or "")
+    use_mask_video = bool(video_settings.use_mask_video)
+    mask_path = str(video_settings.video_mask_path or "")
     if not video_path:
         raise MediaError("video_init_path: is empty; give the path of the video to use in Video Input mode")
     if use_mask_video and not mask_path:
@@ -132,15 +137,15 @@ def prepare_video_input(args: Any, anim_args: Any, *, hold: bool = False) -> Vid
                          "extract_nth_frame or cut the video")
     if use_mask_video:
         probe_video(mask_path, count_frames=False, field="video_mask_path")
-    outdir = ensure_output_folder(get_value(args, "outdir"))
+    outdir = ensure_output_folder(identity.outdir)
 
-    overwrite = bool(get_value(anim_args, "overwrite_extracted_frames", True))
+    overwrite = bool(video_settings.overwrite_extracted_frames)
     # The shared folders belong to one run at a time: a run started while another one renders from them
     # extracts into {timestring}_inputframes (and _maskframes) instead of deleting the other run's frames.
     lock = FramesLock(outdir)
     input_dir, mask_dir = outdir / INPUT_FRAMES, outdir / MASK_FRAMES
     if not lock.held:
-        timestring = str(get_value(args, "timestring"))
+        timestring = identity.timestring
         input_dir, mask_dir = outdir / f"{timestring}_{INPUT_FRAMES}", outdir / f"{timestring}_{MASK_FRAMES}"
         log.info("Video Input: %s is in use by another run; this run extracts into %s", outdir / INPUT_FRAMES,
                  input_dir)
@@ -178,29 +183,39 @@ def _extract(video_path: str, mask_path: str | None, input_dir: Path, mask_dir: 
     return frames, mask_frames
 
 
-def frame_strengths(args: Any, rows: list[FrameRow]) -> tuple[list[float], str]:
+def frame_strengths(settings: Settings, rows: Sequence[FrameRow]) -> tuple[list[float], str]:
     """The img2img strength of every video frame, and which setting gave it.
 
     ``strength`` > 0: that value for every frame (v0.6). ``strength`` 0: the per-frame ``strength_schedule``
     (v0.6 used 0 here, which ignored the video). Values are clamped to [0, 1].
     """
-    strength = float(get_value(args, "strength", 0.0) or 0.0)
+    strength = float(settings.init.strength or 0.0)
     if strength > 0:
         return [min(strength, 1.0)] * len(rows), "strength"
-    return [min(max(float(row.values["strength_schedule"]), 0.0), 1.0) for row in rows], "strength_schedule"
+    strengths = []
+    for row in rows:
+        if row.values is None:
+            raise SettingsError(f"frame {row.frame}: the plan row has no schedule values (strength_schedule)")
+        strengths.append(min(max(float(row.values.strength_schedule), 0.0), 1.0))
+    return strengths, "strength_schedule"
 
 
-def render_input_video(args: Any, anim_args: Any, animation_prompts: Mapping[Any, str], generator: Any,
-                       video: VideoFrames, *, on_frame: Callable[[int, Path], None] | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> list[Path]:
-    """Generate and save one frame per extracted video frame; returns the frame paths in order.
+def render_input_video(settings: Settings, identity: RunIdentity, generator: Any, inputs: RunInputs, *,
+                       on_frame: Callable[[int, Path], None] | None = None) -> list[Path]:
+    """Generate and save one frame per extracted video frame (``inputs.video``); returns the frame paths in
+    order.
 
-    ``generator`` is a ``deforum.generate.Generator`` (or a callable with its keywords). ``args.seed`` must
-    be resolved (``deforum.args.finalize``). ``on_frame(frame, path)`` is called after each frame is
-    written; ``progress(step, total)`` counts the sampler steps of each frame.
+    ``generator`` is a ``deforum.generate.Generator`` (anything with its ``generate(GenerationRequest)``);
+    ``identity.seed`` is the run's resolved seed. ``on_frame(frame, path)`` is called after each frame is
+    written.
     """
-    from deforum.generate import generation_kwargs
-
+    video: VideoFrames | None = inputs.video
+    if video is None:
+        raise MediaError("video_init_path: no frames were extracted (prepare_video_input gives them; the "
+                         "runner puts them in RunInputs.video)")
+    if settings.animation.animation_mode != "Video Input":
+        raise SettingsError(f"animation_mode: {settings.animation.animation_mode!r}; render_input_video "
+                            "renders settings of the 'Video Input' mode")
     if not video.frames:
         raise MediaError("video_init_path: no frames were extracted from the video")
     missing = [str(p) for p in video.frames if not Path(p).is_file()]
@@ -211,43 +226,43 @@ def render_input_video(args: Any, anim_args: Any, animation_prompts: Mapping[Any
         raise MediaError(f"video_mask_path: {len(video.mask_frames)} mask frames for {len(video.frames)} "
                          "video frames")
 
-    anim = as_dict(anim_args) | {"animation_mode": "Video Input"}
-    plan = make_plan(args, anim, animation_prompts, init_images=[str(p) for p in video.frames])
-    strengths, source = frame_strengths(args, plan.rows)
+    plan = make_plan(settings, identity.seed, init_images=[str(p) for p in video.frames])
+    strengths, source = frame_strengths(settings, plan.rows)
     if source == "strength":
         log.info("Video Input: every frame uses strength %.3g (the strength setting)", strengths[0])
     else:
         log.info("Video Input: strength is 0, so each frame uses strength_schedule (frame 0: %.3g); "
                  "set strength > 0 to use one value for every frame", strengths[0])
 
-    W, H = int(get_value(args, "W")), int(get_value(args, "H"))
-    timestring = str(get_value(args, "timestring"))
-    outdir = ensure_output_folder(get_value(args, "outdir"))
+    W, H = settings.image.W, settings.image.H
+    outdir = ensure_output_folder(identity.outdir)
 
-    # A still mask (use_mask with mask_file) applies to every frame; read it before the first frame.
+    # A still mask (use_mask with mask_file, read with the run's inputs) applies to every frame.
     still_mask = None
-    if video.mask_frames is None and get_value(args, "use_mask", False):
-        if get_value(args, "use_alpha_as_mask", False):
+    if video.mask_frames is None and settings.init.use_mask:
+        if settings.init.use_alpha_as_mask:
+            # A settings rule (to be checked by resolve()); kept here until it is.
             raise SettingsError("use_alpha_as_mask: extracted video frames (JPEG) have no alpha channel; "
                                 "use use_mask_video with video_mask_path, or a mask_file")
-        still_mask = open_image(get_value(args, "mask_file"), field="mask_file")
+        still_mask = inputs.mask_image
+        if still_mask is None:
+            still_mask = open_image(settings.init.mask_file, field="mask_file")
     use_any_mask = video.mask_frames is not None or still_mask is not None
 
-    call = generation_kwargs(args)
+    base = generation_request(settings, identity.seed)
     if video.mask_frames is not None:
-        call["overlay_mask"] = True  # v0.6 forced overlay_mask on with a mask video (spec generation 5.7)
-    sink = FrameSink(outdir, timestring, on_frame=on_frame)
+        base = dataclasses.replace(base, overlay_mask=True)  # v0.6 forced it on with a mask video (spec 5.7)
+    save_steps = settings.output.save_sample_per_step
+    sink = FrameSink(outdir, identity.timestring, on_frame=on_frame)
     for row, strength in zip(plan.rows, strengths, strict=True):
         init, _alpha = load_init_image(row.init_image, W, H, field="video_init_path")
         mask = still_mask
         if video.mask_frames is not None:
             mask = open_image(video.mask_frames[row.frame], field="video_mask_path")
-        step_dir = None
-        if get_value(args, "save_sample_per_step", False):
-            step_dir = sink.step_dir(row.seed)
-        sample = generator(**call | {"strength": strength}, seed=row.seed, prompt=row.prompt, frame=row.frame,
-                           init_image=init, mask=mask if use_any_mask else None, step_dir=step_dir,
-                           progress=progress)
+        step_dir = sink.step_dir(row.seed) if save_steps else None
+        sample = generator.generate(dataclasses.replace(
+            base, seed=row.seed, prompt=row.prompt, frame=row.frame, strength=strength, init_image=init,
+            mask=mask if use_any_mask else None, step_dir=step_dir))
         check_finite(sample, row.frame, "generated image", row.values)
         # The overlay original defaults to the init, i.e. this video frame.
         sink.write_frame(row.frame, sample_to_uint8(sample))
