@@ -226,14 +226,16 @@ def render_one(path: str, ns: argparse.Namespace, sets: Mapping[str, Mapping[str
         job.anim_args.update(resume_from_timestring=True, resume_timestring=ns.resume)
     for note in job.notes:
         print(f"deforum: note: {path}: {note}", file=sys.stderr)
-    report = RenderReport(str(path), job.args, device=str(root.map_location))
-    report.before_render(job)
+    note = cpu_note(str(root.map_location))
+    if note:
+        print(f"deforum: note: {note}", file=sys.stderr)
+    report = RenderReport(str(path))
     result = render(job.args, job.anim_args, job.prompts, job.animation_prompts, root, progress=not ns.quiet,
                     step_progress=bool(getattr(ns, "verbose", False)) and not ns.quiet, display=report)
     lines = [f"{path}: {len(result.frames)} frame(s) in {result.outdir}"]
     if result.settings_path is not None:
         lines.append(f"  settings: {result.settings_path}")
-    mode = result.anim_args.animation_mode if result.anim_args is not None else "None"
+    mode = result.settings.animation.animation_mode
     if mode != "None" and not ns.no_video and result.frames:
         from deforum.video import video_cell
 
@@ -255,23 +257,25 @@ def cpu_note(device: str) -> str | None:
             "expects a CUDA GPU; this run is fine for trying small settings)")
 
 
-def frame_steps(plan: Any, args: Mapping[str, Any]) -> dict[int, int]:
+def first_strength(settings: Any) -> float:
+    """The strength of an image made from the init image (0 without one: text to image)."""
+    return settings.init.strength if settings.init.use_init and settings.init.init_image else 0.0
+
+
+def frame_steps(plan: Any, settings: Any) -> dict[int, int]:
     """Frame -> the sampler steps the run spends on it (v0.6's strength truncation int((1 - strength) *
     steps)); frames that are only warped or blended spend none."""
     from deforum.sampling.run import steps_to_run
 
-    steps = int(args["steps"])
-    use_init = bool(args.get("use_init")) and bool(args.get("init_image"))
-    first = min(max(float(args.get("strength") or 0.0), 0.0), 1.0) if use_init else 0.0
     out = {}
     for row in plan.rows:
         if row.seed is None:
             continue
         if plan.animation_mode in ("2D", "3D") and row.frame > 0:
-            strength = min(max(float(row.values["strength_schedule"]), 0.0), 1.0)
+            strength = min(max(row.values.strength_schedule, 0.0), 1.0)
         else:
-            strength = first
-        out[row.frame] = steps_to_run(steps, strength)
+            strength = first_strength(settings)
+        out[row.frame] = steps_to_run(settings.image.steps, strength)
     return out
 
 
@@ -291,9 +295,8 @@ class RenderReport:
     model loads (``plan``), and one with an estimate of the time left from the first frames' speed
     (``frame``). The progress bar, when shown, keeps counting after that."""
 
-    def __init__(self, label: str, args: Mapping[str, Any], *, device: str = "", out: Any = None,
-                 clock: Callable[[], float] = time.monotonic):
-        self.label, self.args, self.device = label, args, device
+    def __init__(self, label: str, *, out: Any = None, clock: Callable[[], float] = time.monotonic):
+        self.label = label
         self.out = out
         self.clock = clock
         self.done_before: list[int] = []  # steps of the frames before index i (a cumulative sum)
@@ -305,28 +308,13 @@ class RenderReport:
     def say(self, text: str) -> None:
         print(f"{self.label}: {text}", file=self.out or sys.stderr, flush=True)
 
-    def before_render(self, job: Job) -> None:
-        """The size line of the modes planned only once their inputs are read; the CPU note."""
-        from deforum.sampling.run import steps_to_run
-
-        note = cpu_note(self.device)
-        mode = job.anim_args["animation_mode"]
-        use_init = bool(job.args.get("use_init")) and bool(job.args.get("init_image"))
-        strength = min(max(float(job.args.get("strength") or 0.0), 0.0), 1.0) if use_init else 0.0
-        each = steps_to_run(int(job.args["steps"]), strength)
-        if mode == "None":
-            images = len(job.prompts) * int(job.args["n_batch"])
-            self.say(f"None mode, {images:,} image(s) x {each:,} sampler steps = {images * each:,} steps")
-        elif mode == "Video Input":
-            self.say(f"Video Input mode: every frame of video_init_path (every {job.anim_args['extract_nth_frame']}"
-                     f" taken) is diffused, up to {int(job.args['steps']):,} sampler steps each; the frame count "
-                     "comes from the video")
-        if note:
-            print(f"deforum: note: {note}", file=self.out or sys.stderr)
-
-    def plan(self, plan: Any, anim_args: Any = None) -> None:
-        """The runner's hook before the model loads: the size of the run."""
-        steps = frame_steps(plan, self.args)
+    def plan(self, plan: Any, settings: Any) -> None:
+        """The runner's hook before the model loads: the size of the run (``plan`` is None for the modes
+        planned once their inputs are read: the None mode's batch and Video Input)."""
+        if plan is None:
+            self._unplanned_size(settings)
+            return
+        steps = frame_steps(plan, settings)
         cumulative, total = [], 0
         for frame in range(len(plan.rows)):
             cumulative.append(total)
@@ -338,6 +326,19 @@ class RenderReport:
                                          if diffused != frames else "")
         most = max(steps.values(), default=0)
         self.say(f"{plan.animation_mode} mode, {shape} x up to {most:,} sampler steps = {total:,} steps in all")
+
+    def _unplanned_size(self, settings: Any) -> None:
+        from deforum.sampling.run import steps_to_run
+
+        mode, steps = settings.animation.animation_mode, settings.image.steps
+        if mode == "None":
+            each = steps_to_run(steps, first_strength(settings))
+            images = len(settings.prompts.prompts) * settings.output.n_batch
+            self.say(f"None mode, {images:,} image(s) x {each:,} sampler steps = {images * each:,} steps")
+        elif mode == "Video Input":
+            self.say(f"Video Input mode: every frame of video_init_path (every "
+                     f"{settings.video_input.extract_nth_frame} taken) is diffused, up to {steps:,} sampler steps "
+                     "each; the frame count comes from the video")
 
     def generation_started(self) -> None:
         """Optional runner hook once the model is loaded: the estimate can then come after the first frame."""
@@ -379,7 +380,7 @@ def _frame_index(path: Any, fallback: int) -> int:
 
 
 def _prepared(path: str, sets: Mapping[str, Mapping[str, Any]], *, unknown_keys: str = "warn"):
-    """Validated, finalized settings and the render plan of one file (no model)."""
+    """The job of one file and its ``Prepared`` run: typed settings, identity and plan (no model)."""
     from deforum.runner import prepare
 
     job = load_job(path, sets, unknown_keys=unknown_keys)
@@ -401,14 +402,14 @@ def cmd_plan(ns: argparse.Namespace) -> int:
     if ns.plot:
         check_output_path(ns.plot, "plot", "--plot")
     sets = parse_sets(ns.set)
-    job, (args, anim, prompts, animation_prompts, _root, plan) = _prepared(ns.settings, sets)
-    if plan is None:
-        plan = make_plan(args, anim, animation_prompts, prompts)
+    job, prepared = _prepared(ns.settings, sets)
+    settings = prepared.settings
+    plan = prepared.plan or make_plan(settings, prepared.identity.seed)
     if ns.csv:
         plan.to_csv(ns.csv)
-    print(f"# {ns.settings}: {plan.animation_mode} mode, W x H {args.W} x {args.H}, {len(plan)} row(s), "
-          f"seed {plan.start_seed} "
-          f"({args.seed_behavior})" + (", random seed drawn for this plan" if job.args["seed"] == -1 else "")
+    print(f"# {ns.settings}: {plan.animation_mode} mode, W x H {settings.image.W} x {settings.image.H}, "
+          f"{len(plan)} row(s), seed {plan.start_seed} ({settings.image.seed_behavior})"
+          + (", random seed drawn for this plan" if settings.image.seed == -1 else "")
           + (f", diffusion_cadence {plan.cadence}" if plan.animation_mode in ("2D", "3D") else ""))
     for note in job.notes:
         print(f"# note: {note}")
@@ -420,7 +421,7 @@ def cmd_plan(ns: argparse.Namespace) -> int:
     if ns.plot:
         from deforum.notebook import plot_schedules
 
-        fig = plot_schedules(plan, anim)
+        fig = plot_schedules(plan, settings)
         if fig is None:
             print(f"# no schedule of the {plan.animation_mode} mode changes over the frames; "
                   f"{ns.plot} not written", file=sys.stderr)
@@ -471,15 +472,17 @@ def cmd_preview(ns: argparse.Namespace) -> int:
     sets = parse_sets(ns.set)
     if ns.frames is not None:
         sets["anim_args"]["max_frames"] = ns.frames
-    job, (args, anim, _prompts, _anim_prompts, root, plan) = _prepared(ns.settings, sets)
-    if anim.animation_mode not in ("2D", "3D"):
-        raise SettingsError(f"{ns.settings}: animation_mode={anim.animation_mode!r}: preview shows camera "
-                            "motion, so it needs '2D' or '3D'")
-    out = Path(ns.output) if ns.output else Path(args.outdir)
-    mp4, frames_dir = preview_outputs(out, args.timestring, ns.png, len(plan.rows))  # before any work
-    image = ns.image or (args.init_image if args.use_init and args.init_image else None)
-    first = start_image(args.W, args.H, image)
-    depth = choose_depth(anim, args.W, args.H, ns.depth, models_path=root.models_path)
+    job, prepared = _prepared(ns.settings, sets)
+    settings, identity, plan = prepared.settings, prepared.identity, prepared.plan
+    mode = settings.animation.animation_mode
+    if mode not in ("2D", "3D"):
+        raise SettingsError(f"{ns.settings}: animation_mode={mode!r}: preview shows camera motion, so it needs "
+                            "'2D' or '3D'")
+    out = Path(ns.output) if ns.output else identity.outdir
+    mp4, frames_dir = preview_outputs(out, identity.timestring, ns.png, len(plan.rows))  # before any work
+    W, H = settings.image.W, settings.image.H
+    first = start_image(W, H, ns.image or settings.init.init_image)  # init_image is None without use_init
+    depth = choose_depth(settings, W, H, ns.depth)
     fps = ns.fps or job.video_setting("fps")
     bar = None
     if not ns.quiet:
@@ -487,12 +490,12 @@ def cmd_preview(ns: argparse.Namespace) -> int:
 
         bar = tqdm(total=len(plan), unit="frame", desc="preview")
     try:
-        result = render_preview(plan, anim, first, mp4_path=mp4, fps=float(fps), frames_dir=frames_dir,
+        result = render_preview(plan, settings, first, mp4_path=mp4, fps=float(fps), frames_dir=frames_dir,
                                 depth=depth, on_frame=(lambda _i: bar.update(1)) if bar else None)
     finally:
         if bar is not None:
             bar.close()
-    print(f"{ns.settings}: preview of {result.frame_count} {anim.animation_mode} frame(s), depth "
+    print(f"{ns.settings}: preview of {result.frame_count} {mode} frame(s), depth "
           f"{result.depth}, {result.seconds:.1f} s")
     print(f"  video: {result.mp4_path} ({result.fps:g} fps)")
     if result.frames_dir is not None:
@@ -572,13 +575,13 @@ def cmd_settings_check(ns: argparse.Namespace) -> int:
     code = EXIT_OK
     for path in ns.settings:
         try:
-            job, (_args, anim, _p, _ap, _root, plan) = _prepared(path, sets, unknown_keys="problem")
+            job, prepared = _prepared(path, sets, unknown_keys="problem")
         except DeforumError as exc:
             code = code or (EXIT_SETTINGS if isinstance(exc, SettingsError) else EXIT_FAILED)
             print(located(path, exc), file=sys.stderr)
             continue
-        frames = f", {len(plan)} frame(s)" if plan is not None else ""
-        print(f"{path}: ok ({anim.animation_mode} mode{frames})")
+        frames = f", {len(prepared.plan)} frame(s)" if prepared.plan is not None else ""
+        print(f"{path}: ok ({prepared.settings.animation.animation_mode} mode{frames})")
         if job.dialect is not None and job.dialect.name != "v06_partial":  # a partial file names nothing more
             print(f"  dialect: {job.dialect.describe()}")
         for note in job.notes:

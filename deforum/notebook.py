@@ -12,12 +12,13 @@ as the builder's command: only its ``__main__`` block imports ``deforum.notebook
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,16 +118,15 @@ FLIP_SCHEDULES = ("perspective_flip_theta", "perspective_flip_phi", "perspective
                   "perspective_flip_fv")
 
 
-def active_schedules(plan: Any, anim_args: Any = None) -> dict[str, np.ndarray]:
+def active_schedules(plan: Any, settings: Any = None) -> dict[str, np.ndarray]:
     """The schedules of ``plan`` that move in this run: used by its mode (spec 1.6) and not constant.
 
-    The perspective-flip schedules count in 2D when ``anim_args.flip_2d_perspective`` is on (they are left
-    out when no anim_args is given: the default phi sawtooth would otherwise show in every 2D run).
+    The perspective-flip schedules count in 2D when ``settings.motion.flip_2d_perspective`` is on (they are
+    left out when no settings are given: the default phi sawtooth would otherwise show in every 2D run).
     """
     names = list(MODE_SCHEDULES.get(plan.animation_mode, ()))
-    if plan.animation_mode == "2D":
-        flip = anim_args is not None and bool(_as_mapping(anim_args).get("flip_2d_perspective", False))
-        names += list(FLIP_SCHEDULES) if flip else []
+    if plan.animation_mode == "2D" and settings is not None and settings.motion.flip_2d_perspective:
+        names += list(FLIP_SCHEDULES)
     out = {}
     for name in names:
         series = np.asarray(plan.schedules.get(name, ()), dtype=float)
@@ -135,9 +135,9 @@ def active_schedules(plan: Any, anim_args: Any = None) -> dict[str, np.ndarray]:
     return out
 
 
-def plot_schedules(plan: Any, anim_args: Any = None) -> Any:
+def plot_schedules(plan: Any, settings: Any = None) -> Any:
     """A matplotlib Figure of the active schedules over the frames (one panel each), or None if none move."""
-    series = active_schedules(plan, anim_args)
+    series = active_schedules(plan, settings)
     if not series:
         return None
     from matplotlib.figure import Figure
@@ -185,7 +185,7 @@ class NotebookDisplay:
     output that each call replaces, with its file name (or ``label``) above it. ``show(image)`` (also
     ``image(image)`` or calling the hook) adds an image below the previous ones, as v0.6 showed None-mode
     stills; ``clear()`` clears the cell's output (v0.6 did that every 32 stills). ``plan(plan,
-    anim_args=None)`` plots the active schedules; ``plot(fig)`` shows a matplotlib figure;
+    settings=None)`` plots the active schedules; ``plot(fig)`` shows a matplotlib figure;
     ``video(mp4_path)`` embeds a video.
     """
 
@@ -231,8 +231,8 @@ class NotebookDisplay:
 
         display(Image(data=_figure_png(fig), format="png"))
 
-    def plan(self, plan: Any, anim_args: Any = None) -> None:
-        fig = plot_schedules(plan, anim_args)
+    def plan(self, plan: Any, settings: Any = None) -> None:
+        fig = plot_schedules(plan, settings) if plan is not None else None
         if fig is not None:
             self.plot(fig)
 
@@ -263,7 +263,7 @@ def create_video(result: Any, *, show: bool = True, **video_args: Any) -> Any:
     """
     from deforum import video as V
 
-    v = A.make_namespace("video", video_args)
+    v = A.resolve(video=video_args).video  # the video cell's fields, checked
     if v.skip_video_for_run_all:
         print("Skipping video creation, uncheck skip_video_for_run_all if you want to run it")
         return None
@@ -273,7 +273,7 @@ def create_video(result: Any, *, show: bool = True, **video_args: Any) -> Any:
     hint = getattr(result, "fps_hint", None) if result is not None else None
     if hint and not v.use_manual_settings and float(hint) != float(v.fps):
         print(f"fps = {v.fps:g}; the source video suggests fps = {float(hint):g}")
-    fields = {k: getattr(v, k) for k in A.defaults("video") if k != "skip_video_for_run_all"}
+    fields = {k: value for k, value in dataclasses.asdict(v).items() if k != "skip_video_for_run_all"}
     if v.use_manual_settings or v.render_steps or _animation_frames(result):
         video = V.video_cell(outdir=result.outdir if result is not None else "",
                              timestring=result.timestring if result is not None else "", **fields)
@@ -289,10 +289,6 @@ def create_video(result: Any, *, show: bool = True, **video_args: Any) -> Any:
     if show:
         NotebookDisplay().video(video.mp4_path)
     return video
-
-
-def _as_mapping(obj: Any) -> Mapping[str, Any]:
-    return obj if isinstance(obj, Mapping) else vars(obj)
 
 
 if __name__ == "__main__":

@@ -113,9 +113,7 @@ def test_plan_prints_and_writes_the_plan(tmp_path):
     proc = run_cli("plan", settings, "--set", "max_frames=5", "--set", "seed=3", "--csv", tmp_path / "p.csv",
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    loaded = load_settings(settings)
-    loaded.args.seed, loaded.anim_args.max_frames = 3, 5
-    expected = make_plan(loaded.args, loaded.anim_args, loaded.animation_prompts)
+    expected = make_plan(file_settings("default_animation.txt", max_frames=5), 3)
     with open(tmp_path / "p.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["frame"]) for r in rows] == list(range(5))
@@ -215,7 +213,11 @@ def captured_render(monkeypatch):
     def fake_render(args, anim_args, prompts, animation_prompts, root, **kwargs):
         calls.append(dict(args=dict(args), anim_args=dict(anim_args), prompts=prompts,
                           animation_prompts=animation_prompts, root=vars(root).copy(), kwargs=kwargs))
-        return runner.RunResult(Path("."), "20220101000000", [], None, None, None, None)
+        settings = A.resolve(args, anim_args, vars(root), prompts=prompts, animation_prompts=animation_prompts)
+        display = kwargs.get("display")
+        if display is not None and settings.animation.animation_mode in ("None", "Video Input"):
+            display.plan(None, settings)  # the runner's hook before the model loads (these modes: no plan yet)
+        return runner.RunResult(Path("."), "20220101000000", [], settings=settings)
 
     monkeypatch.setattr(runner, "render", fake_render)
     return calls
@@ -319,48 +321,59 @@ def test_synthetic_depth_is_near_at_the_bottom():
     assert np.all(np.diff(depth[:, 3]) < 0)
 
 
-def _plan(mode: str, frames: int):
-    settings = load_settings(REPO / "settings" / ("default_3d.txt" if mode == "3D" else "default_animation.txt"))
-    settings.args.seed, settings.anim_args.max_frames = 1, frames
-    return make_plan(settings.args, settings.anim_args, settings.animation_prompts), settings.anim_args
+def file_settings(name: str, **overrides):
+    """The typed settings of settings/``name`` with ``overrides`` (v0.6 field names)."""
+    loaded = load_settings(REPO / "settings" / name)
+    groups = {"args": vars(loaded.args), "anim_args": vars(loaded.anim_args), "root": {}}
+    for key, value in overrides.items():
+        groups[next(g for g in groups if key in A.FIELDS[g])][key] = value
+    return A.resolve(groups["args"], groups["anim_args"], groups["root"], prompts=loaded.prompts,
+                     animation_prompts=loaded.animation_prompts)
+
+
+def _plan(mode: str, frames: int, **overrides):
+    settings = file_settings("default_3d.txt" if mode == "3D" else "default_animation.txt", max_frames=frames,
+                             **overrides)
+    return make_plan(settings, 1), settings
 
 
 @pytest.mark.parametrize("mode", ["2D", "3D"])
 def test_preview_frames_chain_the_warps(mode):
     from deforum.render.steps import warp_image
 
-    plan, anim = _plan(mode, 4)
+    plan, settings = _plan(mode, 4)
     first = preview.test_card(64, 64)
-    frames = list(preview.preview_frames(first, plan, anim))
+    frames = list(preview.preview_frames(first, plan, settings))
     assert len(frames) == 4 and np.array_equal(frames[0], first)
     expected = first
     for row, frame in zip(plan.rows[1:], frames[1:], strict=True):
-        expected = warp_image(expected, row.values, anim, None)
+        expected = warp_image(expected, row.values, settings, None)
         assert np.array_equal(frame, expected)
 
 
 def test_preview_depth_choice(tmp_path):
     from deforum.testing import tiny_depth_model
 
-    _, anim = _plan("3D", 2)
-    label, fn = preview.choose_depth(anim, 64, 64, None, models_path=tmp_path)
+    _, settings = _plan("3D", 2, models_path=str(tmp_path))
+    label, fn = preview.choose_depth(settings, 64, 64, None)
     assert fn is None and label.startswith("flat ('midas' is not in")
-    label, fn = preview.choose_depth(anim, 64, 64, "synthetic")
+    label, fn = preview.choose_depth(settings, 64, 64, "synthetic")
     assert label == "synthetic" and fn(None).shape == (64, 64)
-    anim.depth_model, anim.midas_weight = str(tiny_depth_model(tmp_path / "dpt")), 1.0
-    label, fn = preview.choose_depth(anim, 64, 64, None, models_path=tmp_path)
+    _, settings = _plan("3D", 2, models_path=str(tmp_path), depth_model=str(tiny_depth_model(tmp_path / "dpt")),
+                        midas_weight=1.0)
+    label, fn = preview.choose_depth(settings, 64, 64, None)
     depth = fn(preview.test_card(64, 64))
     assert tuple(depth.shape) == (64, 64)
-    anim.use_depth_warping = False
-    assert preview.choose_depth(anim, 64, 64, "synthetic")[1] is None
+    _, settings = _plan("3D", 2, use_depth_warping=False)
+    assert preview.choose_depth(settings, 64, 64, "synthetic")[1] is None
 
 
 def test_synthetic_depth_changes_the_3d_preview(tmp_path):
-    plan, anim = _plan("3D", 3)
+    plan, settings = _plan("3D", 3)
     first = preview.test_card(64, 64)
-    flat = list(preview.preview_frames(first, plan, anim))
+    flat = list(preview.preview_frames(first, plan, settings))
     plane = preview.synthetic_depth(64, 64)
-    tilted = list(preview.preview_frames(first, plan, anim, lambda image: plane))
+    tilted = list(preview.preview_frames(first, plan, settings, lambda image: plane))
     assert not np.array_equal(flat[-1], tilted[-1])
 
 
@@ -444,13 +457,8 @@ def test_values_changed_on_the_way_in_are_notes_in_check_and_render(tmp_path, ca
     assert captured_render[0]["args"]["W"] == 64
 
 
-def _report_for(mode: str, frames: int, **args):
-    settings = load_settings(REPO / "settings" / ("default_3d.txt" if mode == "3D" else "default_animation.txt"))
-    settings.args.seed, settings.anim_args.max_frames = 1, frames
-    for key, value in args.items():
-        setattr(settings.anim_args if key in A.FIELDS["anim_args"] else settings.args, key, value)
-    plan = make_plan(settings.args, settings.anim_args, settings.animation_prompts)
-    return plan, vars(settings.args)
+def _report_for(mode: str, frames: int, **overrides):
+    return _plan(mode, frames, **overrides)
 
 
 class FakeClock:
@@ -464,10 +472,10 @@ class FakeClock:
 def test_render_report_prints_the_size_then_one_estimate(capsys):
     import io
 
-    plan, args = _report_for("2D", 6, steps=50, strength_schedule="0:(0.6)", diffusion_cadence="2")
+    plan, settings = _report_for("2D", 6, steps=50, strength_schedule="0:(0.6)", diffusion_cadence="2")
     out, clock = io.StringIO(), FakeClock()
-    report = cli.RenderReport("s.txt", args, out=out, clock=clock)
-    report.plan(plan, None)
+    report = cli.RenderReport("s.txt", out=out, clock=clock)
+    report.plan(plan, settings)
     # frames 0, 2, 4 are diffused: 50 steps (txt2img), then int(0.4 * 50) = 20 each
     assert out.getvalue() == "s.txt: 2D mode, 6 frames (3 diffused, diffusion_cadence 2) x up to 50 sampler steps " \
                              "= 90 steps in all\n"
@@ -486,10 +494,10 @@ def test_render_report_prints_the_size_then_one_estimate(capsys):
 def test_render_report_estimates_after_the_first_frame_when_told_the_model_is_loaded():
     import io
 
-    plan, args = _report_for("3D", 3, steps=10, strength_schedule="0:(0.5)")
+    plan, settings = _report_for("3D", 3, steps=10, strength_schedule="0:(0.5)")
     out, clock = io.StringIO(), FakeClock()
-    report = cli.RenderReport("s.txt", args, out=out, clock=clock)
-    report.plan(plan, None)
+    report = cli.RenderReport("s.txt", out=out, clock=clock)
+    report.plan(plan, settings)
     report.generation_started()
     clock.now += 5
     report.frame(Path("20220101000000_00000.png"))  # 10 steps in 5 s; 5 + 5 left
@@ -660,8 +668,9 @@ def test_render_shows_the_librarys_messages_on_stderr_and_q_hides_them(tmp_path,
     from deforum.models import loader
 
     def fake_render(args, anim_args, prompts, animation_prompts, root, **kwargs):
-        loader.load_root_model(vars(root))
-        return runner.RunResult(Path("."), "20220101000000", [], None, None, None, None)
+        settings = A.resolve(args, anim_args, vars(root), prompts=prompts, animation_prompts=animation_prompts)
+        loader.load_root_model(settings.model)
+        return runner.RunResult(Path("."), "20220101000000", [], settings=settings)
 
     monkeypatch.setattr(runner, "render", fake_render)
     monkeypatch.setattr(devices, "best_device", lambda: "cpu")

@@ -23,6 +23,7 @@ from deforum import notebook as N
 from deforum import notebook_build as B
 from deforum import settings as A
 from deforum.plan import make_plan
+from deforum.testing import settings_for_test
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -304,9 +305,9 @@ def test_prepare_root_outside_colab_keeps_local_paths(tmp_path, capsys):
     assert "not Colab" in capsys.readouterr().out
 
 
-def schedule_plan(mode: str, **anim_overrides):
-    anim = {**A.defaults("anim_args"), "animation_mode": mode, "max_frames": 12, **anim_overrides}
-    return make_plan({"seed": 1, "seed_behavior": "iter"}, anim, {0: "a"}), anim
+def schedule_plan(mode: str, **overrides):
+    settings = settings_for_test(animation_mode=mode, max_frames=12, animation_prompts={0: "a"}, **overrides)
+    return make_plan(settings, 1), settings
 
 
 @pytest.mark.parametrize(("mode", "overrides", "expected"), [

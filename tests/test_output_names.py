@@ -80,19 +80,19 @@ def run_resumed_2d(tmp_path, tiny, monkeypatch):
     """A 2D run stopped while its third key is generated, then resumed to the end."""
     anim = dict(MOTION, animation_mode="2D", max_frames=3)
     root = root_for(tiny, tmp_path / "out")
-    real_call = Generator.__call__
+    real_generate = Generator.generate
     calls = []
 
-    def stop_at_third(self, **kwargs):
+    def stop_at_third(self, request):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_call(self, **kwargs)
+        return real_generate(self, request)
 
-    monkeypatch.setattr(Generator, "__call__", stop_at_third)
+    monkeypatch.setattr(Generator, "generate", stop_at_third)
     with pytest.raises(KeyboardInterrupt):
         render(ARGS, anim, None, PROMPTS, root, progress=False, now=NOW)
-    monkeypatch.setattr(Generator, "__call__", real_call)
+    monkeypatch.setattr(Generator, "generate", real_generate)
     (state,) = (tmp_path / "out").rglob("*_state")
     timestring = state.name.split("_")[0]
     return render(ARGS, dict(anim, resume_from_timestring=True, resume_timestring=timestring), None, PROMPTS,

@@ -317,19 +317,19 @@ def test_preview_refuses_foreign_pngs_in_its_frames_folder_and_replaces_its_own(
     from deforum.render import preview
 
     job = cli.load_job(ANIM, {"anim_args": {"max_frames": 3}, "args": {"W": 64, "H": 64}})
-    args, anim = A.finalize(job.args, job.anim_args, {})
-    plan = make_plan(args, anim, job.animation_prompts, job.prompts)
+    settings = A.resolve(job.args, job.anim_args, prompts=job.prompts, animation_prompts=job.animation_prompts)
+    plan = make_plan(settings, 1)
     first = preview.test_card(64, 64)
     folder = tmp_path / f"{TS}_preview"
     assert cli.preview_outputs(tmp_path, TS, True, 3) == (tmp_path / f"{TS}_preview.mp4", folder)
     for _ in range(2):  # a rerun replaces the preview's own mp4 and frames
-        preview.render_preview(plan, anim, first, mp4_path=tmp_path / f"{TS}_preview.mp4", frames_dir=folder)
+        preview.render_preview(plan, settings, first, mp4_path=tmp_path / f"{TS}_preview.mp4", frames_dir=folder)
     foreign = folder / "preview_00001.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(foreign)
     before = foreign.read_bytes()
     with pytest.raises(MediaError, match="--png: .*preview_00001.png.*not written by deforum"):
         cli.preview_outputs(tmp_path, TS, True, 3)
     with pytest.raises(MediaError, match="frames_dir: .*preview_00001.png"):
-        preview.render_preview(plan, anim, first, mp4_path=None, frames_dir=folder)
+        preview.render_preview(plan, settings, first, mp4_path=None, frames_dir=folder)
     assert foreign.read_bytes() == before
     assert cli.preview_outputs(tmp_path, TS, False, 3)[1] is None  # --no-png: the folder is not touched

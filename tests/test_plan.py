@@ -3,41 +3,39 @@
 import json
 import random
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from deforum.errors import DeforumError
 from deforum.plan import cadence_role, interpolation_frames, make_plan, next_seed, rng_seed
+from deforum.testing import settings_for_test
 
 DATA = Path(__file__).parent / "data"
 
 CADENCE = json.loads((DATA / "cadence.json").read_text())
 
 
-def anim(**overrides):
-    base = dict(
-        animation_mode="2D", max_frames=17, diffusion_cadence="1", angle="0:(0)", zoom="0:(1.04)",
-        translation_x="0:(10*sin(2*3.14*t/10))", translation_y="0:(0)", translation_z="0:(10)",
-        rotation_3d_x="0:(0)", rotation_3d_y="0:(0)", rotation_3d_z="0:(0)",
-        perspective_flip_theta="0:(0)", perspective_flip_phi="0:(t%15)", perspective_flip_gamma="0:(0)",
-        perspective_flip_fv="0:(53)", noise_schedule="0: (0.02)", strength_schedule="0: (0.65)",
-        contrast_schedule="0: (1.0)", interpolate_x_frames=4, interpolate_key_frames=False,
-    )
-    base.update(overrides)
-    return SimpleNamespace(**base)
+BASE = dict(
+    animation_mode="2D", max_frames=17, diffusion_cadence="1", angle="0:(0)", zoom="0:(1.04)",
+    translation_x="0:(10*sin(2*3.14*t/10))", translation_y="0:(0)", translation_z="0:(10)",
+    rotation_3d_x="0:(0)", rotation_3d_y="0:(0)", rotation_3d_z="0:(0)",
+    perspective_flip_theta="0:(0)", perspective_flip_phi="0:(t%15)", perspective_flip_gamma="0:(0)",
+    perspective_flip_fv="0:(53)", noise_schedule="0: (0.02)", strength_schedule="0: (0.65)",
+    contrast_schedule="0: (1.0)", interpolate_x_frames=4, interpolate_key_frames=False, seed_behavior="iter",
+    n_batch=1,
+)
 
 
-def args(**overrides):
-    base = dict(seed=1000, seed_behavior="iter", n_batch=1)
-    base.update(overrides)
-    return SimpleNamespace(**base)
+def plan_of(seed=1000, animation_prompts=None, **overrides):
+    """The plan of the settings BASE with ``overrides``, from seed ``seed``."""
+    return make_plan(settings_for_test(**{**BASE, **overrides}, animation_prompts=animation_prompts or {0: "a"}),
+                     seed)
 
 
 @pytest.mark.parametrize("case", CADENCE["cadences"], ids=lambda c: f"cadence{c['cadence']}")
 def test_cadence_roles_match_v06_written_frames(case):
     n = case["cadence"]
-    plan = make_plan(args(), anim(diffusion_cadence=str(n), max_frames=case["max_frames"]), {0: "a"})
+    plan = plan_of(diffusion_cadence=str(n), max_frames=case["max_frames"])
     # v0.6 generated exactly these keys, with seed offsets 0, 1, 2, ...
     assert plan.diffused_frames == case["diffused_frames"]
     for offset, it in enumerate(case["iterations"]):
@@ -84,28 +82,28 @@ def test_seed_behaviors():
 
 
 def test_prompts_and_schedule_values_per_frame():
-    plan = make_plan(args(), anim(max_frames=30), {0: "apple", 20: "banana", 25: "coconut"})
+    plan = plan_of(max_frames=30, animation_prompts={0: "apple", 20: "banana", 25: "coconut"})
     assert [plan.rows[k].prompt for k in (0, 19, 20, 24, 25, 29)] == [
         "apple", "apple", "banana", "banana", "coconut", "coconut"]
-    assert plan.rows[1].values["translation_x"] == pytest.approx(5.875275, abs=1e-6)
-    assert plan.rows[5].values["perspective_flip_phi"] == 5.0
-    assert plan.rows[16].values["perspective_flip_phi"] == 1.0
+    assert plan.rows[1].values.translation_x == pytest.approx(5.875275, abs=1e-6)
+    assert plan.rows[5].values.perspective_flip_phi == 5.0
+    assert plan.rows[16].values.perspective_flip_phi == 1.0
 
 
-def test_unresolved_seed_and_bad_mode_are_errors():
+def test_an_unresolved_seed_is_an_error():
     with pytest.raises(DeforumError, match="seed"):
-        make_plan(args(seed=-1), anim(), {0: "a"})
-    with pytest.raises(DeforumError, match="animation_mode"):
-        make_plan(args(), anim(animation_mode="4D"), {0: "a"})
+        plan_of(seed=-1)
 
 
-def test_bad_schedule_fails_in_the_plan_with_field_name():
-    with pytest.raises(DeforumError, match="zoom"):
-        make_plan(args(), anim(zoom="0:(1.04"), {0: "a"})
+@pytest.mark.parametrize("field, value", [("animation_mode", "4D"), ("zoom", "0:(1.04")])
+def test_a_bad_mode_or_schedule_is_refused_before_planning_naming_the_field(field, value):
+    with pytest.raises(DeforumError, match=field):
+        plan_of(**{field: value})
 
 
 def test_still_batch_plan():
-    plan = make_plan(args(n_batch=3), anim(animation_mode="None"), prompts=["p1", "p2"])
+    plan = make_plan(settings_for_test(**{**BASE, "n_batch": 3, "animation_mode": "None"}, prompts=["p1", "p2"]),
+                     1000)
     assert [(r.frame, r.prompt, r.seed) for r in plan.rows] == [
         (i, "p1" if i < 3 else "p2", 1000 + i) for i in range(6)]
 
@@ -122,7 +120,7 @@ def test_interpolation_frame_counts(n_prompts, keys, x, by_keys, count):
 
 
 def test_plan_csv_has_every_schedule(tmp_path):
-    plan = make_plan(args(), anim(max_frames=5, diffusion_cadence="2"), {0: "a"})
+    plan = plan_of(max_frames=5, diffusion_cadence="2")
     text = plan.to_csv(tmp_path / "plan.csv")
     header = text.splitlines()[0].split(",")
     assert header[:7] == ["frame", "role", "prompt", "seed", "next_key", "prev_key", "tween"]

@@ -160,20 +160,20 @@ def test_a_video_input_run_started_meanwhile_leaves_the_first_runs_input_frames_
     second. Every frame of A must still be made from A's video."""
     dark, bright = videos
     root = root_for(tiny, tmp_path / "out")
-    real_call = Generator.__call__
+    real_generate = Generator.generate
     seen: list[float] = []
     started_b = []
 
-    def call(self, **kwargs):
+    def generate(self, request):
         if not started_b:  # A's first frame: start B now, while A still has frames to render
             started_b.append(True)
             render(dict(ARGS, strength=0.5), {"animation_mode": "Video Input", "video_init_path": str(bright)},
                    None, PROMPTS, root, progress=False, now=NOW)
         if len(started_b) == 1:
-            seen.append(float(np.asarray(kwargs["init_image"]).mean()))
-        return real_call(self, **kwargs)
+            seen.append(float(np.asarray(request.init_image).mean()))
+        return real_generate(self, request)
 
-    monkeypatch.setattr(Generator, "__call__", call)
+    monkeypatch.setattr(Generator, "generate", generate)
     result = render(dict(ARGS, strength=0.5), {"animation_mode": "Video Input", "video_init_path": str(dark)},
                     None, PROMPTS, root, progress=False, now=NOW)
     assert len(result.frames) == 3
@@ -603,13 +603,11 @@ def test_a_bad_diffusers_folder_config_is_a_model_error_naming_the_file(saved_fo
 # ------------------------------------------------------------------------ 6. non-finite values
 
 
-def plan_settings(mode: str, **values) -> tuple[dict, dict]:
-    from deforum import settings as A
+def plan_settings(mode: str, **values):
+    from deforum.testing import settings_for_test
 
-    a = A.defaults("args") | {"seed": 1} | {k: v for k, v in values.items() if k in A.FIELDS["args"]}
-    anim = A.defaults("anim_args") | {"animation_mode": mode, "max_frames": 5} | {
-        k: v for k, v in values.items() if k in A.FIELDS["anim_args"]}
-    return a, anim
+    return settings_for_test(**{"seed": 1, "animation_mode": mode, "max_frames": 5, **values},
+                             prompts=["a prompt"], animation_prompts=PROMPTS)
 
 
 REFUSED = [
@@ -637,9 +635,9 @@ REFUSED = [
 
 @pytest.mark.parametrize("mode, values, named", REFUSED, ids=[f"{m}-{next(iter(v))}" for m, v, _ in REFUSED])
 def test_values_that_make_frames_non_finite_are_refused_at_planning(mode, values, named):
-    a, anim = plan_settings(mode, **values)
+    settings = plan_settings(mode, **values)
     with pytest.raises(SettingsError, match=named) as caught:
-        make_plan(a, anim, PROMPTS, ["a prompt"], init_images=["x.jpg"] if mode == "Video Input" else None)
+        make_plan(settings, 1, init_images=["x.jpg"] if mode == "Video Input" else None)
     assert caught.value.problems  # one line per problem, so the command line can prefix the file
 
 
@@ -652,8 +650,7 @@ def test_values_that_make_frames_non_finite_are_refused_at_planning(mode, values
     ("3D", {"fov": -40}),  # a mirrored camera, allowed by the field table
 ])
 def test_values_a_mode_does_not_use_or_that_stay_finite_are_planned(mode, values):
-    a, anim = plan_settings(mode, **values)
-    assert len(make_plan(a, anim, PROMPTS)) == 5
+    assert len(make_plan(plan_settings(mode, **values), 1)) == 5
 
 
 @pytest.mark.parametrize("command", ["plan", "check"])
@@ -676,15 +673,15 @@ def test_a_huge_scale_is_refused_before_the_model_loads(tmp_path, tiny, no_model
 
 def nan_on_call(monkeypatch, n: int) -> None:
     """The n-th image the Generator makes (1-based) is NaN, as an overflowing guidance would make it."""
-    real_call = Generator.__call__
+    real_generate = Generator.generate
     calls = []
 
-    def call(self, **kwargs):
-        sample = real_call(self, **kwargs)
+    def generate(self, request):
+        sample = real_generate(self, request)
         calls.append(1)
         return torch.full_like(sample, float("nan")) if len(calls) == n else sample
 
-    monkeypatch.setattr(Generator, "__call__", call)
+    monkeypatch.setattr(Generator, "generate", generate)
 
 
 @pytest.mark.slow

@@ -52,8 +52,8 @@ def test_the_notes_of_a_settings_file_are_said_once(tmp_path, caplog, no_model_l
     path = tmp_path / "runner.txt"
     path.write_text(json.dumps({"width": 640, "height": 448, "animation_mode": "2D", "max_frames": 2}))
     with caplog.at_level("WARNING", logger="deforum.runner"):
-        args, *_ = prepare({}, {}, None, {0: "a"}, {"output_path": str(tmp_path)}, settings_file=path)
-    assert (args.W, args.H) == (640, 448)
+        settings = prepare({}, {}, None, {0: "a"}, {"output_path": str(tmp_path)}, settings_file=path).settings
+    assert (settings.image.W, settings.image.H) == (640, 448)
     notes = [r.getMessage() for r in caplog.records]
     assert len(notes) >= 1 and all(n.startswith(f"{path}: note: ") for n in notes)
     assert any("width" in n for n in notes)

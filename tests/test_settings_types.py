@@ -144,3 +144,19 @@ def test_the_generator_fails_on_a_concern_it_does_not_know(monkeypatch):
     monkeypatch.setitem(S.GROUPS, "args", (field, *S.ARGS_FIELDS[1:]))
     with pytest.raises(ValueError, match="acoustics"):
         typegen.generate()
+
+
+def test_video_input_refuses_an_alpha_mask_before_anything_is_extracted():
+    with pytest.raises(SettingsError, match="use_alpha_as_mask=True: extracted video frames"):
+        settings_for_test(animation_mode="Video Input", video_init_path="x.mp4", use_mask=True,
+                          use_alpha_as_mask=True)
+    settings = settings_for_test(animation_mode="Video Input", video_init_path="x.mp4", use_mask=True,
+                                 use_alpha_as_mask=True, use_mask_video=True, video_mask_path="m.mp4")
+    assert settings.video_input.use_mask_video  # a mask video replaces the alpha channel
+
+
+def test_unknown_keys_are_problems_naming_the_closest_field():
+    with pytest.raises(SettingsError) as caught:
+        S.resolve({"strenght": 0.5}, video={"fsp": 12})
+    text = str(caught.value)
+    assert "'strenght' is not a DeforumArgs field (did you mean 'strength'?)" in text and "'fsp'" in text

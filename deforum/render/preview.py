@@ -23,6 +23,7 @@ import numpy as np
 
 from deforum.errors import MediaError, SettingsError
 from deforum.outputs import check_output_path, is_ours, png_info
+from deforum.settings import Settings
 from deforum.video import Mp4Writer
 
 PREVIEW_MODES = ("2D", "3D")
@@ -110,23 +111,24 @@ def depth_model_on_disk(name: str, models_path: str | os.PathLike[str]) -> Path 
     return folder if _has_weights(folder) else None
 
 
-def choose_depth(anim_args: Any, width: int, height: int, depth: str | None = None,
-                 models_path: str | os.PathLike[str] = "models", device: str = "cpu") -> tuple[str, DepthFn | None]:
+def choose_depth(settings: Settings, width: int, height: int, depth: str | None = None,
+                 device: str = "cpu") -> tuple[str, DepthFn | None]:
     """(description, depth function or None for flat) for the preview's 3D warp.
 
-    ``depth`` None: the configured ``depth_model`` if it is on disk, else flat. 'flat', 'synthetic', or a
-    model name/folder (loaded, and downloaded if needed, like a render would).
+    ``depth`` None: the configured ``depth_model`` if it is on disk (``models_path``), else flat. 'flat',
+    'synthetic', or a model name/folder (loaded, and downloaded if needed, like a render would).
     """
-    if anim_args.animation_mode != "3D":
+    models_path = settings.model.models_path
+    if settings.animation.animation_mode != "3D":
         return "none (2D)", None
-    if not anim_args.use_depth_warping:
+    if not settings.depth.use_depth_warping:
         return "flat (use_depth_warping is off)", None
     if depth == FLAT:
         return FLAT, None
     if depth == SYNTHETIC:
         plane = synthetic_depth(width, height)
         return SYNTHETIC, lambda image: plane
-    name = depth or anim_args.depth_model
+    name = depth or settings.depth.depth_model
     if depth is None:
         folder = depth_model_on_disk(name, models_path)
         if folder is None:
@@ -134,26 +136,26 @@ def choose_depth(anim_args: Any, width: int, height: int, depth: str | None = No
         name = str(folder)
     from deforum.motion.depth import DepthModel
 
-    model = DepthModel(name, models_path=models_path, device=device,
-                       midas_weight=float(getattr(anim_args, "midas_weight", 1.0)))
-    return depth or anim_args.depth_model, model.predict
+    model = DepthModel(name, models_path=models_path, device=device, midas_weight=settings.depth.midas_weight)
+    return depth or settings.depth.depth_model, model.predict
 
 
 # ---------------------------------------------------------------------------------------------- frames
 
 
-def preview_frames(first: np.ndarray, plan: Any, anim_args: Any, depth: DepthFn | None = None,
+def preview_frames(first: np.ndarray, plan: Any, settings: Settings, depth: DepthFn | None = None,
                    device: str = "cpu") -> Iterator[np.ndarray]:
     """Yield every frame of the plan: ``first``, then each frame warped from the one before it."""
     from deforum.render.steps import warp_image
 
-    if anim_args.animation_mode not in PREVIEW_MODES:
-        raise SettingsError(f"animation_mode={anim_args.animation_mode!r}: the preview shows camera motion, "
-                            f"so it needs one of {', '.join(map(repr, PREVIEW_MODES))}")
+    mode = settings.animation.animation_mode
+    if mode not in PREVIEW_MODES:
+        raise SettingsError(f"animation_mode={mode!r}: the preview shows camera motion, so it needs one of "
+                            f"{', '.join(map(repr, PREVIEW_MODES))}")
     image = np.ascontiguousarray(first, dtype=np.uint8)
     yield image
     for row in plan.rows[1:]:
-        image = warp_image(image, row.values, anim_args, None if depth is None else depth(image), device,
+        image = warp_image(image, row.values, settings, None if depth is None else depth(image), device,
                            frame=row.frame)
         yield image
 
@@ -188,7 +190,7 @@ def check_preview_outputs(mp4_path: str | os.PathLike[str] | None, frames_dir: s
                 check_output_path(png, "png", frames_field)
 
 
-def render_preview(plan: Any, anim_args: Any, first: np.ndarray, *, mp4_path: str | os.PathLike[str] | None,
+def render_preview(plan: Any, settings: Settings, first: np.ndarray, *, mp4_path: str | os.PathLike[str] | None,
                    fps: float = 12, frames_dir: str | os.PathLike[str] | None = None,
                    depth: tuple[str, DepthFn | None] = (FLAT, None), device: str = "cpu",
                    on_frame: Callable[[int], None] | None = None) -> PreviewResult:
@@ -207,7 +209,7 @@ def render_preview(plan: Any, anim_args: Any, first: np.ndarray, *, mp4_path: st
         folder.mkdir(parents=True, exist_ok=True)
     count = 0
     try:
-        for index, frame in enumerate(preview_frames(first, plan, anim_args, depth[1], device)):
+        for index, frame in enumerate(preview_frames(first, plan, settings, depth[1], device)):
             if writer is not None:
                 writer.write(frame)
             if folder is not None:

@@ -320,6 +320,9 @@ def check(args: Any, anim_args: Any, root: Any = None, *, prompts: Any = None,
     report.problems += schedule_problems(anim_d)
     if anim_d.get("animation_mode") != "Video Input":  # there every frame is an init (use_init is forced on)
         report.problems += [problem for problem in [mask_problem(args_d)] if problem]
+    elif args_d.get("use_mask") and args_d.get("use_alpha_as_mask") and not anim_d.get("use_mask_video"):
+        report.problems.append("use_alpha_as_mask=True: extracted video frames (JPEG) have no alpha channel; use "
+                               "use_mask_video with video_mask_path, or a mask_file")
     report.problems += size_problems(args_d, anim_d)
     report.notes += finalize_notes(args_d, anim_d)
     if prompts is not None or animation_prompts is not None:
@@ -616,15 +619,19 @@ def resolve(args: Any = None, anim_args: Any = None, root: Any = None, *, prompt
             animation_prompts: Any = None, video: Any = None, load: Any = None) -> Settings:
     """Cells, a settings file or ``--set`` values (partial groups, over the defaults) -> typed ``Settings``.
 
-    Pure: every problem is raised at once (one SettingsError), then v0.6's value rules (``post_process``) and
-    the types of the field table. The run's timestring, folder and random seed are ``identify``'s.
+    Pure: every problem is raised at once (one SettingsError: unknown keys, values, schedules, prompts), then
+    v0.6's value rules (``post_process``) and the types of the field table. The run's timestring, folder and
+    random seed are ``identify``'s.
     """
     a, anim = defaults("args") | as_dict(args), defaults("anim_args") | as_dict(anim_args)
     r = defaults("root") | {k: v for k, v in as_dict(root).items() if k != "model"}
     v, ld = defaults("video") | as_dict(video), defaults("load") | as_dict(load)
     prompts = list(DEFAULT_PROMPTS if prompts is None else prompts)
     animation_prompts = dict(DEFAULT_ANIMATION_PROMPTS if animation_prompts is None else animation_prompts)
-    found = check(a, anim, r, prompts=prompts, animation_prompts=animation_prompts).problems
+    given = {"args": args, "anim_args": anim_args, "root": root, "video": video, "load": load}
+    found = [_unknown_key_message(group, key) for group, values in given.items() for key in as_dict(values)
+             if key not in FIELDS[group] and not (group == "root" and key == "model")]
+    found += check(a, anim, r, prompts=prompts, animation_prompts=animation_prompts).problems
     found += problems("video", normalize("video", v)) + problems("load", normalize("load", ld))
     if found:
         raise settings_error(found)
