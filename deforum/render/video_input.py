@@ -237,16 +237,9 @@ def render_input_video(settings: Settings, identity: RunIdentity, generator: Any
     W, H = settings.image.W, settings.image.H
     outdir = ensure_output_folder(identity.outdir)
 
-    # A still mask (use_mask with mask_file, read with the run's inputs) applies to every frame.
-    still_mask = None
-    if video.mask_frames is None and settings.init.use_mask:
-        if settings.init.use_alpha_as_mask:
-            # A settings rule (to be checked by resolve()); kept here until it is.
-            raise SettingsError("use_alpha_as_mask: extracted video frames (JPEG) have no alpha channel; "
-                                "use use_mask_video with video_mask_path, or a mask_file")
-        still_mask = inputs.mask_image
-        if still_mask is None:
-            still_mask = open_image(settings.init.mask_file, field="mask_file")
+    # A still mask (use_mask with mask_file, read with the run's inputs) applies to every frame; resolve()
+    # refused use_alpha_as_mask without a mask video (extracted frames have no alpha channel).
+    still_mask = inputs.mask_image if video.mask_frames is None else None
     use_any_mask = video.mask_frames is not None or still_mask is not None
 
     base = generation_request(settings, identity.seed)
