@@ -95,6 +95,16 @@ def prepare_root(root: Any) -> Any:
 
 
 @_stops_cell
+def load_model(root: Any) -> Any:
+    """The Root cell's model: the root fields checked (``deforum.settings.resolve``), then the checkpoint
+    loaded once per process (``deforum.models.load_root_model``)."""
+    from deforum.models import load_root_model
+    from deforum.settings import resolve
+
+    return load_root_model(resolve(root=vars(root)).model)
+
+
+@_stops_cell
 def settings_file_path(override_settings_with_file: bool, settings_file: str,
                        custom_settings_file: str) -> str | None:
     """The Load Settings cell: the settings file to apply, or None when override_settings_with_file is off."""

@@ -202,13 +202,12 @@ print(f"deforum {{deforum.__version__}} from {{deforum.__file__}}")"""
 
 ROOT_TAIL = """\
 
-import deforum.models
 from types import SimpleNamespace
-from deforum.notebook import prepare_root, run_in_notebook
+from deforum.notebook import load_model, prepare_root
 
 root = SimpleNamespace(**Root())
 prepare_root(root)  # in Colab with mount_google_drive: mount Drive and use the gdrive paths
-root.model = run_in_notebook(deforum.models.load_root_model, root) if root.load_on_run_all else None"""
+root.model = load_model(root) if root.load_on_run_all else None"""
 
 RUN_TAIL = """\
 

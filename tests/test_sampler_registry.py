@@ -57,16 +57,22 @@ def test_the_registration_is_undone_after_the_test():
 
 
 def test_a_registered_sampler_renders_through_the_generator(registered):
+    """Settings naming the new sampler resolve, and their request renders with it (no other file touched)."""
+    from dataclasses import replace
+
     from deforum.generate import Generator
     from deforum.models import load_model
-    from deforum.testing import oracle_checkpoint, oracle_config
+    from deforum.render.steps import generation_request
+    from deforum.testing import oracle_checkpoint, oracle_config, settings_for_test
 
     generator = Generator(load_model(oracle_checkpoint(), oracle_config()))
-    base = dict(W=64, H=64, prompt="a red cat", steps=4, scale=7.5, seed=7)
-    image = generator(**base, sampler=NAME)
+    request = replace(generation_request(settings_for_test(W=64, H=64, steps=4, scale=7.5, sampler=NAME), 7),
+                      prompt="a red cat")
+    assert request.sampler == NAME
+    image = generator.generate(request)
     assert image.shape == (1, 3, 64, 64) and torch.isfinite(image).all()
     # the variant is the plain Euler update, so it matches the built-in euler bit for bit
-    assert torch.allclose(image, generator(**base, sampler="euler"), atol=1e-5)
+    assert torch.allclose(image, generator.generate(replace(request, sampler="euler")), atol=1e-5)
 
 
 def test_names_are_unique_and_unknown_names_list_the_valid_ones(registered):
