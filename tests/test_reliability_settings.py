@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from deforum import settings as A
 from deforum.errors import DeforumError, SettingsError
+from deforum.render.inputs import read_inputs
 from deforum.render.stills import render_image_batch
 from deforum.runner import prepare, render
 from deforum.settings import META_KEYS, apply_settings, load_settings
@@ -222,9 +223,12 @@ def test_resume_timestring_from_a_file_must_be_a_timestring(tmp_path, value):
         load_settings(path)
 
 
-def fake_generator(**kwargs):
+class fake_generator:
     """A generator stand-in: a grey image of the requested size (no diffusion needed for file names)."""
-    return torch.zeros(1, 3, kwargs.get("H", 64), kwargs.get("W", 64))
+
+    @staticmethod
+    def generate(request):
+        return torch.zeros(1, 3, request.H, request.W)
 
 
 def test_a_hostile_file_writes_only_inside_the_output_folder(tmp_path):
@@ -238,12 +242,12 @@ def test_a_hostile_file_writes_only_inside_the_output_folder(tmp_path):
     path = tmp_path / "settings.txt"
     path.write_text(json.dumps(data))
     output = tmp_path / "output"
-    args, _, still_prompts, _, _, _ = prepare({}, {}, None, None, {"output_path": str(output)},
-                                             settings_file=path)
-    assert still_prompts == prompts
-    written = render_image_batch(args, still_prompts, fake_generator)
+    prepared = prepare({}, {}, None, None, {"output_path": str(output)}, settings_file=path)
+    assert list(prepared.settings.prompts.prompts) == prompts
+    written = render_image_batch(prepared.settings, prepared.identity, fake_generator,
+                                 read_inputs(prepared.settings))
     assert len([p for p in written if p.suffix == ".png"]) == 2 * len(prompts)  # an image and a grid each
-    outdir = Path(args.outdir).resolve()
+    outdir = Path(prepared.identity.outdir).resolve()
     assert outdir.is_relative_to(output.resolve()) and outdir.name == "mine"
     files = [p for p in tmp_path.rglob("*") if p.is_file() and p != path]
     assert files and all(p.resolve().parent == outdir for p in files), files

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deforum.args import make_namespace
 from deforum.errors import MediaError, SettingsError
 from deforum.generate import Generator
 from deforum.models import load_model
 from deforum.plan import next_seed
 from deforum.render import render_image_batch
+from deforum.render.inputs import read_inputs
 from deforum.render.stills import grid_filename, image_filename, make_grid
-from deforum.testing import oracle_checkpoint, oracle_config
+from deforum.settings import RunIdentity, identify
+from deforum.testing import oracle_checkpoint, oracle_config, settings_for_test
 
 TIMESTRING = "20240102030405"
 PROMPTS = ["a red cat, 10:30 @ night!", "a blue dog"]
@@ -24,17 +25,24 @@ def generator():
     return Generator(load_model(oracle_checkpoint(), oracle_config()))
 
 
-def stills_args(tmp_path, **overrides):
-    values = dict(W=64, H=64, steps=4, sampler="euler", seed=100, n_batch=3, outdir=str(tmp_path / "out"),
-                  timestring=TIMESTRING, display_samples=False, make_grid=False)
+def stills_settings(prompts, **overrides):
+    values = dict(W=64, H=64, steps=4, sampler="euler", seed=100, n_batch=3, display_samples=False,
+                  make_grid=False, animation_mode="None")
     values.update(overrides)
-    return make_namespace("args", values)
+    return settings_for_test(prompts=prompts, **values)
+
+
+def render(tmp_path, prompts, generator, *, display=None, seed=None, **overrides):
+    """Settings -> identity (the run's seed: ``seed`` given, else the settings' -1 resolved) -> inputs -> run."""
+    settings = stills_settings(prompts, **overrides)
+    seed = settings.image.seed if seed is None else seed
+    identity = RunIdentity(TIMESTRING, tmp_path / "out", seed)
+    return render_image_batch(settings, identity, generator, read_inputs(settings), display=display)
 
 
 def test_two_prompts_three_batches_with_grid_and_settings(generator, tmp_path):
-    args = stills_args(tmp_path, make_grid=True, grid_rows=2,
-                       filename_format="{timestring}_{index}_{prompt}.png")
-    written = render_image_batch(args, PROMPTS, generator)
+    written = render(tmp_path, PROMPTS, generator, make_grid=True, grid_rows=2,
+                     filename_format="{timestring}_{index}_{prompt}.png")
     out = tmp_path / "out"
     stills = [out / f"{TIMESTRING}_{i:05}_{name}.png"
               for i, name in enumerate(["a_red_cat___night"] * 3 + ["a_blue_dog"] * 3)]
@@ -59,20 +67,22 @@ def test_two_prompts_three_batches_with_grid_and_settings(generator, tmp_path):
 
 
 def test_seed_file_names_and_fixed_seed(generator, tmp_path):
-    args = stills_args(tmp_path, n_batch=2, seed_behavior="fixed", save_settings=False,
-                       filename_format="{timestring}_{index}_{seed}.png")
-    written = render_image_batch(args, ["a cat"], generator)
+    written = render(tmp_path, ["a cat"], generator, n_batch=2, seed_behavior="fixed", save_settings=False,
+                     filename_format="{timestring}_{index}_{seed}.png")
     assert [p.name for p in written] == [f"{TIMESTRING}_00000_100.png", f"{TIMESTRING}_00001_100.png"]
     a, b = (np.asarray(Image.open(p)) for p in written)
     assert np.array_equal(a, b)
 
 
 def test_random_seed_is_resolved_and_recorded(generator, tmp_path):
-    args = stills_args(tmp_path, n_batch=1, seed=-1, seed_behavior="random",
-                       filename_format="{timestring}_{index}_{seed}.png")
-    settings, still = render_image_batch(args, ["a cat"], generator)
-    seed = json.loads(settings.read_text(encoding="utf-8"))["seed"]
-    assert 0 <= seed < 2**32
+    settings = stills_settings(["a cat"], n_batch=1, seed=-1, seed_behavior="random",
+                               filename_format="{timestring}_{index}_{seed}.png")
+    identity = identify(settings)  # the run's identity: seed -1 resolved to a random seed
+    identity = RunIdentity(TIMESTRING, tmp_path / "out", identity.seed)
+    assert settings.image.seed == -1 and identity.seed != -1
+    settings_file, still = render_image_batch(settings, identity, generator, read_inputs(settings))
+    seed = json.loads(settings_file.read_text(encoding="utf-8"))["seed"]
+    assert seed == identity.seed and 0 <= seed < 2**32
     assert still.name == f"{TIMESTRING}_00000_{seed}.png"
     assert next_seed(seed, "random") != seed
 
@@ -87,12 +97,10 @@ def test_init_folder_mask_display_and_per_step_images(generator, tmp_path):
     mask[:, :32] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
     shown = []
-    args = stills_args(tmp_path, n_batch=1, use_init=True, init_image=str(folder), strength=0.5,
-                       use_mask=True, mask_file=str(tmp_path / "mask.png"), mask_overlay_blur=0,
-                       display_samples=True,
-                       save_sample_per_step=True, save_settings=False,
-                       filename_format="{timestring}_{index}_{seed}.png")
-    written = render_image_batch(args, ["a cat"], generator, display=shown.append)
+    written = render(tmp_path, ["a cat"], generator, display=shown.append, n_batch=1, use_init=True,
+                     init_image=str(folder), strength=0.5, use_mask=True, mask_file=str(tmp_path / "mask.png"),
+                     mask_overlay_blur=0, display_samples=True, save_sample_per_step=True, save_settings=False,
+                     filename_format="{timestring}_{index}_{seed}.png")
     assert [p.name for p in written] == [f"{TIMESTRING}_00000_100.png", f"{TIMESTRING}_00001_101.png"]
     assert len(shown) == 2 and all(isinstance(image, Image.Image) for image in shown)
     # sorted folder: a.jpg is the first init; its white (left) half is kept
@@ -104,19 +112,22 @@ def test_init_folder_mask_display_and_per_step_images(generator, tmp_path):
     assert steps == ["x0_pred_00000.png", "x0_pred_00001.png", "x_00000.png", "x_00001.png"]
 
 
-def test_bad_inputs_fail_before_anything_is_generated(generator, tmp_path):
+def test_bad_inputs_fail_before_anything_is_generated(tmp_path):
+    class Refuses:
+        def generate(self, request):
+            raise AssertionError("no diffusion before the inputs are checked")
+
     with pytest.raises(MediaError, match="init_image"):
-        render_image_batch(stills_args(tmp_path, use_init=True, init_image=str(tmp_path / "missing.png")),
-                           ["a cat"], generator)
+        render(tmp_path, ["a cat"], Refuses(), use_init=True, init_image=str(tmp_path / "missing.png"))
     with pytest.raises(SettingsError, match="use_mask"):
-        render_image_batch(stills_args(tmp_path, use_mask=True), ["a cat"], generator)
+        render(tmp_path, ["a cat"], Refuses(), use_mask=True)
     opaque = tmp_path / "opaque.png"
     Image.new("RGBA", (64, 64), (1, 2, 3, 255)).save(opaque)
     with pytest.raises(MediaError, match="use_alpha_as_mask"):
-        render_image_batch(stills_args(tmp_path, use_init=True, init_image=str(opaque), use_mask=True,
-                                       use_alpha_as_mask=True), ["a cat"], generator)
+        render(tmp_path, ["a cat"], Refuses(), use_init=True, init_image=str(opaque), use_mask=True,
+               use_alpha_as_mask=True)
     with pytest.raises(SettingsError, match="prompts"):
-        render_image_batch(stills_args(tmp_path), [], generator)
+        render(tmp_path, [], Refuses())
     assert not (tmp_path / "out").exists()
 
 
@@ -125,9 +136,8 @@ def test_alpha_channel_as_mask(generator, tmp_path):
     rgba[..., 3] = 0
     rgba[:, :32, 3] = 255  # opaque left half: kept
     Image.fromarray(rgba).save(tmp_path / "init.png")
-    args = stills_args(tmp_path, n_batch=1, use_init=True, init_image=str(tmp_path / "init.png"), strength=0.5,
-                       use_mask=True, use_alpha_as_mask=True, mask_overlay_blur=0, save_settings=False)
-    (path,) = render_image_batch(args, ["a cat"], generator)
+    (path,) = render(tmp_path, ["a cat"], generator, n_batch=1, use_init=True, init_image=str(tmp_path / "init.png"),
+                     strength=0.5, use_mask=True, use_alpha_as_mask=True, mask_overlay_blur=0, save_settings=False)
     out = np.asarray(Image.open(path)).astype(int)
     assert np.abs(out[:, :32] - rgba[:, :32, :3]).max() <= 1
     assert np.abs(out[:, 32:] - rgba[:, 32:, :3]).mean() > 10

@@ -2,28 +2,33 @@
 
 prompts x ``n_batch`` x init images, in that nesting order, one image per plan row; the seed advances after
 every image. Everything that can fail on user input (init images, mask, settings) is checked before the
-first image is generated.
+first image is generated: the settings by ``resolve``, the images by ``read_inputs`` (the runner reads them
+before the model loads and passes them here).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from deforum.args import check_mask, get_value, resolve_seed
 from deforum.errors import SettingsError
 from deforum.image.convert import sample_to_uint8
-from deforum.image.io import list_init_images, load_init_image, open_image
-from deforum.image.masks import check_alpha_mask
 from deforum.plan import make_plan
 from deforum.render.output import PROMPT_FILENAME_FORMAT, FrameSink, grid_filename, image_filename
-from deforum.render.steps import check_finite
+from deforum.render.steps import check_finite, generation_request
+from deforum.settings import save_run_settings
+
+if TYPE_CHECKING:
+    from deforum.generate import Generator
+    from deforum.render.inputs import RunInputs
+    from deforum.settings import RunIdentity, Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,120 +57,67 @@ def make_grid(images: list[np.ndarray], grid_rows: int, padding: int = GRID_PADD
     return grid
 
 
-def _resolve_generator(model_or_generator: Any) -> Any:
-    from deforum.generate import Generator
-
-    if isinstance(model_or_generator, Generator) or callable(model_or_generator) and not hasattr(
-            model_or_generator, "apply_model"):
-        return model_or_generator
-    model = getattr(model_or_generator, "model", None)
-    if model is not None and not hasattr(model_or_generator, "apply_model"):
-        return Generator(model)  # a root namespace holding the model
-    return Generator(model_or_generator)
-
-
-def render_image_batch(args: Any, prompts: list[str], model: Any, *,
+def render_image_batch(settings: Settings, identity: RunIdentity, generator: Generator, inputs: RunInputs, *,
                        display: Callable[[Image.Image], None] | None = None,
-                       clear_output: Callable[[], None] | None = None,
-                       progress: Callable[[int, int], None] | None = None,
-                       root: Any = None) -> list[Path]:
-    """Generate and save the still images of the ``None`` mode; returns the paths written, in order.
+                       progress: Callable[[int, int], None] | None = None) -> list[Path]:
+    """Generate and save the still images of the ``None`` mode; returns the paths written, in order (the
+    settings file first when ``save_settings``, then the images, then the grids).
 
-    ``model`` is a loaded model, a ``deforum.generate.Generator`` or the notebook's ``root`` (``.model``).
-    ``display`` shows an image when ``display_samples`` is on (the notebook passes IPython's display);
-    ``clear_output`` is called every 32 images when ``n_batch >= 32``, as v0.6. ``progress(step, total)``
-    is the per-step hook of each image. ``args.seed`` -1 is resolved to a random seed, recorded in the
-    settings file. ``root`` (the notebook's Root namespace) is used for the model when ``model`` is None.
+    ``identity`` names the files and holds the run's resolved seed; ``inputs`` holds the init images and the
+    mask (``deforum.render.inputs.read_inputs``). ``display`` shows an image when ``display_samples`` is on
+    (the notebook passes IPython's display); ``progress(step, total)`` is the per-step hook of each image.
     """
-    from deforum.generate import generation_kwargs
-
-    generate = _resolve_generator(model if model is not None else root)
-    prompts = [str(p) for p in (prompts or [])]
+    prompts = settings.prompts.prompts
     if not prompts:
         raise SettingsError("prompts: the None mode needs at least one prompt in the prompts list")
-    seed = resolve_seed(int(get_value(args, "seed")))
-    timestring = str(get_value(args, "timestring"))
-    outdir = Path(get_value(args, "outdir"))
-    W, H = int(get_value(args, "W")), int(get_value(args, "H"))
+    output, use_mask = settings.output, settings.init.use_mask
+    inits = {init.source: init for init in inputs.inits}
+    plan = make_plan(settings, identity.seed, init_images=[init.source for init in inputs.inits] or None)
 
-    use_init = bool(get_value(args, "use_init", False))
-    use_mask = bool(get_value(args, "use_mask", False))
-    use_alpha_as_mask = bool(get_value(args, "use_alpha_as_mask", False))
-    check_mask(args)
+    identity.outdir.mkdir(parents=True, exist_ok=True)
+    sink = FrameSink(identity.outdir, identity.timestring)
+    if output.save_settings:
+        sink.written.append(save_run_settings(sink.settings_path(), settings, identity))
 
-    # Everything read from disk or the network is read before the first image is generated.
-    init_sources = list_init_images(get_value(args, "init_image")) if use_init else []
-    inits = {source: load_init_image(source, W, H, use_alpha_as_mask=use_alpha_as_mask and use_mask)
-             for source in init_sources}
-    if use_mask and use_alpha_as_mask:
-        for _, alpha in inits.values():
-            check_alpha_mask(alpha)
-    mask_image = None
-    if use_mask and not use_alpha_as_mask:
-        mask_image = open_image(get_value(args, "mask_file"), field="mask_file")
-
-    plan = make_plan({"seed": seed, "seed_behavior": get_value(args, "seed_behavior", "iter"),
-                      "n_batch": get_value(args, "n_batch", 1)},
-                     {"animation_mode": "None"}, None, prompts, init_sources or None)
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    sink = FrameSink(outdir, timestring)
-    if get_value(args, "save_settings", True):
-        sink.written.append(_save_settings(args, seed, prompts, sink.settings_path()))
-
-    call = generation_kwargs(args)
-    save_samples = bool(get_value(args, "save_samples", True))
-    n_batch = int(get_value(args, "n_batch", 1))
+    base = dataclasses.replace(generation_request(settings, identity.seed), frame=0, progress=progress,
+                               show_step=_show_step(display, settings))
+    show = display is not None and output.display_samples
     per_prompt: dict[str, list[tuple[int, np.ndarray]]] = {}
     for row in plan.rows:
-        init, alpha = inits[row.init_image] if row.init_image is not None else (None, None)
-        step_dir = None
-        if get_value(args, "save_sample_per_step", False):
-            step_dir = sink.step_dir(row.seed)
-        sample = generate(**call, prompt=row.prompt, frame=0, seed=row.seed, init_image=init,
-                          mask=(alpha if use_alpha_as_mask else mask_image) if use_mask else None,
-                          step_dir=step_dir, show_step=_show_step(display, args), progress=progress)
+        init = inits[row.init_image] if row.init_image is not None else None
+        step_dir = sink.step_dir(row.seed) if output.save_sample_per_step else None
+        sample = generator.generate(dataclasses.replace(
+            base, seed=row.seed, prompt=row.prompt, init_image=None if init is None else init.image,
+            mask=inputs.mask_of(init) if use_mask else None, step_dir=step_dir))
         check_finite(sample, row.frame, "generated image", noun="image")
         image = sample_to_uint8(sample)
         per_prompt.setdefault(row.prompt, []).append((row.seed, image))
-        if save_samples:
-            sink.write_still(image, str(get_value(args, "filename_format", "")), row.frame, row.prompt, row.seed)
-        if display is not None and get_value(args, "display_samples", False):
-            if clear_output is not None and n_batch >= 32 and row.frame % 32 == 0 and row.frame:
-                clear_output()
+        if output.save_samples:
+            sink.write_still(image, output.filename_format, row.frame, row.prompt, row.seed)
+        if show:
             display(Image.fromarray(image))
 
-    if get_value(args, "make_grid", False):
+    if output.make_grid:
         for prompt_index, prompt in enumerate(dict.fromkeys(prompts)):
             images = per_prompt.get(prompt, [])
             if not images:
                 continue
-            grid = make_grid([image for _, image in images], int(get_value(args, "grid_rows", 2)))
+            grid = make_grid([image for _, image in images], output.grid_rows)
             sink.write_grid(grid, prompt_index, images[0][0])
-            if display is not None and get_value(args, "display_samples", False):
+            if show:
                 display(Image.fromarray(grid))
     return sink.written
 
 
-def _show_step(display: Callable[[Image.Image], None] | None, args: Any):
+def _show_step(display: Callable[[Image.Image], None] | None, settings: Settings):
     """The per-step preview hook for ``show_sample_per_step`` (labels 'x' and 'x0_pred')."""
-    if display is None or not get_value(args, "show_sample_per_step", False):
+    if display is None or not settings.output.show_sample_per_step:
         return None
 
     def show(label: str, image: np.ndarray) -> None:
         log.info("%s", label)
         display(Image.fromarray(image))
     return show
-
-
-def _save_settings(args: Any, seed: int, prompts: list[str], path: Path) -> Path:
-    """The run's settings file, written before the first image; its ``prompts`` entry is the None-mode
-    dump format {prompt text: "00000"-style index} (spec 10.4)."""
-    from deforum.settings import save_settings
-
-    values = dict(args) if isinstance(args, Mapping) else dict(vars(args))
-    values["seed"] = seed
-    return save_settings(path, values, {"animation_mode": "None"}, prompts=prompts)
 
 
 __all__ = ["PROMPT_FILENAME_FORMAT", "grid_filename", "image_filename", "make_grid",
