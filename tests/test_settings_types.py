@@ -160,3 +160,9 @@ def test_unknown_keys_are_problems_naming_the_closest_field():
         S.resolve({"strenght": 0.5}, video={"fsp": 12})
     text = str(caught.value)
     assert "'strenght' is not a DeforumArgs field (did you mean 'strength'?)" in text and "'fsp'" in text
+
+
+def test_a_frame_given_two_prompts_is_a_problem():
+    """{0: ..., "0": ...} would silently become one prompt in the typed frame -> prompt map."""
+    with pytest.raises(SettingsError, match=r"animation_prompts\['0'\]: frame 0 already has a prompt \(key 0\)"):
+        settings_for_test(animation_mode="2D", animation_prompts={0: "a", "0": "b"})

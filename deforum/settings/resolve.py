@@ -482,15 +482,19 @@ def _animation_prompt_problems(anim: Mapping[str, Any], animation_prompts: Any, 
         found.append(f"animation_prompts={short_repr(animation_prompts)}: must be an object frame -> prompt")
         return
     keyed: dict[int, str] = {}
+    given: dict[int, Any] = {}
     for key, text in animation_prompts.items():
         frame = key if isinstance(key, int) and not isinstance(key, bool) else (
             int(key) if isinstance(key, str) and _PROMPT_KEY.fullmatch(key) else None)
         if frame is None or frame < 0:
             found.append(f"animation_prompts[{key!r}]: the frame must be a whole number >= 0")
+        elif frame in given:
+            found.append(f"animation_prompts[{key!r}]: frame {frame} already has a prompt (key {given[frame]!r}); "
+                         "give each frame one prompt")
         elif not isinstance(text, str):
             found.append(f"animation_prompts[{key!r}]={short_repr(text)}: the prompt must be a string")
         else:
-            keyed[frame] = text
+            keyed[frame], given[frame] = text, key
     if not keyed:
         if not animation_prompts:
             found.append("animation_prompts={}: the animation modes need at least one prompt")
