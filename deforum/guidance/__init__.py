@@ -98,7 +98,6 @@ def make_denoiser_wrapper(settings: Settings, model: Any, *, prompt: str | None 
     scales = {name: float(getattr(g, name)) for name in SCALE_FIELDS}
     if all(value == 0 for value in scales.values()):
         return None
-    check_inject_timing(g.grad_inject_timing)
     W, H = settings.image.W, settings.image.H
     device = torch.device(model.device)
 

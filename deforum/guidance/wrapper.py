@@ -57,8 +57,8 @@ class GuideLoss:
 
 
 def check_inject_timing(timing: Any) -> None:
-    """SettingsError unless ``grad_inject_timing`` has one of its four forms (the rule lives in deforum.args)."""
-    from deforum.args import inject_timing_problem
+    """SettingsError unless ``grad_inject_timing`` has one of its four forms (the rule lives in deforum.settings)."""
+    from deforum.settings.resolve import inject_timing_problem
 
     problem = inject_timing_problem(list(timing) if isinstance(timing, tuple) else timing)
     if problem:

@@ -345,7 +345,7 @@ __all__ = [
 def ensure_output_folder(outdir: str | os.PathLike[str] | None, field: str = "outdir") -> Path:
     """Create ``outdir`` if needed and prove it is writable (a temp file is made and removed)."""
     if not outdir:
-        raise SettingsError(f"{field}: is empty; finalize the settings (deforum.args.finalize) to set it")
+        raise SettingsError(f"{field}: is empty; a run gets its folder from deforum.settings.identify")
     folder = Path(outdir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
