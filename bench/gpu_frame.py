@@ -39,8 +39,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deforum.settings import make_namespace  # noqa: E402
-from deforum.generate import Generator  # noqa: E402
+from deforum.generate import GenerationRequest, Generator  # noqa: E402
 from deforum.models import config as ldm_config  # noqa: E402
 from deforum.models.convert import build_modules  # noqa: E402
 from deforum.models.ldm import LatentDiffusionModel, linear_alphas_cumprod  # noqa: E402
@@ -48,6 +47,7 @@ from deforum.models.text import Tokenizer  # noqa: E402
 from deforum.plan import make_plan  # noqa: E402
 from deforum.render.animation import AnimationLoop, key_generator  # noqa: E402
 from deforum.sampling.run import steps_to_run  # noqa: E402
+from deforum.settings import make_namespace  # noqa: E402
 
 STEPS, STRENGTH, SAMPLER, SCALE = 50, 0.65, "euler_ancestral", 7.0
 PROMPT = "a lighthouse on a cliff at sunset, oil painting"
@@ -172,10 +172,11 @@ def img2img_calls(generator: Generator, pipe, size: int):
     init = init_image(size)
     embeddings = model.get_learned_conditioning(["", PROMPT])
     uc, c = embeddings[:1], embeddings[1:]
+    request = GenerationRequest(seed=1, W=size, H=size, prompt=PROMPT, init_image=init, strength=STRENGTH,
+                                steps=STEPS, sampler=SAMPLER, scale=SCALE)
 
     def ours():
-        generator(seed=1, W=size, H=size, prompt=PROMPT, init_image=init, strength=STRENGTH, steps=STEPS,
-                  sampler=SAMPLER, scale=SCALE)
+        generator.generate(request)
 
     def theirs():
         pipe(prompt_embeds=c, negative_prompt_embeds=uc, image=init, strength=1.0 - STRENGTH,

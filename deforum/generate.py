@@ -1,7 +1,9 @@
-"""The Generator: one image from explicit arguments (conditioning, init, mask, strength, sampler, seed).
+"""The Generator: one image from one frozen ``GenerationRequest`` (conditioning, init, mask, strength,
+sampler, seed), through ``Generator.generate(request)``.
 
-It never reads animation settings or argument namespaces: the render loops pass every value. The order
-of one call follows spec generation 0:
+It never reads settings: ``deforum.render.steps.generation_request(settings, seed)`` builds a run's base
+request, and the render modes vary it per image with ``dataclasses.replace`` (seed, prompt, init, mask,
+strength, ...). The order of one call follows spec generation 0:
 
 1. seed a CPU ``torch.Generator`` with ``rng_seed(seed)``: every random draw of the call comes from it,
    on the CPU, then moves to the model's device, so the same settings give the same image on any device
@@ -20,7 +22,7 @@ The result is the decoded sample, 1 x 3 x H x W float32 in [-1, 1] (not clamped)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,30 +41,6 @@ log = logging.getLogger(__name__)
 
 DenoiserWrapper = Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]
 StepCallback = Callable[[dict], None]
-
-# DeforumArgs fields that a render loop forwards to every Generator call (see generation_kwargs).
-GENERATION_FIELDS = (
-    "W", "H", "sampler", "steps", "scale", "ddim_eta", "dynamic_threshold", "static_threshold",
-    "prompt_weighting", "normalize_prompt_weights", "log_weighted_subprompts", "strength",
-    "strength_0_no_init", "invert_mask", "mask_brightness_adjust", "mask_contrast_adjust", "overlay_mask",
-    "mask_overlay_blur", "cond_uncond_sync", "karras_schedule",
-)
-_RENAMED = {"karras_schedule": "karras"}  # settings name -> Generator argument
-
-
-def generation_kwargs(args: Any) -> dict[str, Any]:
-    """The Generator keyword arguments found in a DeforumArgs namespace or mapping (missing ones skipped).
-
-    This is the one place that maps settings to the Generator; the Generator itself never sees ``args``.
-    """
-    get = args.get if isinstance(args, Mapping) else (lambda name, default=None: getattr(args, name, default))
-    missing = object()
-    out = {}
-    for name in GENERATION_FIELDS:
-        value = get(name, missing)
-        if value is not missing:
-            out[_RENAMED.get(name, name)] = value
-    return out
 
 
 def image_to_sample(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -153,7 +131,7 @@ class _Guided:
 
 
 class Generator:
-    """Turns a loaded model into images: ``generate(GenerationRequest)``, or ``generator(**fields)``.
+    """Turns a loaded model into images: ``generate(GenerationRequest)``, the one way in.
 
     The model's family (``model.family``) encodes prompts into ``Conditioning`` values and gives the latent
     format. ``denoiser_wrapper(denoiser) -> denoiser`` wraps the guided (CFG) denoiser, e.g. for gradient
@@ -206,10 +184,6 @@ class Generator:
             return self.model.decode_first_stage(latent.to(self.model.device, self.model.dtype)).float().cpu()
 
     # -- one image -----------------------------------------------------------------------------------------
-
-    def __call__(self, **kwargs: Any) -> torch.Tensor:
-        """``generate(GenerationRequest(**kwargs))``: the keyword form the render modes call."""
-        return self.generate(GenerationRequest(**kwargs))
 
     def generate(self, request: GenerationRequest) -> torch.Tensor:
         """Generate one image; returns the decoded sample 1x3xHxW float32 in [-1, 1] on the CPU.
@@ -339,5 +313,4 @@ class Generator:
         return run_all
 
 
-__all__ = ["GENERATION_FIELDS", "GenerationRequest", "Generator", "generation_kwargs", "image_to_sample",
-           "latent_to_uint8"]
+__all__ = ["GenerationRequest", "Generator", "image_to_sample", "latent_to_uint8"]

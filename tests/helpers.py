@@ -123,26 +123,6 @@ def fake_catalogue_entry(monkeypatch, filename: str = "fake-model.ckpt"):
     return entry
 
 
-def download_root(tmp_path, name: str = "fake-model.ckpt", **kw) -> dict:
-    """Root fields that resolve ``name`` into tmp_path/models with the sha256 check on."""
-    return {"models_path": str(tmp_path / "models"), "model_checkpoint": name, "check_sha256": True, **kw}
-
-
-class Recorder:
-    """A Generator stand-in that records every call's keywords and forwards them."""
-
-    def __init__(self, generator):
-        self.generator = generator
-        self.calls = []
-
-    def conditioning(self, *args, **kwargs):
-        return self.generator.conditioning(*args, **kwargs)
-
-    def __call__(self, **kwargs):
-        self.calls.append(kwargs)
-        return self.generator(**kwargs)
-
-
 def root_for(tiny: tuple[Path, Path], output: Path) -> dict:
     """Root of a CPU run on the tiny model (the ``tiny`` fixture: checkpoint, yaml), writing under ``output``."""
     ckpt, config = tiny

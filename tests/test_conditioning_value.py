@@ -160,25 +160,30 @@ def test_the_cfg_denoiser_gives_the_same_bits_for_conditioning_and_tensors(gener
 
 def test_the_generator_gives_the_same_image_for_conditioning_and_tensors(generator):
     uc, c = generator.conditioning("a red cat")
-    base = dict(W=64, H=64, steps=3, scale=7.5, seed=9, sampler="euler")
-    a = generator(**base, uc=uc, c=c)
-    b = generator(**base, uc=Conditioning(uc), c=Conditioning(c))
-    d = generator(**base, prompt="a red cat")
+    base = GenerationRequest(W=64, H=64, steps=3, scale=7.5, seed=9, sampler="euler")
+    a = generator.generate(dataclasses.replace(base, uc=uc, c=c))
+    b = generator.generate(dataclasses.replace(base, uc=Conditioning(uc), c=Conditioning(c)))
+    d = generator.generate(dataclasses.replace(base, prompt="a red cat"))
     assert torch.equal(a, b) and torch.equal(a, d)
 
 
 def test_generation_request_holds_every_argument_of_the_call(generator):
-    from deforum.generate import generation_kwargs
+    from deforum.render.steps import generation_request
+    from deforum.testing import settings_for_test
 
     names = [f.name for f in dataclasses.fields(GenerationRequest)]
     assert len(names) == len(set(names)) >= 33
-    assert set(generation_kwargs({f: None for f in names} | {"karras_schedule": False})) <= set(names)
+    # the settings map onto request fields only (an unknown name would be a TypeError in generation_request)
+    assert isinstance(generation_request(settings_for_test(W=64, H=64, karras_schedule=False), 1), GenerationRequest)
     request = GenerationRequest(seed=4, W=64, H=64, prompt="a red cat", steps=3, sampler="euler")
     out = generator.generate(request)
-    assert torch.equal(out, generator(seed=4, W=64, H=64, prompt="a red cat", steps=3, sampler="euler"))
+    assert torch.equal(out, generator.generate(GenerationRequest(seed=4, W=64, H=64, prompt="a red cat", steps=3,
+                                                                 sampler="euler")))
     other = dataclasses.replace(request, seed=5)
     assert other.seed == 5 and request.seed == 4
     assert not torch.equal(out, generator.generate(other))
     with pytest.raises(TypeError):
-        generator(seed=1, W=64, H=64, prompt="x", not_an_argument=1)
+        GenerationRequest(seed=1, W=64, H=64, prompt="x", not_an_argument=1)
+    with pytest.raises(TypeError):
+        generator(seed=1, W=64, H=64, prompt="x")  # the keyword door is gone: generate(request) only
     assert "request" in inspect.signature(Generator.generate).parameters

@@ -3,6 +3,7 @@ its own quantity the right way versus scale 0 (same seed), the UNet stays frozen
 
 import hashlib
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,9 +12,10 @@ from PIL import Image
 
 from deforum import settings as S
 from deforum.errors import DeforumError, SettingsError
-from deforum.generate import Generator, generation_kwargs
+from deforum.generate import GenerationRequest, Generator
 from deforum.guidance import aesthetics, clip, losses, make_denoiser_wrapper
 from deforum.models import load_model
+from deforum.render.steps import generation_request
 from deforum.settings import load_settings
 from deforum.testing import oracle_checkpoint, oracle_config, settings_for_test
 
@@ -34,7 +36,7 @@ def model():
 @pytest.fixture(scope="module")
 def plain(model):
     generator = Generator(model)
-    image = generator(**BASE)
+    image = generator.generate(GenerationRequest(**BASE))
     return image, generator.last_latent.clone()
 
 
@@ -74,7 +76,11 @@ def guided(model, args, models_path="models"):
     settings = {"grad_inject_timing": None, "decode_method": "autoencoder", "ignore_sat_weight": None, **args}
     guide = make_denoiser_wrapper(settings_for_test(**settings, models_path=models_path), model)
     generator = Generator(model, denoiser_wrapper=guide)
-    image = generator(**BASE, **generation_kwargs(settings))
+    # the request from the same settings plus BASE's image fields (the wrapper keeps the settings' default W x H,
+    # as before: init_mse_image is read at that size and resized to the image's)
+    image_fields = {name: value for name, value in BASE.items() if name != "prompt"}
+    request = generation_request(settings_for_test(**settings, models_path=models_path, **image_fields), BASE["seed"])
+    image = generator.generate(replace(request, prompt=BASE["prompt"]))
     return image, generator.last_latent, guide
 
 
@@ -224,7 +230,8 @@ def test_img2img_with_mask_and_every_sampler(model, files):
                                                     grad_inject_timing=list(range(1, 10))), model)
     generator = Generator(model, denoiser_wrapper=guide)
     for sampler in S.SAMPLERS:
-        image = generator(**{**BASE, "sampler": sampler}, init_image=init, strength=0.5, mask=mask)
+        image = generator.generate(GenerationRequest(**{**BASE, "sampler": sampler}, init_image=init, strength=0.5,
+                                                     mask=mask))
         assert torch.isfinite(image).all(), sampler
         assert guide.last.n_steps == 3 and guide.last.applied, sampler  # the 3 steps that run are counted
 
@@ -288,7 +295,7 @@ def test_v06_presets_load_and_build_a_wrapper(model, tiny, monkeypatch, preset):
     args = {**vars(settings.args), "W": W, "H": H, "steps": 2}
     guide = make_denoiser_wrapper(S.resolve(args, settings.anim_args, {"models_path": str(tiny / "models")}), model)
     assert guide is not None and guide.losses
-    image = Generator(model, denoiser_wrapper=guide)(**{**BASE, "steps": 2})
+    image = Generator(model, denoiser_wrapper=guide).generate(GenerationRequest(**{**BASE, "steps": 2}))
     assert torch.isfinite(image).all()
     assert guide.last.applied
 
