@@ -11,13 +11,15 @@ import torch
 from PIL import Image
 
 from deforum.errors import MediaError
+from deforum.generate import GenerationRequest
 from deforum.image.io import BackgroundWriter
 from deforum.plan import make_plan
 from deforum.render import animation
 from deforum.render.animation import AnimationLoop
 from deforum.sampling.denoisers import DiscreteSchedule
 from deforum.sampling.run import sample
-from deforum.settings import SAMPLERS, make_namespace
+from deforum.settings import SAMPLERS, RunIdentity
+from deforum.testing import settings_for_test
 
 # -- background writer ------------------------------------------------------------------------------------
 
@@ -65,9 +67,9 @@ def test_writer_queue_is_bounded():
 
 
 def run_loop(folder, background, cadence=2, max_frames=7, on_frame=None, translation_x="0:(3)"):
-    args = make_namespace("args", dict(seed=5, W=64, H=64))
-    anim = make_namespace("anim_args", dict(animation_mode="2D", max_frames=max_frames, diffusion_cadence=str(cadence),
-                                            translation_x=translation_x, color_coherence="None"))
+    settings = settings_for_test(seed=5, W=64, H=64, animation_mode="2D", max_frames=max_frames,
+                                 diffusion_cadence=str(cadence), translation_x=translation_x,
+                                 color_coherence="None", animation_prompts={0: "a"})
     calls = []
 
     def generate(row, init, strength, mask=None, overlay=None):
@@ -75,7 +77,7 @@ def run_loop(folder, background, cadence=2, max_frames=7, on_frame=None, transla
         g = torch.Generator().manual_seed(row.seed)
         return torch.rand((1, 3, 16, 16), generator=g) * 2 - 1
 
-    loop = AnimationLoop(make_plan(args, anim, {0: "a"}), args, anim, {0: "a"}, folder, "T", generate,
+    loop = AnimationLoop(make_plan(settings, 5), settings, RunIdentity("T", folder, 5), generate,
                          on_frame=on_frame, background_writes=background)
     return loop.run(), calls
 
@@ -141,10 +143,10 @@ def test_offload_moves_the_depth_network_only_around_each_prediction(tiny_dpt, m
 
 
 def test_offload_depth_model_field_reaches_the_depth_model(tiny_dpt):
-    anim = SimpleNamespace(animation_mode="3D", use_depth_warping=True, save_depth_maps=False,
-                           depth_model=tiny_dpt, midas_weight=1.0)
     for offload in (True, False):
-        predict, _ = animation.depth_functions(anim, SimpleNamespace(offload_depth_model=offload), "cpu")
+        settings = settings_for_test(animation_mode="3D", use_depth_warping=True, save_depth_maps=False,
+                                     depth_model=tiny_dpt, midas_weight=1.0, offload_depth_model=offload)
+        predict, _ = animation.depth_functions(settings, "cpu")
         assert predict.__self__.offload is offload
 
 
@@ -247,8 +249,9 @@ def test_a_float16_model_gives_the_float32_image(half_pair, sampler):
     init = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
     mask = Image.fromarray(np.where(np.arange(64) < 32, 255, 0).astype(np.uint8)[None].repeat(64, 0))
     for extra in ({}, {"init_image": init, "strength": 0.5, "mask": mask}):
-        kwargs = dict(seed=1, W=64, H=64, prompt="a cat:1 a dog:-0.5", steps=6, sampler=sampler, **extra)
-        expected, got = full(**kwargs), half(**kwargs)
+        request = GenerationRequest(seed=1, W=64, H=64, prompt="a cat:1 a dog:-0.5", steps=6, sampler=sampler,
+                                    **extra)
+        expected, got = full.generate(request), half.generate(request)
         assert got.dtype == torch.float32 and torch.isfinite(got).all()
         difference = (got - expected).abs()
         assert difference.mean() < 0.01 and difference.max() < 0.1, (sampler, bool(extra))
@@ -288,9 +291,9 @@ def test_half_precision_field_reaches_the_depth_model(monkeypatch, half_precisio
     made = []
     monkeypatch.setattr(depth_module, "DepthModel", lambda name, **kwargs: made.append(kwargs) or
                         SimpleNamespace(predict=None))
-    anim = SimpleNamespace(animation_mode="3D", use_depth_warping=True, save_depth_maps=False,
-                           depth_model="midas", midas_weight=1.0)
-    animation.depth_functions(anim, SimpleNamespace(half_precision=half_precision), "cuda")
+    settings = settings_for_test(animation_mode="3D", use_depth_warping=True, save_depth_maps=False,
+                                 depth_model="midas", midas_weight=1.0, half_precision=half_precision)
+    animation.depth_functions(settings, "cuda")
     assert made[0]["half"] is half  # None: float16 on CUDA, as the diffusion model
 
 
@@ -298,15 +301,14 @@ def test_a_float16_3d_animation_renders_finite_frames(half_pair, tiny_dpt, tmp_p
     from deforum.motion.depth import DepthModel
     from deforum.render.animation import key_generator
 
-    args = make_namespace("args", dict(W=64, H=64, seed=1, steps=6, sampler="euler_ancestral", strength=0.65))
-    anim = make_namespace("anim_args", dict(animation_mode="3D", max_frames=4, diffusion_cadence="2",
-                                            translation_z="0:(2)", color_coherence="Match Frame 0 LAB"))
-    prompts = {0: "a lighthouse"}
+    settings = settings_for_test(W=64, H=64, seed=1, steps=6, sampler="euler_ancestral", strength=0.65,
+                                 animation_mode="3D", max_frames=4, diffusion_cadence="2", translation_z="0:(2)",
+                                 color_coherence="Match Frame 0 LAB", animation_prompts={0: "a lighthouse"})
     depth = DepthModel(tiny_dpt, half=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # numpy's "invalid value encountered in cast" (NaN)
         warnings.filterwarnings("ignore", "depth model .* overflowed", UserWarning)
-        result = AnimationLoop(make_plan(args, anim, prompts), args, anim, prompts, tmp_path, "half",
-                               key_generator(half_pair[1], args), depth=depth.predict, device="cpu").run()
+        result = AnimationLoop(make_plan(settings, 1), settings, RunIdentity("half", tmp_path, 1),
+                               key_generator(half_pair[1], settings), depth=depth.predict, device="cpu").run()
     frames = [np.asarray(Image.open(path)) for path in result.frames]
     assert len(frames) == 4 and all(frame.std() > 0 for frame in frames)

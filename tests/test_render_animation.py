@@ -150,6 +150,26 @@ def test_resume_refuses_changed_settings(tmp_path, assets):
     assert again.frames == first.frames
 
 
+def render_direct(folder, assets, **overrides):
+    """``render_animation`` itself, as the runner calls it: typed settings, the run's identity, its inputs."""
+    from deforum.generate import Generator
+    from deforum.models import load_model
+    from deforum.plan import make_plan
+    from deforum.render.animation import render_animation
+    from deforum.render.inputs import read_inputs
+    from deforum.settings import RunIdentity
+    from deforum.testing import settings_for_test
+
+    ckpt, yaml, _ = assets
+    values = dict(ARGS, **anim_settings(assets, "2D", 1, max_frames=3))
+    values.update(overrides)
+    settings = settings_for_test(animation_prompts=PROMPTS, **values)
+    identity = RunIdentity("20220101000000", folder, settings.image.seed)
+    generator = Generator(load_model(ckpt, yaml, "cpu"))
+    return render_animation(settings, identity, generator, make_plan(settings, identity.seed),
+                            read_inputs(settings))
+
+
 def test_mask_keeps_the_init_under_white_and_moves_with_the_camera(tmp_path, assets):
     """use_mask in 2D: white keeps frame 0's init, and the kept region follows the camera (12.1 #9)."""
     rng = np.random.default_rng(0)
@@ -158,21 +178,44 @@ def test_mask_keeps_the_init_under_white_and_moves_with_the_camera(tmp_path, ass
     mask[:, :32] = 255  # keep the left half
     Image.fromarray(init).save(tmp_path / "init.png")
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    args = dict(ARGS, W=64, H=64, steps=5, use_init=True, strength=0.5, init_image=str(tmp_path / "init.png"),
-                use_mask=True, mask_file=str(tmp_path / "mask.png"), mask_overlay_blur=0)
-    still = render(args, anim_settings(assets, "2D", 1, max_frames=3, zoom="0:(1)", translation_x="0:(0)",
-                                       color_coherence="None", noise_schedule="0:(0)"),
-                   None, PROMPTS, root_for(assets, tmp_path / "still"), progress=False)
+    masked = dict(W=64, H=64, steps=5, use_init=True, strength=0.5, init_image=str(tmp_path / "init.png"),
+                  use_mask=True, mask_file=str(tmp_path / "mask.png"), mask_overlay_blur=0, zoom="0:(1)",
+                  color_coherence="None", noise_schedule="0:(0)")
+    still = render_direct(tmp_path / "still", assets, translation_x="0:(0)", **masked)
     for path in still.frames:
         frame = np.asarray(Image.open(path), dtype=np.int16)
         assert np.abs(frame[:, :32] - init[:, :32]).max() <= 1, path.name  # kept
         assert np.abs(frame[:, 32:] - init[:, 32:]).mean() > 10, path.name  # regenerated
-    moving = render(args, anim_settings(assets, "2D", 1, max_frames=3, zoom="0:(1)", translation_x="0:(8)",
-                                        color_coherence="None", noise_schedule="0:(0)"),
-                    None, PROMPTS, root_for(assets, tmp_path / "moving"), progress=False)
+    moving = render_direct(tmp_path / "moving", assets, translation_x="0:(8)", **masked)
     frame2 = np.asarray(Image.open(moving.frames[2]), dtype=np.int16)
     # Two frames of +8 px: the kept region is the init moved 16 px right (columns 16..47 of the frame).
     assert np.abs(frame2[:, 18:46] - init[:, 2:30]).max() <= 2
+
+
+def test_the_mask_of_frame_0_comes_from_the_run_inputs(tmp_path):
+    """mask_file is resized to W x H as 'L'; with use_alpha_as_mask the init's alpha channel is the mask."""
+    from deforum.render.animation import frame0_mask
+    from deforum.render.inputs import read_inputs
+    from deforum.testing import settings_for_test
+
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (40, 80, 4), dtype=np.uint8)
+    rgba[:, :40, 3], rgba[:, 40:, 3] = 0, 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "init.png")
+    Image.fromarray(rgba[:, :, :3]).save(tmp_path / "mask.png")
+    common = dict(W=64, H=64, animation_mode="2D", use_init=True, init_image=str(tmp_path / "init.png"),
+                  use_mask=True, mask_file=str(tmp_path / "mask.png"))
+    settings = settings_for_test(**common)
+    expected = np.asarray(Image.open(tmp_path / "mask.png").convert("L").resize((64, 64), Image.Resampling.LANCZOS))
+    got = frame0_mask(settings, read_inputs(settings))
+    assert got.dtype == np.uint8 and got.shape == (64, 64) and np.array_equal(got, expected)
+    alpha = settings_for_test(use_alpha_as_mask=True, **common)
+    inputs = read_inputs(alpha)
+    got = frame0_mask(alpha, inputs)
+    assert got.dtype == np.uint8 and got.shape == (64, 64)
+    assert np.array_equal(got, np.asarray(inputs.init.alpha))
+    assert got[:, :28].max() == 0 and got[:, 36:].min() == 255
+    assert frame0_mask(settings_for_test(**dict(common, use_mask=False)), read_inputs(settings)) is None
 
 
 def test_gradient_conditioning_reaches_every_frame_of_an_animation(tmp_path, assets):

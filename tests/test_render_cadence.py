@@ -4,6 +4,7 @@ Diffusion is replaced by a generator that returns flat black / white frames alte
 oracle's cross-check run, so each written pixel value shows the blend weights exactly.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,27 +13,28 @@ import pytest
 import torch
 from PIL import Image
 
-from deforum.args import make_namespace
 from deforum.plan import cadence_role, make_plan
 from deforum.render import steps
 from deforum.render.animation import AnimationLoop
+from deforum.settings import RunIdentity
+from deforum.testing import settings_for_test
 
 DATA = Path(__file__).parent / "data"
 CADENCE = json.loads((DATA / "cadence.json").read_text())
 SIZE = 64
 
 
-def anim_args(cadence, max_frames, translation_x="0:(0)"):
-    return make_namespace("anim_args", dict(
-        animation_mode="2D", max_frames=max_frames, diffusion_cadence=str(cadence), zoom="0:(1)",
-        translation_x=translation_x, noise_schedule="0:(0)", color_coherence="None",
-    ))
+def settings_2d(cadence, max_frames, translation_x="0:(0)"):
+    return settings_for_test(
+        seed=1000, W=64, H=64, animation_mode="2D", max_frames=max_frames, diffusion_cadence=str(cadence),
+        zoom="0:(1)", translation_x=translation_x, noise_schedule="0:(0)", color_coherence="None",
+        animation_prompts={0: "a"},
+    )
 
 
 def run_loop(tmp_path, cadence, max_frames, translation_x="0:(0)"):
-    args = make_namespace("args", dict(seed=1000, W=64, H=64))
-    anim = anim_args(cadence, max_frames, translation_x)
-    plan = make_plan(args, anim, {0: "a"})
+    settings = settings_2d(cadence, max_frames, translation_x)
+    plan = make_plan(settings, 1000)
     calls = []
 
     def generate(row, init, strength, mask=None, overlay=None):
@@ -41,7 +43,7 @@ def run_loop(tmp_path, cadence, max_frames, translation_x="0:(0)"):
         value = 1.0 if len(calls) % 2 == 0 else -1.0  # black, white, black, ... in [-1, 1]
         return torch.full((1, 3, SIZE, SIZE), value)
 
-    loop = AnimationLoop(plan, args, anim, {0: "a"}, tmp_path, "T", generate)
+    loop = AnimationLoop(plan, settings, RunIdentity("T", tmp_path, 1000), generate)
     result = loop.run()
     return result, calls
 
@@ -94,9 +96,9 @@ def test_warp_sequence_is_v06_without_wasted_warps_plus_the_tail(tmp_path, monke
     seen = []
     real = steps.warp_image
 
-    def recording(image, values, anim, depth=None, device="cpu"):
-        seen.append(int(round(values["translation_x"])) // 1000)
-        return real(image, {**values, "translation_x": 0.0}, anim, depth, device)
+    def recording(image, values, settings, depth=None, device="cpu", frame=None):
+        seen.append(int(round(values.translation_x)) // 1000)
+        return real(image, dataclasses.replace(values, translation_x=0.0), settings, depth, device, frame)
 
     monkeypatch.setattr(steps, "warp_image", recording)
     run_loop(tmp_path, cadence, 17, translation_x="0:(1000*t)")
@@ -115,10 +117,10 @@ def test_warp_sequence_is_v06_without_wasted_warps_plus_the_tail(tmp_path, monke
 @pytest.mark.parametrize("cadence", [1, 3])
 def test_depth_is_predicted_once_per_image_it_is_used_for(tmp_path, cadence):
     """3D with depth maps: one prediction per output frame (v0.6 predicted twice per diffused frame)."""
-    args = make_namespace("args", dict(seed=1000, W=64, H=64))
-    anim = make_namespace("anim_args", dict(animation_mode="3D", max_frames=9, diffusion_cadence=str(cadence),
-                                            noise_schedule="0:(0)", color_coherence="None", save_depth_maps=True))
-    plan = make_plan(args, anim, {0: "a"})
+    settings = settings_for_test(seed=1000, W=64, H=64, animation_mode="3D", max_frames=9,
+                                 diffusion_cadence=str(cadence), noise_schedule="0:(0)", color_coherence="None",
+                                 save_depth_maps=True, animation_prompts={0: "a"})
+    plan = make_plan(settings, 1000)
     predicted, saved = [], []
 
     def depth(image):
@@ -131,7 +133,8 @@ def test_depth_is_predicted_once_per_image_it_is_used_for(tmp_path, cadence):
     def generate(row, init, strength, mask=None, overlay=None):
         return torch.rand((1, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(row.frame)) * 2 - 1
 
-    AnimationLoop(plan, args, anim, {0: "a"}, tmp_path, "T", generate, depth=depth, save_depth=save_depth).run()
+    AnimationLoop(plan, settings, RunIdentity("T", tmp_path, 1000), generate, depth=depth,
+                  save_depth=save_depth).run()
     assert saved == [f"T_depth_{j:05}.png" for j in range(9)]
     assert len(predicted) == 9
     # no image is sent to the depth model twice

@@ -2,26 +2,27 @@
 
 Per diffused ("key") frame K the loop first writes the tween frames of the previous segment, then builds
 K's init from the newest key warped up to K (warp -> colour -> contrast -> noise) and generates K. Frame j
-of the output is key ``(j // N) * N`` warped up to j, cross-faded with the key before it (spec 6.7). Unlike
-v0.6 the frames after the last key are written too, so every one of ``max_frames`` frames exists and every
-generated key is shown.
+of the output is key ``(j // N) * N`` warped up to j, made into frame j with the key before it by the run's
+cadence strategy (``deforum.render.cadence``; v0.6's is the cross-fade, spec 6.7). Unlike v0.6 the frames
+after the last key are written too, so every one of ``max_frames`` frames exists and every generated key is
+shown.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from deforum.args import check_mask, get_value
-from deforum.errors import FrameError
 from deforum.plan import FrameRow, RenderPlan, rng_seed
 from deforum.render import steps
+from deforum.render.cadence import Tweener, tweener_for
 from deforum.render.output import FrameSink, depth_name, frame_name
 from deforum.render.resume import (
     AnimationState,
@@ -32,6 +33,12 @@ from deforum.render.resume import (
     state_dir,
 )
 
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from deforum.render.inputs import RunInputs
+    from deforum.settings import RunIdentity, Settings
+
 log = logging.getLogger(__name__)
 
 # generate(row, init_sample or None, strength, mask uint8 HxW or None, overlay float 0..255 HxWx3 or None)
@@ -39,6 +46,8 @@ log = logging.getLogger(__name__)
 KeyGenerator = Callable[..., torch.Tensor]
 # depth(image uint8 HxWx3) -> HxW depth
 DepthFn = Callable[[np.ndarray], torch.Tensor]
+# save_depth(depth HxW, path, depth_range) writes one depth map
+DepthWriter = Callable[[torch.Tensor, Path, dict], None]
 
 
 @dataclass
@@ -63,24 +72,26 @@ def sample_to_float_image(sample: torch.Tensor) -> np.ndarray:
 
 
 class AnimationLoop:
-    """One 2D/3D run: the plan, where frames go, and the callables that generate and predict depth."""
+    """One 2D/3D run: the plan, its settings and identity (where frames go), and the callables that
+    generate keys, predict depth and make the frames between keys (``tweener``: ``tweener_for(settings)``
+    unless given)."""
 
-    def __init__(self, plan: RenderPlan, args: Any, anim_args: Any, animation_prompts: dict,
-                 outdir: Path, timestring: str, generate: KeyGenerator, depth: DepthFn | None = None,
-                 save_depth: Callable[[torch.Tensor, Path, dict], None] | None = None,
-                 device: str = "cpu", on_frame: Callable[[int, Path], None] | None = None,
-                 mask: np.ndarray | None = None, background_writes: bool = True):
-        self.plan, self.args, self.anim_args = plan, args, anim_args
-        self.outdir, self.timestring = Path(outdir), timestring
+    def __init__(self, plan: RenderPlan, settings: Settings, identity: RunIdentity, generate: KeyGenerator,
+                 depth: DepthFn | None = None, save_depth: DepthWriter | None = None, device: str = "cpu",
+                 on_frame: Callable[[int, Path], None] | None = None, mask: np.ndarray | None = None,
+                 background_writes: bool = True, tweener: Tweener | None = None):
+        self.plan, self.settings, self.identity = plan, settings, identity
+        self.outdir, self.timestring = Path(identity.outdir), identity.timestring
         self.generate, self.depth, self.save_depth = generate, depth, save_depth
         self.device, self.on_frame = device, on_frame
         self.mask = mask  # use_mask: uint8 HxW, white keeps the init (frame 0) and what it became
+        self.tweener = tweener if tweener is not None else tweener_for(settings)
         self.cadence = plan.cadence
-        self.settings = shaping_settings(args, anim_args, animation_prompts)
-        self.state_folder = state_dir(self.outdir, timestring)
+        self.shaping = shaping_settings(settings, identity)  # state.json's settings: what a resume must keep
+        self.state_folder = state_dir(self.outdir, self.timestring)
         # Frames and depth maps are named and written by the sink; with ``background_writes`` PNG
         # compression runs on its writer thread while the next frame is computed.
-        self.sink = FrameSink(self.outdir, timestring, on_frame=on_frame)
+        self.sink = FrameSink(self.outdir, self.timestring, on_frame=on_frame)
         self.written = self.sink.written
         self.background_writes = background_writes
         self._depth_key: int | None = None  # next_idx of the image _depth_cache belongs to
@@ -97,16 +108,11 @@ class AnimationLoop:
         return self._depth_cache
 
     def _warps_with_depth(self) -> bool:
-        return self.anim_args.animation_mode == "3D" and bool(self.anim_args.use_depth_warping)
+        return self.settings.animation.animation_mode == "3D" and self.settings.depth.use_depth_warping
 
     def _warp(self, image: np.ndarray, values, depth: torch.Tensor | None, frame: int) -> np.ndarray:
         """``steps.warp_image`` with this run's settings; a non-finite warp is a FrameError naming ``frame``."""
-        try:
-            return steps.warp_image(image, values, self.anim_args, depth, self.device)
-        except FrameError as error:
-            if getattr(error, "frame", frame) is not None:
-                raise
-            raise steps.non_finite_error(frame, error.what, values) from None
+        return steps.warp_image(image, values, self.settings, depth, self.device, frame)
 
     def _write_frame(self, state: AnimationState, j: int) -> None:
         row = self.plan.rows[j]
@@ -121,7 +127,7 @@ class AnimationLoop:
         if warp_next:
             state.next_img = self._warp(state.next_img, row.values, depth, j)
             state.next_idx = j
-        blended = steps.blend(state.prev_img if role.blended else None, state.next_img, role.tween)
+        blended = self.tweener(state.prev_img if role.blended else None, state.next_img, role)
         steps.check_finite(blended, j, "warped frame", row.values)
         image = steps.to_uint8(blended)
         depth_map = None
@@ -132,7 +138,7 @@ class AnimationLoop:
     def _save_state(self, state: AnimationState) -> None:
         """Resume state is saved only after every frame it counts as written is on disk."""
         self.sink.flush()
-        save_state(self.state_folder, state, self.settings)
+        save_state(self.state_folder, state, self.shaping)
 
     # -- one key frame ----------------------------------------------------------------------------------
     def _key_init(self, state: AnimationState, row: FrameRow):
@@ -142,11 +148,12 @@ class AnimationLoop:
         source = steps.to_uint8(state.next_img)
         depth = self._depth_of_next(state) if self._warps_with_depth() else None
         warped = self._warp(source, row.values, depth, row.frame)
-        warped, state.color_ref = steps.match_colors(warped, state.color_ref, self.anim_args.color_coherence)
+        warped, state.color_ref = steps.match_colors(warped, state.color_ref,
+                                                     self.settings.coherence.color_coherence)
         generator = torch.Generator().manual_seed(rng_seed(row.seed))
-        init = steps.init_sample(warped, row.values["contrast_schedule"], row.values["noise_schedule"], generator)
+        init = steps.init_sample(warped, row.values.contrast_schedule, row.values.noise_schedule, generator)
         steps.check_finite(init, row.frame, "init (warped, contrast, noise)", row.values)
-        strength = min(max(row.values["strength_schedule"], 0.0), 1.0)
+        strength = min(max(row.values.strength_schedule, 0.0), 1.0)
         return init, strength, depth
 
     def _key_masks(self, state: AnimationState, key: int, depth: torch.Tensor | None):
@@ -167,8 +174,8 @@ class AnimationLoop:
 
     def load_resume_state(self) -> AnimationState:
         """The saved state of this run, validated against its settings and plan (see ``load_state``)."""
-        return load_state(self.state_folder, self.settings, width=int(self.args.W), height=int(self.args.H),
-                          max_frames=self.plan.max_frames, cadence=self.cadence)
+        return load_state(self.state_folder, self.shaping, width=self.settings.image.W,
+                          height=self.settings.image.H, max_frames=self.plan.max_frames, cadence=self.cadence)
 
     def run(self, resume: bool = False, state: AnimationState | None = None) -> AnimationResult:
         """Render the run; ``resume`` continues from the saved state (``state`` when the caller already
@@ -180,7 +187,7 @@ class AnimationLoop:
         else:
             # Saved before the first key, so a run killed while frame 0 is generated can be resumed too.
             state = AnimationState()
-            save_state(self.state_folder, state, self.settings)
+            save_state(self.state_folder, state, self.shaping)
         if state.complete:
             log.info("run %s is already complete", self.timestring)
             return AnimationResult(self.outdir, self.timestring, self._all_frames())
@@ -218,106 +225,94 @@ class AnimationLoop:
         return self.sink.frame_paths(self.plan.max_frames)
 
 
-def key_generator(generator: Any, args: Any, first_init: Any = None) -> KeyGenerator:
+def key_generator(generator: Any, settings: Settings, first_init: Image.Image | None = None) -> KeyGenerator:
     """The loop's ``generate(row, init, strength, mask, overlay)`` on a ``deforum.generate.Generator``.
 
-    Frame 0 is txt2img, or img2img of ``init_image`` with the global ``strength`` when ``use_init`` is on
-    (spec 6.2); every later key is img2img of its warped, colour-matched, noised init.
+    Frame 0 is txt2img, or img2img of ``first_init`` (the run's init image, ``inputs.init.image``) with the
+    global ``strength`` when ``use_init`` is on (spec 6.2); every later key is img2img of its warped,
+    colour-matched, noised init. Each image is ``generation_request(settings, ...)`` with the row's seed,
+    prompt and frame.
     """
     from PIL import Image
 
-    from deforum.generate import generation_kwargs
     from deforum.image.convert import image_to_sample
 
-    call = generation_kwargs(args)
+    base = steps.generation_request(settings, 0)  # every key replaces the seed with its row's
 
     def generate(row: FrameRow, init: torch.Tensor | None, strength: float, mask: np.ndarray | None = None,
                  overlay: np.ndarray | None = None) -> torch.Tensor:
-        kwargs = dict(call, seed=row.seed, prompt=row.prompt, frame=row.frame)
+        request = dataclasses.replace(base, seed=row.seed, prompt=row.prompt, frame=row.frame)
         if mask is not None:
-            kwargs["mask"] = Image.fromarray(mask)  # uint8 HxW: mode L
+            request = dataclasses.replace(request, mask=Image.fromarray(mask))  # uint8 HxW: mode L
             if overlay is not None:
-                kwargs["overlay_original"] = image_to_sample(overlay, torch.float32)
+                request = dataclasses.replace(request, overlay_original=image_to_sample(overlay, torch.float32))
         if init is not None:
-            return generator(**kwargs | {"strength": strength}, init_sample=init)
-        if row.frame == 0 and first_init is not None:
-            return generator(**kwargs | {"strength": args.strength}, init_image=first_init)
-        return generator(**kwargs | {"strength": 0.0})
+            request = dataclasses.replace(request, strength=strength, init_sample=init)
+        elif row.frame == 0 and first_init is not None:
+            request = dataclasses.replace(request, strength=settings.init.strength, init_image=first_init)
+        else:
+            request = dataclasses.replace(request, strength=0.0)
+        return generator.generate(request)
 
     return generate
 
 
-def first_frame_init(args: Any):
-    """Frame 0's init image (PIL RGB, W x H) when ``use_init`` is on, else None."""
-    if not (args.use_init and args.init_image):
+def frame0_mask(settings: Settings, inputs: RunInputs) -> np.ndarray | None:
+    """``use_mask``: the mask of frame 0 as uint8 H x W: the init's alpha channel (``use_alpha_as_mask``, read
+    at W x H), else ``mask_file`` resized to W x H."""
+    if not settings.init.use_mask:
         return None
-    from deforum.image.io import load_init_image
+    from deforum.image.io import resize
 
-    image, _alpha = load_init_image(args.init_image, args.W, args.H)
-    return image
-
-
-def animation_mask(args: Any) -> np.ndarray | None:
-    """``use_mask``: the mask of frame 0 as uint8 W x H (``mask_file``, or the init's alpha channel)."""
-    if not args.use_mask:
+    init = inputs.init
+    mask = inputs.mask_of(init)
+    if mask is None:
         return None
-    from deforum.image.io import load_init_image, open_image, resize
-
-    check_mask(args)
-    if args.use_alpha_as_mask:
-        _image, alpha = load_init_image(args.init_image, args.W, args.H, use_alpha_as_mask=True)
-        return np.asarray(alpha.convert("L"))
-    return np.asarray(resize(open_image(args.mask_file, field="mask_file").convert("L"), args.W, args.H))
+    if init is not None and mask is init.alpha:
+        return np.asarray(mask.convert("L"))
+    return np.asarray(resize(mask.convert("L"), settings.image.W, settings.image.H))
 
 
-def depth_functions(anim_args: Any, root: Any, device: str) -> tuple[DepthFn | None, Callable | None]:
+def depth_functions(settings: Settings, device: str) -> tuple[DepthFn | None, DepthWriter | None]:
     """The depth predictor (3D with depth warping, or ``save_depth_maps``) and the depth-map writer."""
-    needed = (anim_args.animation_mode == "3D" and anim_args.use_depth_warping) or anim_args.save_depth_maps
+    d = settings.depth
+    needed = (settings.animation.animation_mode == "3D" and d.use_depth_warping) or d.save_depth_maps
     if not needed:
         return None, None
     from deforum.motion.depth import DepthModel, save_depth_map
 
-    model = DepthModel(anim_args.depth_model, models_path=get_value(root, "models_path", "models"), device=device,
-                       midas_weight=float(anim_args.midas_weight),
-                       half=None if get_value(root, "half_precision", True) else False,
-                       offload=bool(get_value(root, "offload_depth_model", False)))
-    return model.predict, (save_depth_map if anim_args.save_depth_maps else None)
+    model = DepthModel(d.depth_model, models_path=settings.model.models_path, device=device,
+                       midas_weight=float(d.midas_weight), half=None if settings.model.half_precision else False,
+                       offload=d.offload_depth_model)
+    return model.predict, (save_depth_map if d.save_depth_maps else None)
 
 
-def render_animation(args: Any, anim_args: Any, animation_prompts: dict, root: Any, *, generator: Any = None,
-                     plan: RenderPlan | None = None, resume: bool = False,
-                     on_frame: Callable[[int, Path], None] | None = None,
-                     inputs: tuple[Any, np.ndarray | None] | None = None,
-                     state: AnimationState | None = None) -> AnimationResult:
-    """Render a 2D/3D animation from finalized settings (v0.6 signature plus keywords).
+def render_animation(settings: Settings, identity: RunIdentity, generator: Any, plan: RenderPlan,
+                     inputs: RunInputs, *, depth: tuple[DepthFn | None, DepthWriter | None] | None = None,
+                     device: str | None = None, resume: bool = False, state: AnimationState | None = None,
+                     on_frame: Callable[[int, Path], None] | None = None) -> AnimationResult:
+    """Render a 2D/3D animation: ``plan`` (``make_plan(settings, identity.seed)``) into ``identity.outdir``
+    with ``generator`` (a ``deforum.generate.Generator``).
 
-    ``args``/``anim_args`` come from ``deforum.args.finalize`` (timestring, outdir and seed resolved).
-    ``generator`` defaults to a ``Generator`` on ``root.model``. ``resume`` continues the run named by
-    ``args.timestring`` in ``args.outdir`` from its saved state. ``inputs`` is ``animation_inputs(args)``
-    when the caller already read them (the runner does, before it loads the model); ``state`` is the resume
-    state when the caller already loaded and validated it (``resume_state``).
+    ``inputs`` are the run's images (``read_inputs(settings)``): frame 0's init is ``inputs.init`` and the
+    mask ``inputs.mask_of(inputs.init)``. ``depth`` is ``depth_functions(settings, device)`` when the caller
+    already made it (default: made here). ``resume`` continues the run ``identity`` names from its saved
+    state (``state`` when the caller already loaded and validated it, see ``resume_state``). ``device`` is
+    where depth is predicted and the 3D warp runs (default: the generator's model's device, else the CPU).
     """
-    from deforum.generate import Generator
-    from deforum.plan import make_plan
-
-    plan = plan or make_plan(args, anim_args, animation_prompts)
-    first_init, mask = inputs if inputs is not None else animation_inputs(args)
-    generator = generator or Generator(root.model)
-    device = str(getattr(generator.model, "device", "cpu")) if hasattr(generator, "model") else "cpu"
-    depth, save_depth = depth_functions(anim_args, root, device)
-    loop = AnimationLoop(plan, args, anim_args, animation_prompts, Path(args.outdir), args.timestring,
-                         key_generator(generator, args, first_init), depth=depth, save_depth=save_depth,
-                         device=device, on_frame=on_frame, mask=mask)
+    if device is None:
+        device = str(getattr(getattr(generator, "model", None), "device", "cpu"))
+    depth_fn, save_depth = depth if depth is not None else depth_functions(settings, device)
+    first_init = inputs.init.image if inputs.init is not None else None
+    loop = AnimationLoop(plan, settings, identity, key_generator(generator, settings, first_init),
+                         depth=depth_fn, save_depth=save_depth, device=device, on_frame=on_frame,
+                         mask=frame0_mask(settings, inputs))
     return loop.run(resume=resume, state=state)
 
 
-def resume_state(args: Any, anim_args: Any, animation_prompts: dict, plan: RenderPlan) -> AnimationState:
-    """The saved state of the run named by ``args.timestring`` in ``args.outdir``, validated as untrusted data
-    against these settings and plan (a ``StateError`` naming the file and the key); reads, never writes."""
-    return load_state(state_dir(args.outdir, args.timestring), shaping_settings(args, anim_args, animation_prompts),
-                      width=int(args.W), height=int(args.H), max_frames=plan.max_frames, cadence=plan.cadence)
-
-
-def animation_inputs(args: Any) -> tuple[Any, np.ndarray | None]:
-    """Frame 0's init image and the mask, read (from disk or a URL) before anything is generated."""
-    return first_frame_init(args), animation_mask(args)
+def resume_state(settings: Settings, identity: RunIdentity, plan: RenderPlan) -> AnimationState:
+    """The saved state of the run ``identity`` names, validated as untrusted data against these settings and
+    plan (a ``StateError`` naming the file and the key); reads, never writes."""
+    return load_state(state_dir(identity.outdir, identity.timestring), shaping_settings(settings, identity),
+                      width=settings.image.W, height=settings.image.H, max_frames=plan.max_frames,
+                      cadence=plan.cadence)

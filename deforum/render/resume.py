@@ -24,13 +24,16 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from deforum.args import MAX_FRAMES_LIMIT, SEED_MAX
 from deforum.errors import DeforumError, StateError
 from deforum.image.io import write_atomic
+from deforum.settings import FIELDS, MAX_FRAMES_LIMIT, SEED_MAX, RunIdentity, v06_groups
+
+if TYPE_CHECKING:
+    from deforum.settings import Settings
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
@@ -47,16 +50,6 @@ MAX_CLAIM_TRIES = 10_000  # seconds after the wanted timestring that a new run m
 _TIMESTRING_PREFIX = re.compile(r"^\.?(\d{14})(?:[_.]|$)")
 IMAGE_DTYPES = (np.dtype(np.float32), np.dtype(np.uint8))  # the loop's images; the colour reference is uint8
 NPY_HEADER_BYTES = 4096  # a .npy header is 128 bytes for our arrays; the rest of the file is H x W x 3 float32
-
-# Fields that do not change a single pixel of the frames: they may differ between a run and its resume.
-NON_SHAPING_FIELDS = frozenset({
-    "outdir", "timestring", "resume_from_timestring", "resume_timestring", "batch_name",
-    "save_samples", "save_settings", "display_samples", "save_sample_per_step", "show_sample_per_step",
-    "log_weighted_subprompts", "filename_format", "make_grid", "grid_rows", "n_batch",
-    "video_init_path", "video_mask_path", "extract_nth_frame", "overwrite_extracted_frames",
-    "init_latent", "init_sample", "init_sample_raw", "mask_sample", "init_c", "prompt", "prompts",
-})
-
 
 @dataclass
 class AnimationState:
@@ -137,16 +130,22 @@ def next_timestring(timestring: str) -> str:
     return (moment + datetime.timedelta(seconds=1)).strftime(TIMESTRING_FORMAT)
 
 
-def shaping_settings(args: Any, anim_args: Any, animation_prompts: dict) -> dict[str, Any]:
-    """The settings that shape the frames, as JSON-able values (what a resume must not change)."""
+def shaping_settings(settings: Settings, identity: RunIdentity | None = None) -> dict[str, Any]:
+    """The settings that shape the frames, as JSON-able values (what a resume must not change).
+
+    Every DeforumArgs and DeforumAnimArgs field whose ``shapes_image`` column is on, as v0.6 named and saved
+    it (``v06_groups``), plus the animation prompts: the ``settings`` object of ``state.json``. The seed is
+    the run's resolved seed, ``identity.seed`` (without ``identity``: ``settings.image.seed``, which is the
+    same unless the settings ask for a random seed, -1).
+    """
+    if identity is None:
+        identity = RunIdentity("", Path(), settings.image.seed)
+    args, anim_args = v06_groups(settings, identity)
     out: dict[str, Any] = {}
-    for namespace in (args, anim_args):
-        for name, value in vars(namespace).items():
-            if name in NON_SHAPING_FIELDS:
-                continue
-            if isinstance(value, (str, int, float, bool, type(None), list, tuple, dict)):
-                out[name] = value
-    out["animation_prompts"] = {str(k): v for k, v in sorted(animation_prompts.items(), key=lambda kv: int(kv[0]))}
+    for group, values in (("args", args), ("anim_args", anim_args)):
+        out.update((name, value) for name, value in values.items() if FIELDS[group][name].shapes_image)
+    prompts = settings.prompts.animation_prompts
+    out["animation_prompts"] = {str(k): prompts[k] for k in sorted(prompts, key=int)}
     return json.loads(json.dumps(out))  # normalise tuples and key types exactly as they will be stored
 
 
@@ -202,13 +201,17 @@ def load_state(folder: Path, settings: dict[str, Any], *, width: int, height: in
     ``state.json`` is checked against a schema (types, ranges, ``next_key`` within the plan of ``max_frames``
     frames at ``cadence``); its images must be plain ``.npy`` files inside ``folder`` itself (no paths, no
     symlinks, no FIFOs or devices), ``height x width x 3`` arrays (float32 of finite values in 0..255, or
-    uint8). The settings that shape the frames must not have changed. Any problem is a ``StateError`` naming
+    uint8). The settings that shape the frames must not have changed (a seed of -1 stands for the seed the run
+    drew when it started). Any problem is a ``StateError`` naming
     the file and the key; nothing in the folder is changed (``remove_stale_temps`` does that, once the run
     goes on).
     """
     path = folder / STATE_FILE
     record = read_record(folder)
     saved = record["settings"]
+    if settings.get("seed") == -1 and "seed" in saved:
+        # -1 asks for a random seed, and the run being resumed drew its own (``saved_seed``): that one is kept.
+        settings = {**settings, "seed": saved["seed"]}
     changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     if changed:
         details = "; ".join(f"{k}: was {_short(saved.get(k))}, now {_short(settings.get(k))}" for k in changed[:10])
