@@ -123,7 +123,7 @@ def prepare(args: Any, anim_args: Any, prompts: list[str] | None, animation_prom
     if resume:
         from deforum.render.resume import load_state, shaping_settings, state_dir
 
-        state = load_state(state_dir(identity.outdir, identity.timestring), shaping_settings(settings),
+        state = load_state(state_dir(identity.outdir, identity.timestring), shaping_settings(settings, identity),
                            width=settings.image.W, height=settings.image.H, max_frames=plan.max_frames,
                            cadence=plan.cadence)
     return Prepared(settings, identity, plan, state)

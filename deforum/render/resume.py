@@ -130,16 +130,13 @@ def next_timestring(timestring: str) -> str:
     return (moment + datetime.timedelta(seconds=1)).strftime(TIMESTRING_FORMAT)
 
 
-def shaping_settings(settings: Settings, identity: RunIdentity | None = None) -> dict[str, Any]:
+def shaping_settings(settings: Settings, identity: RunIdentity) -> dict[str, Any]:
     """The settings that shape the frames, as JSON-able values (what a resume must not change).
 
     Every DeforumArgs and DeforumAnimArgs field whose ``shapes_image`` column is on, as v0.6 named and saved
     it (``v06_groups``), plus the animation prompts: the ``settings`` object of ``state.json``. The seed is
-    the run's resolved seed, ``identity.seed`` (without ``identity``: ``settings.image.seed``, which is the
-    same unless the settings ask for a random seed, -1).
+    the run's resolved seed, ``identity.seed`` (a resumed run with seed -1 has the seed it started with).
     """
-    if identity is None:
-        identity = RunIdentity("", Path(), settings.image.seed)
     args, anim_args = v06_groups(settings, identity)
     out: dict[str, Any] = {}
     for group, values in (("args", args), ("anim_args", anim_args)):
@@ -201,17 +198,13 @@ def load_state(folder: Path, settings: dict[str, Any], *, width: int, height: in
     ``state.json`` is checked against a schema (types, ranges, ``next_key`` within the plan of ``max_frames``
     frames at ``cadence``); its images must be plain ``.npy`` files inside ``folder`` itself (no paths, no
     symlinks, no FIFOs or devices), ``height x width x 3`` arrays (float32 of finite values in 0..255, or
-    uint8). The settings that shape the frames must not have changed (a seed of -1 stands for the seed the run
-    drew when it started). Any problem is a ``StateError`` naming
+    uint8). The settings that shape the frames must not have changed. Any problem is a ``StateError`` naming
     the file and the key; nothing in the folder is changed (``remove_stale_temps`` does that, once the run
     goes on).
     """
     path = folder / STATE_FILE
     record = read_record(folder)
     saved = record["settings"]
-    if settings.get("seed") == -1 and "seed" in saved:
-        # -1 asks for a random seed, and the run being resumed drew its own (``saved_seed``): that one is kept.
-        settings = {**settings, "seed": saved["seed"]}
     changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     if changed:
         details = "; ".join(f"{k}: was {_short(saved.get(k))}, now {_short(settings.get(k))}" for k in changed[:10])
