@@ -47,7 +47,7 @@ from deforum.models.text import Tokenizer  # noqa: E402
 from deforum.plan import make_plan  # noqa: E402
 from deforum.render.animation import AnimationLoop, key_generator  # noqa: E402
 from deforum.sampling.run import steps_to_run  # noqa: E402
-from deforum.settings import make_namespace  # noqa: E402
+from deforum.settings import RunIdentity, resolve  # noqa: E402
 
 STEPS, STRENGTH, SAMPLER, SCALE = 50, 0.65, "euler_ancestral", 7.0
 PROMPT = "a lighthouse on a cliff at sunset, oil painting"
@@ -189,13 +189,13 @@ def animation_loop(generator: Generator, size: int, mode: str, frames: int, outd
                    wrap=None, background_writes: bool = True) -> AnimationLoop:
     """A real 2D/3D AnimationLoop at ``size`` (cadence 1, LAB colour coherence, frame 0 img2img of a test
     image); ``wrap(generate) -> generate`` can time the key generator."""
-    args = make_namespace("args", dict(W=size, H=size, seed=1, steps=STEPS, scale=SCALE, sampler=SAMPLER,
-                                       strength=STRENGTH))
-    anim = make_namespace("anim_args", dict(animation_mode=mode, max_frames=frames, diffusion_cadence="1",
-                                            strength_schedule=f"0:({STRENGTH})", translation_z="0:(2)"))
-    prompts = {0: PROMPT}
-    generate = key_generator(generator, args, first_init=init_image(size))
-    return AnimationLoop(make_plan(args, anim, prompts), args, anim, prompts, outdir / f"{mode}-{size}", "bench",
+    settings = resolve(dict(W=size, H=size, seed=1, steps=STEPS, scale=SCALE, sampler=SAMPLER, strength=STRENGTH),
+                       dict(animation_mode=mode, max_frames=frames, diffusion_cadence="1",
+                            strength_schedule=f"0:({STRENGTH})", translation_z="0:(2)"),
+                       animation_prompts={0: PROMPT})
+    identity = RunIdentity("bench", outdir / f"{mode}-{size}", 1)
+    generate = key_generator(generator, settings, first_init=init_image(size))
+    return AnimationLoop(make_plan(settings, identity.seed), settings, identity,
                          wrap(generate) if wrap else generate, depth=None if depth is None else depth.predict,
                          device=str(generator.model.device), background_writes=background_writes)
 
