@@ -112,7 +112,7 @@ class Job:
     video: dict[str, Any]  # the video-cell fields given by the file or --set (defaults: video_setting)
     notes: list[str] = field(default_factory=list)  # values used differently from how they were given
     unknown_keys: list[str] = field(default_factory=list)
-    dialect: Any = None  # deforum.dialects.Dialect: which program wrote the file
+    dialect: Any = None  # deforum.settings.dialects.Dialect: which program wrote the file
 
     def video_setting(self, name: str) -> Any:
         return self.video.get(name, A.FIELDS["video"][name].default)

@@ -94,18 +94,17 @@ def test_round_to_64(value, expected):
     assert A.round_to_64(value) == expected
 
 
-def test_make_namespace_rounds_and_coerces():
-    ns = A.make_namespace("args", {"W": 600, "H": 700.0, "steps": 50.0})
-    assert (ns.W, ns.H, ns.steps) == (576, 640, 50)
-    assert isinstance(ns.steps, int)
-    anim = A.make_namespace("anim_args", {"diffusion_cadence": 3})
-    assert anim.diffusion_cadence == "3"
-    assert anim.zoom == "0:(1.04)"
+def test_resolve_rounds_and_coerces_as_the_form_did():
+    settings = A.resolve({"W": 600, "H": 700.0, "steps": 50.0}, {"diffusion_cadence": 3})
+    assert (settings.image.W, settings.image.H, settings.image.steps) == (576, 640, 50)
+    assert isinstance(settings.image.steps, int)
+    assert A.normalize("anim_args", {"diffusion_cadence": 3})["diffusion_cadence"] == "3"  # v0.6 kept a string
+    assert settings.coherence.diffusion_cadence == 3 and settings.motion.zoom == "0:(1.04)"
 
 
-def test_make_namespace_refuses_unknown_keys_with_a_hint():
+def test_resolve_refuses_unknown_keys_with_a_hint():
     with pytest.raises(SettingsError, match="'sampeler'.*did you mean 'sampler'"):
-        A.make_namespace("args", {"sampeler": "euler"})
+        A.resolve({"sampeler": "euler"})
 
 
 def _check(group, **changes):
@@ -242,55 +241,66 @@ def test_schedules_not_parsed_where_v06_did_not(mode):
 NOW = datetime.datetime(2022, 11, 15, 12, 0, 0)
 
 
-def _finalize(args=None, anim=None, root=None, seed_source=7):
-    return A.finalize(dict(A.defaults("args"), **(args or {})), dict(A.defaults("anim_args"), **(anim or {})),
-                      root, now=NOW, rng=random.Random(seed_source))
+def _resolved(args=None, anim=None, root=None, seed_source=7):
+    """(typed settings, a new run's identity at NOW) of the defaults with these changes."""
+    settings = A.resolve(args or {}, anim or {}, root)
+    return settings, A.identify(settings, NOW, random.Random(seed_source))
 
 
-def test_finalize_defaults():
-    a, anim = _finalize(root={"output_path": "/out"})
-    assert a.timestring == "20221115120000"
-    assert a.seed == random.Random(7).randint(0, 2**32 - 1)
-    assert a.init_image is None
-    assert a.ddim_eta == 0
-    assert anim.max_frames == 1  # mode None
-    assert a.outdir == str(Path("/out/2022-11/StableFun"))
-    assert a.sampler == "dpmpp_2s_a"
+def typed_value(settings, name):
+    group = "args" if name in A.FIELDS["args"] else "anim_args"
+    return getattr(getattr(settings, A.FIELDS[group][name].concern), name)
+
+
+def test_resolve_and_identify_defaults():
+    settings, identity = _resolved(root={"output_path": "/out"})
+    assert identity.timestring == "20221115120000"
+    assert identity.seed == random.Random(7).randint(0, 2**32 - 1)
+    assert settings.image.seed == -1  # the settings keep what was asked
+    assert settings.init.init_image is None
+    assert settings.image.ddim_eta == 0
+    assert settings.animation.max_frames == 1  # mode None
+    assert identity.outdir == Path("/out/2022-11/StableFun")
+    assert settings.image.sampler == "dpmpp_2s_a"
 
 
 @pytest.mark.parametrize(("args", "anim", "field", "expected"), [
     ({"strength": 1.5}, {}, "strength", 1.0),
     ({"strength": -0.25}, {}, "strength", 0.0),
     ({"strength": 0.4}, {}, "strength", 0.4),
-    ({"seed": 42}, {}, "seed", 42),
     ({"use_init": True}, {}, "init_image", A.defaults("args")["init_image"]),
     ({"sampler": "ddim", "ddim_eta": 0.5}, {}, "ddim_eta", 0.5),
     ({"sampler": "euler", "ddim_eta": 0.5}, {}, "ddim_eta", 0),
     ({"sampler": "plms", "use_init": True}, {"animation_mode": "2D"}, "sampler", "plms"),
     ({"W": 600}, {}, "W", 576),
 ])
-def test_finalize_rules(args, anim, field, expected):
-    a, _ = _finalize(args, anim)
-    assert getattr(a, field) == expected
+def test_value_rules(args, anim, field, expected):
+    settings, _ = _resolved(args, anim)
+    assert typed_value(settings, field) == expected
+
+
+def test_a_given_seed_is_the_runs_seed():
+    assert _resolved({"seed": 42})[1].seed == 42
 
 
 @pytest.mark.parametrize(("mode", "max_frames", "use_init"), [
     ("None", 1, False), ("2D", 1000, False), ("3D", 1000, False), ("Video Input", 1000, True),
     ("Interpolation", 1000, False)])
-def test_finalize_mode_rules(mode, max_frames, use_init):
-    a, anim = _finalize(anim={"animation_mode": mode})
-    assert (anim.max_frames, a.use_init) == (max_frames, use_init)
+def test_mode_rules(mode, max_frames, use_init):
+    settings, _ = _resolved(anim={"animation_mode": mode, "video_init_path": "v.mp4"})
+    assert (settings.animation.max_frames, settings.init.use_init) == (max_frames, use_init)
 
 
-def test_finalize_outdir_and_inputs_untouched():
-    a_in = dict(A.defaults("args"), batch_name="", outdir="/elsewhere/old")
-    a, _ = A.finalize(a_in, A.defaults("anim_args"), {"output_path": "rel"}, now=NOW, rng=random.Random(1))
-    assert a.outdir == str(Path.cwd() / "rel" / "2022-11")
-    assert a_in["outdir"] == "/elsewhere/old" and a_in["seed"] == -1 and a_in["timestring"] == ""
+def test_the_output_folder_and_the_given_values_are_untouched():
+    given = {"batch_name": "", "seed": -1}
+    settings = A.resolve(given, {}, {"output_path": "rel"})
+    assert A.identify(settings, NOW, random.Random(1)).outdir == Path.cwd() / "rel" / "2022-11"
+    assert given == {"batch_name": "", "seed": -1}
 
 
-def test_finalize_random_seed_is_fresh_by_default():
-    seeds = {A.finalize(A.defaults("args"), A.defaults("anim_args"))[0].seed for _ in range(5)}
+def test_a_random_seed_is_fresh_by_default():
+    settings = A.resolve()
+    seeds = {A.identify(settings).seed for _ in range(5)}
     assert len(seeds) > 1
     assert all(0 <= s <= 2**32 - 1 for s in seeds)
 

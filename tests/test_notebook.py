@@ -175,6 +175,31 @@ def test_function_cells_return_every_field_with_its_args_py_default(cell_id, fun
     assert list(values) == [f.name for f in B.cell_fields(group)]
 
 
+def test_the_notebook_cells_resolve_to_typed_settings_holding_every_field_of_the_table():
+    """What Run all hands the runner (the three function cells, the video and Load Settings cells, the prompt
+    cell) resolves, and the typed settings hold each field of the table exactly once, with the cell's value."""
+    import dataclasses
+
+    nb = committed()
+    groups = {group: call_function_cell(code_cell(nb, cell_id), function)
+              for cell_id, function, group in FUNCTION_CELLS}
+    for group, cell_id in (("video", "video"), ("load", "run")):  # module-level form lines (hidden: defaults)
+        groups[group] = {k: v for k, v in module_form_values(code_cell(nb, cell_id)).items() if k in A.FIELDS[group]}
+        assert set(groups[group]) == {f.name for f in A.GROUPS[group] if not f.hidden}
+    settings = A.resolve(groups["args"], groups["anim_args"], groups["root"], video=groups["video"],
+                         load=groups["load"])
+    held = {(concern.name, f.name): getattr(getattr(settings, concern.name), f.name)
+            for concern in dataclasses.fields(settings) for f in dataclasses.fields(getattr(settings, concern.name))}
+    table = {(f.concern, f.name): f for fields in A.GROUPS.values() for f in fields if f.concern}
+    assert set(held) == set(table) | {("prompts", "prompts"), ("prompts", "animation_prompts")}
+    changed_by_rules = {"ddim_eta", "max_frames", "init_image"}  # post_process: mode None, sampler, use_init
+    for (concern, name), f in table.items():
+        if name not in changed_by_rules:
+            value = groups[f.group].get(name, f.fresh_default())
+            assert held[concern, name] == (int(value) if f.type == "intstr" else
+                                           tuple(value) if isinstance(value, list) else value), name
+
+
 @pytest.mark.parametrize(("cell_id", "function", "group"), FUNCTION_CELLS)
 def test_form_fields_are_exactly_the_visible_fields(cell_id, function, group):
     source = code_cell(committed(), cell_id)

@@ -99,10 +99,10 @@ def test_fuzzed_settings_give_settings_or_a_deforum_error(tmp_path_factory, data
     # The only warning is the one line naming the file's unknown keys, and only when it has some.
     assert [str(w.message).split(":")[0] for w in caught] == (["settings"] if loaded.unknown_keys else [])
     assert all(w.category is UserWarning and "unknown key" in str(w.message) for w in caught)
-    # What was accepted is usable: it validates again, and finalize keeps the output inside output_path.
-    A.validate(loaded.args, loaded.anim_args)
-    args, _ = A.finalize(loaded.args, loaded.anim_args, {"output_path": str(tmp_path_factory.getbasetemp())})
-    assert Path(args.outdir).resolve().is_relative_to(tmp_path_factory.getbasetemp().resolve())
+    # What was accepted is usable: it resolves, and the run's folder stays inside output_path.
+    resolved = A.resolve(loaded.args, loaded.anim_args, {"output_path": str(tmp_path_factory.getbasetemp())})
+    outdir = A.identify(resolved).outdir
+    assert outdir.resolve().is_relative_to(tmp_path_factory.getbasetemp().resolve())
 
 
 @settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

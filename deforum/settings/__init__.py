@@ -1,6 +1,6 @@
 """The one door in: the field table, resolving raw values (cells, files, --set) into checked settings, and
 settings files in and out. ``deforum.settings.fields`` holds the table; ``resolve`` the checks and
-``finalize``; ``files`` the settings .txt reader and writer; ``dialects`` the file formats it recognises;
+``identify``; ``files`` the settings .txt reader and writer; ``dialects`` the file formats it recognises;
 ``docs`` the generated reference."""
 
 from deforum.settings.dialects import (  # noqa: F401
@@ -82,19 +82,15 @@ from deforum.settings.resolve import (  # noqa: F401
     RunIdentity,
     as_dict,
     check,
-    check_mask,
     describe,
-    finalize,
-    finalize_notes,
-    get_value,
     identify,
     inject_timing_problem,
-    make_namespace,
     mask_problem,
     normalize,
     normalized,
     output_folder,
     post_process,
+    post_process_notes,
     problems,
     prompt_problems,
     resolve,

@@ -57,7 +57,7 @@ class Field:
     runtime (state the renderer fills in; null in settings files).
     ``widget``: the Colab ``#@param`` kind; None means the field is not in the form (hidden).
     ``choices`` are enforced exactly unless ``open_choices`` (then they are only the dropdown's suggestions).
-    ``kind``: "setting", "schedule", "runtime" (filled by the renderer) or "computed" (by ``finalize``).
+    ``kind``: "setting", "schedule", "runtime" (v0.6's renderer state) or "computed" (the run's identity: ``identify``).
     ``new``: not in v0.6; added by this project (documented in docs/settings.md and docs/compat.md).
     """
 
@@ -237,7 +237,7 @@ ARGS_FIELDS: tuple[Field, ...] = (
               widget="boolean", shapes_image=False),
         Field("grid_rows", "int", 2, "Grid layout: images per row = count // grid_rows.", widget="raw",
               minimum=1, maximum=MAX_FRAMES_LIMIT, shapes_image=False),
-        Field("outdir", "str", None, "Output folder {output_path}/{YYYY-MM}/{batch_name}, set by finalize.",
+        Field("outdir", "str", None, "Output folder {output_path}/{YYYY-MM}/{batch_name}, the run's (identify).",
               nullable=True, kind="computed", shapes_image=False),
         concern="output",
     ),
@@ -341,7 +341,7 @@ ARGS_FIELDS: tuple[Field, ...] = (
         Field("f", "int", 8, "Latent downsampling factor.", minimum=8, maximum=8),
         Field("prompt", "str", "", "The prompt of the current image (set by the renderer).", kind="runtime",
               shapes_image=False),
-        Field("timestring", "str", "", "Run id YYYYmmddHHMMSS, the file name prefix (set by finalize).",
+        Field("timestring", "str", "", "Run id YYYYmmddHHMMSS, the file name prefix (the run's: identify).",
               kind="computed", shapes_image=False),
         Field("init_latent", "runtime", None, "Init latent of the current image (renderer state).",
               nullable=True, kind="runtime", shapes_image=False),
@@ -539,7 +539,7 @@ def group_fields(group: str) -> tuple[Field, ...]:
 
 
 def defaults(group: str) -> dict[str, Any]:
-    """A fresh dict of the group's v0.6 defaults, in v0.6 order (outdir is None until ``finalize``)."""
+    """A fresh dict of the group's v0.6 defaults, in v0.6 order (outdir is None: a run's folder is ``identify``'s)."""
     return {f.name: f.fresh_default() for f in group_fields(group)}
 
 

@@ -49,7 +49,7 @@ class SettingsFile:
     ``root`` is the file's ``root`` object, if any (not applied: paths are per machine). ``notes`` are the
     values used differently from how the file gave them (W=500 is used as 448, ...), one line each.
     ``problems`` collects what is wrong while the file is read and merged (``finish_settings`` raises them).
-    ``dialect``: which program wrote the file (``deforum.dialects``); a v0.6-family file is read with v0.6's
+    ``dialect``: which program wrote the file (``deforum.settings.dialects``); a v0.6-family file is read with v0.6's
     meaning where v0.6 was lenient (notes say so), a file of an unsupported dialect is one problem.
     """
 

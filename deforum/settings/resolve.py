@@ -1,5 +1,6 @@
 """Settings values: normalize, find every problem at once (types, ranges, choices, cross-field and per-mode
-rules, schedules, prompts), and the notebook's post-processing (``finalize``: timestring, seed, outdir).
+rules, schedules, prompts), v0.6's value rules (``post_process``), the typed settings (``resolve``) and a
+run's identity (``identify``: timestring, seed, output folder).
 
 Pure: nothing here reads or writes files (``deforum.settings.files`` does), and no model is loaded.
 """
@@ -17,14 +18,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
-from types import MappingProxyType, SimpleNamespace
+from types import MappingProxyType
 from typing import Any
 
 from deforum.errors import ScheduleError, SettingsError
 from deforum.settings.fields import (
     ANIMATION_MODES,
     DEFAULT_ANIMATION_PROMPTS,
-    DEFAULT_OUTPUT_PATH,
     DEFAULT_PROMPTS,
     DEPTH_MODELS,
     FIELDS,
@@ -64,16 +64,6 @@ def as_dict(obj: Any) -> dict[str, Any]:
     if isinstance(obj, Mapping):
         return dict(obj)
     return dict(vars(obj))
-
-
-_REQUIRED = object()
-
-
-def get_value(obj: Any, name: str, default: Any = _REQUIRED) -> Any:
-    """One field of a settings group given as a mapping or a namespace; without ``default`` it must exist."""
-    if isinstance(obj, Mapping):
-        return obj[name] if default is _REQUIRED else obj.get(name, default)
-    return getattr(obj, name) if default is _REQUIRED else getattr(obj, name, default)
 
 
 def normalize(group: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,17 +108,6 @@ def normalized(group: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], l
             notes.append(f"{name}={short_repr(given)} is used as {value!r} ({', '.join(reasons)})")
         out[name] = value
     return out, notes
-
-
-def make_namespace(group: str, overrides: Mapping[str, Any] | None = None) -> SimpleNamespace:
-    """Defaults of ``group`` updated with ``overrides`` (normalized); an unknown key is an error."""
-    values = defaults(group)
-    overrides = dict(overrides or {})
-    unknown = [k for k in overrides if k not in values]
-    if unknown:
-        raise SettingsError("; ".join(_unknown_key_message(group, k) for k in unknown))
-    values.update(overrides)
-    return SimpleNamespace(**normalize(group, values))
 
 
 def _unknown_key_message(group: str, key: str) -> str:
@@ -324,7 +303,7 @@ def check(args: Any, anim_args: Any, root: Any = None, *, prompts: Any = None,
         report.problems.append("use_alpha_as_mask=True: extracted video frames (JPEG) have no alpha channel; use "
                                "use_mask_video with video_mask_path, or a mask_file")
     report.problems += size_problems(args_d, anim_d)
-    report.notes += finalize_notes(args_d, anim_d)
+    report.notes += post_process_notes(args_d, anim_d)
     if prompts is not None or animation_prompts is not None:
         found, notes = prompt_problems(args_d, anim_d, prompts, animation_prompts)
         report.problems += found
@@ -344,19 +323,11 @@ def validate(args: Any, anim_args: Any, root: Any = None, *, prompts: Any = None
         raise settings_error(found)
 
 
-def mask_problem(args: Any) -> str | None:
+def mask_problem(args: Mapping[str, Any]) -> str | None:
     """``use_mask`` applies the mask to the init image, so it needs ``use_init`` and an ``init_image``."""
-    if get_value(args, "use_mask", False) and not (get_value(args, "use_init", False)
-                                                   and get_value(args, "init_image", None)):
+    if args.get("use_mask", False) and not (args.get("use_init", False) and args.get("init_image")):
         return "use_mask=True: needs use_init True and an init_image (the mask applies to the init)"
     return None
-
-
-def check_mask(args: Any) -> None:
-    """Raise ``mask_problem`` as a SettingsError (renderers called without ``validate``)."""
-    problem = mask_problem(args)
-    if problem:
-        raise SettingsError(problem)
 
 
 def settings_error(found: list[str], where: str | None = None) -> SettingsError:
@@ -415,8 +386,8 @@ def size_problems(args: Mapping[str, Any], anim: Mapping[str, Any]) -> list[str]
     return found
 
 
-def finalize_notes(args: Mapping[str, Any], anim: Mapping[str, Any]) -> list[str]:
-    """What ``finalize`` will change in valid values, as notes (one line each)."""
+def post_process_notes(args: Mapping[str, Any], anim: Mapping[str, Any]) -> list[str]:
+    """What ``post_process`` will change in valid values, as notes (one line each)."""
     notes = []
     strength = args.get("strength")
     if _valid("args", "strength", strength) and not 0 <= strength <= 1:
@@ -567,26 +538,8 @@ def resolve_seed(seed: int, rng: random.Random | None = None) -> int:
     return (rng or random.SystemRandom()).randint(0, SEED_MAX) if seed == -1 else seed
 
 
-def finalize(args: Any, anim_args: Any, root: Any = None, now: datetime.datetime | None = None,
-             rng: random.Random | None = None) -> tuple[SimpleNamespace, SimpleNamespace]:
-    """The notebook's post-processing after the cells and the settings file (spec 1.4), on copies.
-
-    ``post_process``'s rules, then the run's identity: timestring <- now; seed -1 -> a fresh random seed
-    (from the OS, not from a previous run's state); outdir = {output_path}/{YYYY-MM}/{batch_name} (absolute;
-    not created here).
-    """
-    now = now or datetime.datetime.now()
-    a = normalize("args", as_dict(args))
-    anim = normalize("anim_args", as_dict(anim_args))
-    post_process(a, anim)
-    a["timestring"] = now.strftime("%Y%m%d%H%M%S")
-    a["seed"] = resolve_seed(a["seed"], rng)
-    a["outdir"] = output_folder(as_dict(root).get("output_path", DEFAULT_OUTPUT_PATH), a["batch_name"], now)
-    return SimpleNamespace(**a), SimpleNamespace(**anim)
-
-
 def post_process(a: dict[str, Any], anim: dict[str, Any]) -> None:
-    """The value rules of v0.6's cells, in place on valid normalized groups: W/H rounded down to /64;
+    """The value rules of v0.6's cells (spec 1.4), in place on valid normalized groups: W/H rounded down to /64;
     strength clamped to [0, 1]; init_image None unless use_init; ddim_eta 0 unless ddim; mode None ->
     max_frames 1; Video Input -> use_init True. plms is kept with inits and animation (v0.6 switched it to
     klms; our plms supports img2img)."""
