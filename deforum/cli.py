@@ -30,6 +30,7 @@ from deforum import device as devices
 from deforum import settings as A
 from deforum.errors import DeforumError, MediaError, SettingsError
 from deforum.log import hide_progress_messages, show_progress_messages
+from deforum.settings import docs as settings_docs
 
 EXIT_OK, EXIT_FAILED, EXIT_SETTINGS = 0, 1, 2
 SET_GROUPS = ("args", "anim_args", "root", "video")  # where an unprefixed --set key is looked up, in order
@@ -628,7 +629,7 @@ def fields_text(groups: Sequence[str] | None = None, *, with_help: bool = True) 
             lines = [f"{A.GROUP_TITLES[group]} ({group}):"]
             for f in fields:
                 lines.append(f"  {f.name}")
-                lines += textwrap.wrap(A.cli_help(f), width=96, initial_indent="      ",
+                lines += textwrap.wrap(settings_docs.cli_help(f), width=96, initial_indent="      ",
                                        subsequent_indent="      ")
         else:
             lines = [f"{A.GROUP_TITLES[group]} ({group}):"]

@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 from deforum import install
 from deforum import settings as A
 from deforum.errors import SettingsError
+from deforum.settings import docs as settings_docs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the same as deforum.notebook.REPO_ROOT (a test checks)
 SETTINGS_DIR = REPO_ROOT / "settings"
@@ -76,12 +77,12 @@ def cell_fields(group: str) -> tuple[A.Field, ...]:
 
 
 def render_form_line(f: A.Field) -> str:
-    """``args.form_line`` plus what the notebook adds: typed-in values for open dropdowns, help of hidden fields.
+    """``docs.form_line`` plus what the notebook adds: typed-in values for open dropdowns, help of hidden fields.
 
     Colab's ``{allow-input: true}`` lets a dropdown take a value that is not listed (a checkpoint file in
     models_path, a local depth model folder), which is what ``open_choices`` means.
     """
-    line = A.form_line(f)
+    line = settings_docs.form_line(f)
     if f.hidden:
         return f"{line}  # {f.help}"
     if f.widget == "dropdown" and f.open_choices:

@@ -9,6 +9,7 @@ import pytest
 
 from deforum import DeforumError, SettingsError
 from deforum import settings as A
+from deforum.settings import docs as settings_docs
 
 SETTINGS_DATA = Path(__file__).parent / "data" / "settings"
 V06 = json.loads((SETTINGS_DATA / "notebook_defaults.json").read_text())
@@ -319,21 +320,21 @@ def test_a_random_seed_is_fresh_by_default():
     ("anim_args", "near_plane", "near_plane = 200"),
 ])
 def test_form_lines(group, name, line):
-    assert A.form_line(A.FIELDS[group][name]) == line
+    assert settings_docs.form_line(A.FIELDS[group][name]) == line
 
 
 def test_cli_help_names_default_and_choices():
-    text = A.cli_help(A.FIELDS["args"]["seed_behavior"])
+    text = settings_docs.cli_help(A.FIELDS["args"]["seed_behavior"])
     assert "'iter', 'fixed', 'random'" in text and 'Default: "iter"' in text
 
 
 def test_docs_settings_md_is_up_to_date():
-    assert (REPO / "docs" / "settings.md").read_text(encoding="utf-8") == A.settings_markdown(), \
+    assert (REPO / "docs" / "settings.md").read_text(encoding="utf-8") == settings_docs.settings_markdown(), \
         "regenerate with: python -m deforum.settings.docs --write"
 
 
 def test_markdown_lists_every_field():
-    text = A.settings_markdown()
+    text = settings_docs.settings_markdown()
     for fields in A.GROUPS.values():
         for f in fields:
             assert f"`{f.name}`" in text

@@ -19,6 +19,7 @@ from deforum import settings as A
 from deforum.errors import SettingsError
 from deforum.plan import make_plan
 from deforum.render import preview
+from deforum.settings import docs as settings_docs
 from deforum.settings import load_settings
 from deforum.video import probe_video
 
@@ -286,7 +287,7 @@ def test_settings_fields_and_render_help_come_from_args(capsys):
         for f in A.GROUPS[group]:
             if f.kind not in ("runtime", "computed"):
                 assert f"\n  {f.name}\n" in text
-    assert A.cli_help(A.FIELDS["anim_args"]["zoom"]).split(" Allowed")[0] in text
+    assert settings_docs.cli_help(A.FIELDS["anim_args"]["zoom"]).split(" Allowed")[0] in text
     assert cli.main(["render", "--help"]) == 0
     help_text = capsys.readouterr().out
     assert "strength_schedule" in help_text and "DeforumAnimArgs" in help_text and "--set" in help_text

@@ -15,6 +15,7 @@ from deforum.cli import parse_sets
 from deforum.errors import SettingsError
 from deforum.sampling import registry
 from deforum.sampling.registry import SamplerSpec, register, unregister
+from deforum.settings import docs as settings_docs
 
 NAME = "test_euler_midpoint"
 
@@ -42,8 +43,8 @@ def test_registering_is_seen_by_dropdown_validation_docs_and_form(registered):
     field = A.FIELDS["args"]["sampler"]
     assert NAME in field.choices and NAME in A.SAMPLERS
     assert list(field.choices)[-1] == NAME
-    assert NAME in A.form_line(field)
-    assert f"'{NAME}'" in A.settings_markdown()
+    assert NAME in settings_docs.form_line(field)
+    assert f"'{NAME}'" in settings_docs.settings_markdown()
     sets = parse_sets([f"sampler={NAME}"])
     assert A.problems("args", {**A.defaults("args"), **sets["args"]}) == []
     assert not A.check({**A.defaults("args"), **sets["args"]}, A.defaults("anim_args")).problems
@@ -51,7 +52,7 @@ def test_registering_is_seen_by_dropdown_validation_docs_and_form(registered):
 
 def test_the_registration_is_undone_after_the_test():
     assert NAME not in A.FIELDS["args"]["sampler"].choices
-    assert NAME not in A.settings_markdown()
+    assert NAME not in settings_docs.settings_markdown()
     found = A.problems("args", {**A.defaults("args"), "sampler": NAME})
     assert len(found) == 1 and found[0].startswith(f"sampler={NAME!r}")
 

@@ -1,7 +1,7 @@
 """The one door in: the field table, resolving raw values (cells, files, --set) into checked settings, and
 settings files in and out. ``deforum.settings.fields`` holds the table; ``resolve`` the checks and
 ``identify``; ``files`` the settings .txt reader and writer; ``dialects`` the file formats it recognises;
-``docs`` the generated reference."""
+``docs`` the generated reference (``python -m deforum.settings.docs``; not imported here)."""
 
 from deforum.settings.dialects import (  # noqa: F401
     A1111_MIN_KEYS,
@@ -20,7 +20,6 @@ from deforum.settings.dialects import (  # noqa: F401
     v06_keys,
     v06_leniency,
 )
-from deforum.settings.docs import cli_help, form_line, settings_markdown  # noqa: F401
 from deforum.settings.fields import (  # noqa: F401
     ANIM_ARGS_FIELDS,
     ANIMATION_MODES,
