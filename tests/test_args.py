@@ -19,9 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 COMPUTED_DEFAULTS = {"outdir": None}
 
 NEW_FIELDS = {
-    "root": {"compile_unet", "offload_depth_model", "vae_tiling"},
+    "root": {"compile_unet", "offload_depth_model", "vae_tiling", "vae", "lora"},
     "args": {"karras_schedule"},
-    "anim_args": {"depth_model", "correct_2d_flip", "correct_3d_aspect", "interpolation_method"},
+    "anim_args": {"depth_model", "correct_2d_flip", "correct_3d_aspect", "interpolation_method",
+                  "animation_prompts_positive", "animation_prompts_negative"},
 }
 
 

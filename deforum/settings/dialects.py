@@ -41,8 +41,9 @@ SUPPORTED_TEXT = ("deforum reads Deforum v0.6 / v0.7 notebook settings, files of
                   "its own settings files (see docs/compat.md)")
 
 # Keys only A1111 / Forge Deforum writes: any one of these names the dialect.
-A1111_SIGNATURE_KEYS = ("sd_model_name", "sd_model_hash", "deforum_git_commit_id", "animation_prompts_positive",
-                        "animation_prompts_negative", "positive_prompts", "negative_prompts")
+# (animation_prompts_positive / _negative are fields here too, with A1111's meaning: they name no dialect.)
+A1111_SIGNATURE_KEYS = ("sd_model_name", "sd_model_hash", "deforum_git_commit_id", "positive_prompts",
+                        "negative_prompts")
 # Keys of A1111 / Forge Deforum that no v0.6 / v0.7 notebook has; several of them name the dialect.
 A1111_ONLY_KEYS = frozenset({
     "hybrid_motion", "hybrid_composite", "hybrid_flow_method", "hybrid_comp_alpha_schedule",
@@ -56,7 +57,7 @@ A1111_ONLY_KEYS = frozenset({
     "frame_interpolation_engine", "frame_interpolation_x_amount", "parseq_manifest", "parseq_use_deltas",
     "legacy_colormatch", "skip_video_creation", "ncnn_upscale_model", "add_soundtrack", "soundtrack_path",
     "depth_algorithm", "enable_perspective_flip", "seed_resize_from_w", "seed_resize_from_h",
-    "animation_prompts_negative", "color_force_grayscale",
+    "color_force_grayscale",
 }) - frozenset(name for group in ("args", "anim_args") for name in FIELDS[group])
 A1111_MIN_KEYS = 3
 _CONTROLNET_KEY = re.compile(r"cn_\d+_\w+")

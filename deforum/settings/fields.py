@@ -44,7 +44,7 @@ ANIMATION_MODES = ("None", "2D", "3D", "Video Input", "Interpolation")
 SCHEDULED_MODES = ("2D", "3D", "Video Input")  # v0.6 parses all 15 schedules in these modes only
 DEFAULT_OUTPUT_PATH = "output"
 
-TYPES = ("int", "float", "bool", "str", "intstr", "schedule", "inject_timing", "runtime")
+TYPES = ("int", "float", "bool", "str", "intstr", "schedule", "inject_timing", "lora", "runtime")
 WIDGETS = ("dropdown", "boolean", "number", "integer", "string", "raw")
 
 
@@ -122,6 +122,9 @@ PRESETS = ("512x512_aesthetic_0.json", "512x512_aesthetic_1.json", "512x512_colo
            "512x512_colormatch_1.json", "512x512_colormatch_2.json", "512x512_colormatch_3.json")
 FILENAME_FORMATS = ("{timestring}_{index}_{seed}.png", "{timestring}_{index}_{prompt}.png")
 DEPTH_MODELS = ("midas", "depth_anything")
+VAES = ("default", "taesd")
+MAX_LORAS = 16  # LoRA files applied at once
+LORA_WEIGHT_LIMIT = 10.0  # |weight|: LoRAs are used at -2..2; far beyond, the UNet's activations overflow
 
 ROOT_FIELDS: tuple[Field, ...] = (
     *_section(
@@ -169,6 +172,12 @@ ROOT_FIELDS: tuple[Field, ...] = (
               widget="boolean", new=True, concern="depth"),
         Field("vae_tiling", "bool", False, "Decode/encode large images in VAE tiles to save memory.",
               widget="boolean", new=True),
+        Field("vae", "str", "default",
+              "Autoencoder for images: 'default' (the checkpoint's own) or 'taesd' (tiny and fast: TAESD for SD "
+              "1.x/2.x, TAESDXL for SDXL).", widget="dropdown", choices=VAES, new=True),
+        Field("lora", "lora", (),
+              'LoRA files applied to the model: a list of {"path": file, "weight": number} (weight 0: off).',
+              widget="raw", new=True),
         concern="model",
     ),
 )
@@ -468,6 +477,12 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
         Field("interpolation_method", "str", "linear",
               "Interpolation mode: blend prompt conditionings linearly (v0.6) or by slerp.",
               widget="dropdown", choices=("linear", "slerp"), new=True, concern="interpolation"),
+        Field("animation_prompts_positive", "str", "",
+              "Appended to every frame's prompt (A1111 Deforum's field).", widget="string", new=True,
+              concern="prompts"),
+        Field("animation_prompts_negative", "str", "",
+              "Appended to every frame's negative prompt (the part after --neg; A1111 Deforum's field).",
+              widget="string", new=True, concern="prompts"),
         concern="motion",
     ),
 )

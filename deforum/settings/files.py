@@ -28,6 +28,7 @@ from deforum.settings.fields import (
     DEFAULT_ANIMATION_PROMPTS,
     DEFAULT_PROMPTS,
     FIELDS,
+    Field,
     defaults,
 )
 from deforum.settings.resolve import RunIdentity, as_dict, normalized, settings_error, short_repr, unsafe_name_problem
@@ -411,13 +412,20 @@ def v06_groups(settings: Settings, identity: RunIdentity) -> tuple[dict[str, Any
     for group, values in groups.items():
         for f in FIELDS[group].values():
             if f.concern:
-                value = getattr(getattr(settings, f.concern), f.name)
-                values[f.name] = str(value) if f.type == "intstr" else list(value) if isinstance(value, tuple) \
-                    else value
+                values[f.name] = _v06_value(f, getattr(getattr(settings, f.concern), f.name))
             else:
                 values[f.name] = f.fresh_default()
     groups["args"].update(timestring=identity.timestring, outdir=str(identity.outdir), seed=identity.seed)
     return groups["args"], groups["anim_args"]
+
+
+def _v06_value(f: Field, value: Any) -> Any:
+    """A typed value as a settings file holds it (the inverse of ``resolve``'s typing)."""
+    if f.type == "intstr":
+        return str(value)
+    if f.type == "lora":
+        return [{"path": path, "weight": weight} for path, weight in value]
+    return list(value) if isinstance(value, tuple) else value
 
 
 def save_run_settings(path: str | os.PathLike[str], settings: Settings, identity: RunIdentity, *,

@@ -30,7 +30,9 @@ from deforum.settings.fields import (
     FIELDS,
     GRID_MEMORY_LIMIT,
     GROUP_TITLES,
+    LORA_WEIGHT_LIMIT,
     MAX_FRAMES_LIMIT,
+    MAX_LORAS,
     MAX_NAME_BYTES,
     MAX_STEPS,
     SCHEDULED_MODES,
@@ -146,6 +148,9 @@ def describe(f: Field) -> str:
         allowed = "null (it is renderer state)"
     elif f.type == "inject_timing":
         allowed = "an integer n >= 1, a list of step numbers >= 1 or a list of fractions 0..1"
+    elif f.type == "lora":
+        allowed = (f'a list of at most {MAX_LORAS} {{"path": file, "weight": number from -{_num(LORA_WEIGHT_LIMIT)} '
+                   f'to {_num(LORA_WEIGHT_LIMIT)}}}')
     else:
         allowed = "a string"
     if f.minimum is not None and f.maximum is not None:
@@ -188,6 +193,8 @@ def _value_problem(f: Field, value: Any) -> str | None:
         ok = False
     elif f.type == "inject_timing":
         return inject_timing_problem(value)
+    elif f.type == "lora":
+        return lora_problem(value)
     if not ok:
         return f"must be {describe(f)}"
     if number is not None and ((f.minimum is not None and number < f.minimum)
@@ -195,6 +202,22 @@ def _value_problem(f: Field, value: Any) -> str | None:
         return f"must be {describe(f)}"
     if f.choices and not f.open_choices and f.type != "intstr" and value not in f.choices:
         return f"must be {describe(f)} (names are exact)"
+    return None
+
+
+def lora_problem(value: Any) -> str | None:
+    """Why a ``lora`` list is not allowed: each entry names a file and a finite weight."""
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_LORAS:
+        return f"must be {describe(FIELDS['root']['lora'])}"
+    for index, entry in enumerate(value):
+        if not isinstance(entry, Mapping) or set(entry) - {"path", "weight"} or "path" not in entry:
+            return f'entry {index}: must be {{"path": file, "weight": number}}; got {short_repr(entry)}'
+        path, weight = entry["path"], entry.get("weight", 1.0)
+        if not isinstance(path, str) or not path.strip():
+            return f"entry {index}: path must be the LoRA file's path; got {short_repr(path)}"
+        if not _is_number(weight) or not math.isfinite(weight) or abs(weight) > LORA_WEIGHT_LIMIT:
+            return (f"entry {index}: weight must be a number from -{_num(LORA_WEIGHT_LIMIT)} to "
+                    f"{_num(LORA_WEIGHT_LIMIT)}; got {short_repr(weight)}")
     return None
 
 
@@ -618,6 +641,8 @@ def _typed_value(f: Field, value: Any) -> Any:
         return int(value)
     if f.type == "inject_timing":
         return value if isinstance(value, int) else tuple(value)
+    if f.type == "lora":  # ((path, weight), ...): weight 1 when the entry gives none
+        return tuple((entry["path"], entry.get("weight", 1.0)) for entry in value)
     return value
 
 

@@ -34,7 +34,7 @@ CONCERNS = {
 
 PY_TYPES = {
     "int": "int", "float": "float", "bool": "bool", "str": "str", "intstr": "int", "schedule": "str",
-    "inject_timing": "int | tuple[float, ...] | None",
+    "inject_timing": "int | tuple[float, ...] | None", "lora": "tuple[tuple[str, float], ...]",
 }
 
 

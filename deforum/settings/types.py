@@ -46,6 +46,8 @@ class ModelSettings:
     half_precision: bool  # root
     compile_unet: bool  # root
     vae_tiling: bool  # root
+    vae: str  # root
+    lora: tuple[tuple[str, float], ...]  # root
     precision: str  # args
     C: int  # args
     f: int  # args
@@ -77,6 +79,8 @@ class PromptsSettings:
     prompt_weighting: bool  # args
     normalize_prompt_weights: bool  # args
     log_weighted_subprompts: bool  # args
+    animation_prompts_positive: str  # anim_args
+    animation_prompts_negative: str  # anim_args
     prompts: tuple[str, ...]  # the None mode's prompts
     animation_prompts: Mapping[int, str]  # frame -> prompt (read-only)
 
