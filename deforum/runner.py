@@ -162,18 +162,14 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
             log.info("timestring %s is taken in %s; this run is %s", identity.timestring, identity.outdir, claimed)
             identity = replace(identity, timestring=claimed)
 
-    video = None
+    inputs = None
     try:
-        from deforum.render.inputs import read_inputs
-        inputs = read_inputs(settings)  # init images and the mask, read before the model loads
-        if settings.animation.animation_mode == "Video Input":  # extraction checks the video first
-            from deforum.render.video_input import prepare_video_input
-            video = prepare_video_input(settings, identity, hold=True)  # ours until the run ends
-            inputs = replace(inputs, video=video)
+        from deforum.render.inputs import preflight
+        inputs = preflight(settings, identity)  # init images, mask, video frames: read before the model loads
         return _render_prepared(prepared, identity, inputs, root, display, progress, step_progress)
     finally:
-        if video is not None:
-            video.release()  # other runs may extract into inputframes/ again
+        if inputs is not None and inputs.video is not None:
+            inputs.video.release()  # other runs may extract into inputframes/ again
         if not resume:
             release_claim(identity.outdir, identity.timestring)  # only an empty claim: a 2D/3D run's state stays
 
