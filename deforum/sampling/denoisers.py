@@ -54,16 +54,23 @@ class DiscreteSchedule:
         low_idx, high_idx, w = t.floor().long(), t.ceil().long(), t.frac()
         return ((1 - w) * table[low_idx] + w * table[high_idx]).exp()
 
-    def get_sigmas(self, n: int, *, karras: bool = False, integer_timesteps: bool = False) -> torch.Tensor:
+    def get_sigmas(self, n: int, *, karras: bool = False, integer_timesteps: bool = False,
+                   start: float = 1.0) -> torch.Tensor:
         """n sigmas from sigma_max down, plus a final 0 (v0.6: t = linspace(999, 0, n), fractional).
 
+        The first sigma sits at the last training timestep (t = 999), as "trailing" spacing requires for
+        few-step distilled models: n = 1 gives t = [999], n = 2 [999, 0], n = 4 [999, 666, 333, 0] (diffusers'
+        trailing spacing: [999], [999, 499], [999, 749, 499, 249]).
         `karras` uses Karras et al.'s rho=7 spacing between the same end points; `integer_timesteps` rounds
-        t to whole training timesteps (ddim/plms).
+        t to whole training timesteps (ddim/plms). `start` (0-1] moves the first timestep to
+        start * 999 (the one step a few-step img2img runs, see ``run.schedule_for``).
         """
         device = self.sigmas.device
+        last = len(self.sigmas) - 1
         if karras:
-            return get_sigmas_karras(n, float(self.sigma_min), float(self.sigma_max), device=device)
-        t = torch.linspace(len(self.sigmas) - 1, 0, n, device=device)
+            top = self.sigma_max if start == 1.0 else self.t_to_sigma(torch.tensor(start * last, device=device))
+            return get_sigmas_karras(n, float(self.sigma_min), float(top), device=device)
+        t = torch.linspace(last if start == 1.0 else start * last, 0, n, device=device)
         if integer_timesteps:
             t = t.round()
         return append_zero(self.t_to_sigma(t))
@@ -124,7 +131,11 @@ class CFGDenoiser:
     """Classifier-free guidance: D_u + (D_c - D_u) * cond_scale, batched as [uncond, cond] when in sync.
 
     `cond_uncond_sync=False` runs the two predictions one after the other (less memory, same result).
-    With `cond_scale == 1` or no uncond only the conditional prediction runs (v0.6 crashed there).
+    With `cond_scale <= 1` or no uncond only the conditional prediction runs: one model call per step (at
+    scale 1 the formula gives D_c anyway; v0.6 crashed there). A scale below 1 means "no guidance", as
+    diffusers' and A1111's ``guidance_scale <= 1``: the result is D_c, not the mix D_u + (D_c - D_u) * scale
+    (which would pull towards the unconditional/negative prediction). Distilled few-step models (SD-Turbo,
+    SDXL-Turbo, LCM) are run this way, at scale 0 or 1.
     `dynamic_threshold` (a percentile, 0-100) and `static_threshold` (a bound) act on the guided x0.
     """
 
@@ -141,7 +152,7 @@ class CFGDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, uncond: CondLike | None = None,
                  cond: CondLike | None = None, cond_scale: float = 1.0) -> torch.Tensor:
-        if uncond is None or cond_scale == 1:
+        if uncond is None or cond_scale <= 1:
             denoised = self.inner(x, sigma, cond=cond)
         else:
             if self.cond_uncond_sync:

@@ -59,7 +59,7 @@ class SamplerSpec:
 _K = "deforum.sampling.samplers:"
 _CV = "deforum.sampling.compvis:"
 
-# The dropdown order: v0.6's names, then the two SDE samplers added here.
+# The dropdown order: v0.6's names, then the two SDE samplers and the LCM sampler added here.
 _TABLE: dict[str, SamplerSpec] = {s.name: s for s in (
     SamplerSpec("klms", _K + "sample_lms"),
     SamplerSpec("dpm2", _K + "sample_dpm_2", churn=True),
@@ -75,6 +75,7 @@ _TABLE: dict[str, SamplerSpec] = {s.name: s for s in (
     SamplerSpec("dpmpp_2m", _K + "sample_dpmpp_2m"),
     SamplerSpec("dpmpp_sde", _K + "sample_dpmpp_sde", stochastic=True, takes_eta=True),
     SamplerSpec("dpmpp_2m_sde", _K + "sample_dpmpp_2m_sde", stochastic=True, takes_eta=True),
+    SamplerSpec("lcm", _K + "sample_lcm", stochastic=True),
 )}
 
 

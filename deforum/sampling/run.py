@@ -3,6 +3,12 @@
 v0.6 (spec 3.2, 3.3): t_enc = int((1 - strength) * steps) steps run, from the full schedule's sigma index
 steps - t_enc; x = init_latent + noise * sigmas[0] (VE formulation, noise not scaled with the init).
 strength 0 is txt2img, strength 1 returns the init latent without a model call.
+
+Few steps: where v0.6's truncation gives 0 steps for 0 < strength < 1 (strength > 1 - 1/steps, e.g. any
+strength > 0 at 1 step, strength > 0.75 at 4) v0.6 returned the init latent untouched (no model call, the
+frame is the VAE round trip of its init). Here one step runs instead, from the sigma at timestep
+(1 - strength) * 999 down to 0, so the strength still sets how much of the init is kept. Every case where
+v0.6 ran >= 1 step is unchanged.
 """
 
 from __future__ import annotations
@@ -24,16 +30,30 @@ def get_sampler(name: str) -> Callable:
     return registry.get(name).load()
 
 
-def steps_to_run(steps: int, strength: float) -> int:
-    """t_enc = int((1 - strength) * steps), v0.6's truncation (strength 0.8 of 50 steps runs 9, not 10)."""
+def _v06_steps(steps: int, strength: float) -> int:
     return int((1.0 - strength) * steps)
+
+
+def steps_to_run(steps: int, strength: float) -> int:
+    """t_enc = int((1 - strength) * steps), v0.6's truncation (strength 0.8 of 50 steps runs 9, not 10);
+    at least 1 when steps >= 1 and strength < 1 (v0.6 ran none where the truncation gave 0)."""
+    t_enc = _v06_steps(steps, strength)
+    if t_enc == 0 and steps >= 1 and strength < 1:
+        return 1
+    return t_enc
 
 
 def schedule_for(denoiser, sampler_name: str, steps: int, strength: float,
                  karras: bool = False) -> torch.Tensor:
-    """The sliced sigma sequence a run passes to its sampler: the last t_enc + 1 of get_sigmas(steps)."""
+    """The sliced sigma sequence a run passes to its sampler: the last t_enc + 1 of get_sigmas(steps).
+
+    Where v0.6's t_enc is 0 but a step runs (see ``steps_to_run``): [sigma(t = (1 - strength) * 999), 0].
+    """
     spec = registry.get(sampler_name)
     t_enc = steps_to_run(steps, strength)
+    if t_enc and not _v06_steps(steps, strength):
+        return denoiser.get_sigmas(1, karras=karras, integer_timesteps=spec.integer_timesteps,
+                                   start=1.0 - strength)
     sigmas = denoiser.get_sigmas(steps, karras=karras, integer_timesteps=spec.integer_timesteps)
     return sigmas[len(sigmas) - t_enc - 1:]
 
