@@ -442,15 +442,35 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 3)] + "..."
+
+
+def _cut_prompt(text: str, width: int) -> str:
+    """A frame's full prompt cut to ``width``; a negative part (after ``--neg``) keeps its share, so it shows."""
+    from deforum.prompts import NEG
+
+    if len(text) <= width or text.count(NEG) != 1:
+        return _cut(text, width)
+    positive, negative = (part.strip() for part in text.split(NEG))
+    room = width - len(NEG) - 2
+    neg_room = max(min(len(negative), room // 2), min(room, 8))
+    pos_room = room - min(len(negative), neg_room)
+    return f"{_cut(positive, pos_room)} {NEG} {_cut(negative, room - min(len(positive), pos_room))}".strip()
+
+
 def format_table(plan: Any, prompt_width: int = 40) -> str:
-    """The plan as an aligned text table, one line per frame (prompts cut to ``prompt_width``)."""
+    """The plan as an aligned text table, one line per frame (prompts cut to ``prompt_width``, the negative
+    part after ``--neg`` keeping its share)."""
     names = plan.column_names()
     rows = []
     for record in plan.table():
         cells = []
         for name in names:
             text = _cell(record.get(name))
-            if name in ("prompt", "init_image") and len(text) > prompt_width:
+            if name == "prompt":
+                text = _cut_prompt(text, prompt_width)
+            elif name == "init_image" and len(text) > prompt_width:
                 text = text[: prompt_width - 3] + "..."
             cells.append(text)
         rows.append(cells)

@@ -6,6 +6,9 @@ Spec: generation 2.2 and animation 3.4.
   ``c = sum(w_i * E(p_i))`` over the positive list, ``uc = sum(w_j * E(n_j))`` over the negative list, which
   replaces the usual ``E("")``. An empty positive list encodes the whole raw prompt, as v0.6 did.
 * ``prompt_weighting`` off: ``c = E(prompt)`` and ``uc = E("")``.
+* A negative prompt (the text after ``--neg``, A1111 Deforum's syntax) replaces the empty unconditional:
+  with weighting on its weighted sub-prompts join the negative list (``a cat --neg dog`` is
+  ``a cat:1 dog:-1``); with weighting off ``c = E(positive part)`` and ``uc = E(negative part)``.
 
 A ``Conditioning`` is what a model family's ``encode_prompt`` returns and what the denoisers take: the
 cross-attention states (1 x 77 x C), an optional pooled embedding (None for SD 1.x / 2.x) and named extras
@@ -208,10 +211,11 @@ def prompt_conditioning(prompt: str, encode: Callable[[str], CondLike], *, frame
 
     ``frame`` is the value of ``t`` in back-ticked weight expressions (0 outside animations).
     """
-    if not prompt_weighting:
-        return encode(""), encode(prompt)
+    from deforum.prompts import split_negative, split_weighted_subprompts
 
-    from deforum.prompts import split_weighted_subprompts
+    positive_text, negative_text = split_negative(prompt)  # raises SettingsError on two --neg
+    if not prompt_weighting:
+        return encode(negative_text), encode(positive_text)
 
     negative, positive = split_weighted_subprompts(prompt, frame, not normalize_prompt_weights)
     # the negative list holds magnitudes; abs() keeps this true whichever sign convention the parser uses
@@ -220,7 +224,8 @@ def prompt_conditioning(prompt: str, encode: Callable[[str], CondLike], *, frame
     if log_weighted_subprompts:
         log_subprompts(prompt, positive, negative)
 
-    c = weighted_sum(encode, positive) if positive else encode(prompt)  # v0.6: raw text when no positives
+    # v0.6: the raw text when there is no positive sub-prompt (here the raw positive part, before any --neg)
+    c = weighted_sum(encode, positive) if positive else encode(positive_text)
     uc = weighted_sum(encode, negative) if negative else encode("")
     return uc, c
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from deforum.errors import SettingsError
 from deforum.keyframes import parse_schedules, prompt_schedule
+from deforum.prompts import compose_prompt, split_negative
 from deforum.settings import (
     ANIMATION_MODES,
     FIELDS,
@@ -214,6 +215,16 @@ class FrameRow:
     init_image: str | None = None  # None mode / Video Input: the init image of this row
     interpolation: tuple[int, int, float] | None = None  # (prompt index a, prompt index b, t)
 
+    # ``prompt`` is the frame's full prompt, ``positive --neg negative`` (with animation_prompts_positive /
+    # _negative added in the animation modes): what the generator encodes and what the plan shows.
+    @property
+    def positive_prompt(self) -> str:
+        return split_negative(self.prompt)[0]
+
+    @property
+    def negative_prompt(self) -> str:
+        return split_negative(self.prompt)[1]
+
 
 @dataclass
 class RenderPlan:
@@ -308,6 +319,18 @@ def interpolation_frames(n_prompts: int, keys: list[int], interpolate_x_frames: 
     return frames
 
 
+def animation_prompt_texts(settings: Settings) -> dict[int, str]:
+    """The animation prompts {key: full prompt} of a run (keys as in the settings): each key's text with
+    ``animation_prompts_positive`` before its positive part and ``animation_prompts_negative`` after its
+    negative part (``--neg``), as A1111 Deforum composes them (``deforum.prompts.compose_prompt``). A prompt
+    with two ``--neg`` is a SettingsError. (The None mode's prompts get neither: A1111 has no None mode.)
+    """
+    prompts = settings.prompts
+    positive, negative = prompts.animation_prompts_positive, prompts.animation_prompts_negative
+    return {key: compose_prompt(text, positive, negative, field=f"animation_prompts[{key}]")
+            for key, text in prompts.animation_prompts.items()}
+
+
 def make_plan(settings: Settings, seed: int, *, init_images: Sequence[str] | None = None) -> RenderPlan:
     """The per-frame table of a run, from resolved settings and the run's seed (``RunIdentity.seed``).
 
@@ -330,7 +353,7 @@ def make_plan(settings: Settings, seed: int, *, init_images: Sequence[str] | Non
     names = schedule_fields()
     schedules = parse_schedules(schedule_strings(settings), max_frames, names=names, frame_limit=MAX_FRAMES_LIMIT)
     check_values(settings, schedules)
-    prompt_per_frame = prompt_schedule(settings.prompts.animation_prompts, max_frames,
+    prompt_per_frame = prompt_schedule(animation_prompt_texts(settings), max_frames,
                                        frame_limit=MAX_FRAMES_LIMIT)
     cadence = 1 if mode == "Video Input" else max(1, settings.coherence.diffusion_cadence)
 
@@ -353,6 +376,8 @@ def _plan_stills(settings: Settings, seed: int, init_images: Sequence[str] | Non
     """None mode (spec 11): prompts x n_batch x init images, the seed advancing after every image."""
     inits: list[str | None] = list(init_images) if init_images else [None]
     seed_behavior = settings.image.seed_behavior
+    for index, prompt in enumerate(settings.prompts.prompts):
+        split_negative(prompt, field=f"prompts[{index}]")  # two --neg: a SettingsError before any model loads
     combos = [(prompt, init) for prompt in settings.prompts.prompts for _ in range(settings.output.n_batch)
               for init in inits]
     seeds = _seeds(seed, seed_behavior, len(combos))
@@ -363,7 +388,7 @@ def _plan_stills(settings: Settings, seed: int, init_images: Sequence[str] | Non
 
 def _plan_interpolation(settings: Settings, seed: int) -> RenderPlan:
     """Interpolation mode (spec 8): a fixed seed, conditioning interpolated between prompt pairs."""
-    animation_prompts = settings.prompts.animation_prompts
+    animation_prompts = animation_prompt_texts(settings)
     if not animation_prompts:
         raise SettingsError("animation_prompts: Interpolation needs at least one prompt")
     items = sorted((int(key), text) for key, text in animation_prompts.items())

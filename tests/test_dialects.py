@@ -58,9 +58,19 @@ def test_our_files_and_v06_dumps_are_recognised():
 
 def test_a1111_evidence_names_what_was_found():
     evidence = detect(_load("a1111_unedited.txt")).evidence
-    assert "sd_model_name" in evidence and "sampler='Euler a'" in evidence and "prompts with --neg" in evidence
+    assert "sd_model_name" in evidence and "sampler='Euler a'" in evidence
     edited = detect(_load("a1111_edited_to_v06_names.txt")).evidence
-    assert edited[0] == "prompts with --neg" and "A1111-only keys" in edited[1] and "fov_schedule" in edited[1]
+    assert "A1111-only keys" in edited[0] and "fov_schedule" in edited[0]
+    # --neg is this project's syntax too (negative prompts): it names no dialect any more
+    assert not any("--neg" in item for item in evidence + edited)
+
+
+def test_prompts_with_neg_are_not_a_sign_of_a1111():
+    assert detect({"W": 512, "prompts": {"0": "a cat --neg dog"}}).name == "v06_partial"
+    data = _load("v06_3d_border_warp.txt")
+    data["prompts"] = {"0": "a cat --neg dog", "10": "a dog --neg cat"}
+    assert detect(data).name == "v06_dump"
+    assert detect({"prompts": {"0": "a --neg b"}, "animation_prompts_negative": "blurry"}).name == "v06_partial"
 
 
 # ------------------------------------------------------------------------------------ v0.6 meaning

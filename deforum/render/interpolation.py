@@ -11,9 +11,10 @@ the conditioning moves. The frame list comes from the render plan (``deforum.pla
   pair).
 
 Fixes of spec 12.1 #11: every pair is rendered, one prompt gives one frame, ``uc`` is interpolated between
-the keys' own unconditionals (each key's negative sub-prompts are its own; v0.6 used the last prompt's for
-every frame), and the key images are saved: the frame at t = 0 of a pair is a plain generation of the
-pair's first prompt, and the last frame is the last prompt (see ``key_image_frames``).
+the keys' own unconditionals (each key's negative prompt — its ``--neg`` part and negative sub-prompts — is
+its own, so negatives are interpolated too; v0.6 used the last prompt's for every frame), and the key images
+are saved: the frame at t = 0 of a pair is a plain generation of the pair's first prompt, and the last frame
+is the last prompt (see ``key_image_frames``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from deforum.conditioning import Conditioning, interpolate_conditioning
 from deforum.errors import SettingsError
 from deforum.image.convert import sample_to_uint8
 from deforum.image.io import ensure_output_folder
-from deforum.plan import RenderPlan
+from deforum.plan import RenderPlan, animation_prompt_texts
 from deforum.render.output import FrameSink
 from deforum.render.steps import check_finite, generation_request
 
@@ -75,7 +76,8 @@ def render_interpolation(settings: Settings, identity: RunIdentity, generator: G
     method = settings.interpolation.interpolation_method
     if method not in ("linear", "slerp"):
         raise SettingsError(f"interpolation_method: {method!r} is not allowed; choose 'linear' or 'slerp'")
-    texts = [text for _key, text in sorted(settings.prompts.animation_prompts.items())]
+    # each key's full prompt (its --neg part and animation_prompts_positive / _negative included), as planned
+    texts = [text for _key, text in sorted(animation_prompt_texts(settings).items())]
     outdir = ensure_output_folder(identity.outdir)
 
     init = inputs.init if settings.init.use_init else None

@@ -41,7 +41,8 @@ SUPPORTED_TEXT = ("deforum reads Deforum v0.6 / v0.7 notebook settings, files of
                   "its own settings files (see docs/compat.md)")
 
 # Keys only A1111 / Forge Deforum writes: any one of these names the dialect.
-# (animation_prompts_positive / _negative are fields here too, with A1111's meaning: they name no dialect.)
+# (animation_prompts_positive / _negative are fields here too, with A1111's meaning, and so is a prompt's
+# ``--neg`` part: they name no dialect.)
 A1111_SIGNATURE_KEYS = ("sd_model_name", "sd_model_hash", "deforum_git_commit_id", "positive_prompts",
                         "negative_prompts")
 # Keys of A1111 / Forge Deforum that no v0.6 / v0.7 notebook has; several of them name the dialect.
@@ -134,9 +135,6 @@ def _parseq_evidence(data: Mapping[str, Any]) -> list[str]:
 
 def _a1111_evidence(data: Mapping[str, Any]) -> list[str]:
     strong = [key for key in A1111_SIGNATURE_KEYS if key in data]
-    prompts = data.get("prompts")
-    if isinstance(prompts, Mapping) and any(isinstance(v, str) and "--neg" in v for v in prompts.values()):
-        strong.append("prompts with --neg")
     only = [key for key in data if key in A1111_ONLY_KEYS or _CONTROLNET_KEY.fullmatch(key)]
     sampler = data.get("sampler")
     # A web-UI sampler name alone may be a typo of a v0.6 one ("Euler"): it counts with another sign only.
