@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from deforum.sampling import CFGDenoiser, DiscreteSchedule, make_denoiser, sample, schedule_for, steps_to_run
+from deforum.sampling import CFGDenoiser, DiscreteSchedule, sample, schedule_for, steps_to_run
 from deforum.sampling.samplers import sample_lcm
 
 ORACLE = json.loads((Path(__file__).parent / "data/strength_steps.json").read_text())
