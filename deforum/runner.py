@@ -140,6 +140,21 @@ def _resumed_identity(settings: Settings, new: RunIdentity) -> RunIdentity:
     return RunIdentity(timestring, Path(outdir), seed)
 
 
+def preflight(settings: Settings, identity: RunIdentity) -> RunInputs:
+    """The I/O checks of a run before its model loads, with what they read: the init images and the mask
+    (``deforum.render.inputs.read_inputs``) and, for Video Input, the video probed and its frames extracted
+    into the run's folder (held until ``RunInputs.video.release()``). A missing or unreadable input is a
+    DeforumError naming the field; nothing is generated yet."""
+    from deforum.render.inputs import read_inputs
+
+    inputs = read_inputs(settings)
+    if settings.animation.animation_mode == "Video Input":
+        from deforum.render.video_input import prepare_video_input
+
+        inputs = replace(inputs, video=prepare_video_input(settings, identity, hold=True))
+    return inputs
+
+
 def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = None,
            animation_prompts: Mapping | None = None, root: Any = None, *,
            settings_file: str | Path | None = None, display: Any = None, progress: bool = True,
@@ -164,7 +179,6 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
 
     inputs = None
     try:
-        from deforum.render.inputs import preflight
         inputs = preflight(settings, identity)  # init images, mask, video frames: read before the model loads
         return _render_prepared(prepared, identity, inputs, root, display, progress, step_progress)
     finally:

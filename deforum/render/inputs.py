@@ -8,7 +8,7 @@ the model loads, with one set of rules for every render mode (spec generation 5.
 - ``use_mask`` without ``use_alpha_as_mask``: ``mask_file`` as read (each mode sizes it as v0.6 did).
 - Video Input: the extracted frames (``deforum.render.video_input``).
 
-``preflight`` runs all of it before the model loads.
+``deforum.runner.preflight`` reads all of it before the model loads.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from deforum.image.io import list_init_images, load_init_image, open_image
 from deforum.image.masks import check_alpha_mask
 
 if TYPE_CHECKING:
-    from deforum.settings import RunIdentity, Settings
+    from deforum.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -70,17 +70,3 @@ def read_inputs(settings: Settings) -> RunInputs:
         mask_image = open_image(init_settings.mask_file, field="mask_file")
     return RunInputs(tuple(inits), mask_image)
 
-
-def preflight(settings: Settings, identity: RunIdentity) -> RunInputs:
-    """The I/O checks of a run before its model loads, with what they read: the init images and the mask
-    (``read_inputs``) and, for Video Input, the video probed and its frames extracted into the run's folder
-    (held until ``RunInputs.video.release()``). A missing or unreadable input is a DeforumError naming the
-    field; nothing is generated yet."""
-    from dataclasses import replace
-
-    inputs = read_inputs(settings)
-    if settings.animation.animation_mode == "Video Input":
-        from deforum.render.video_input import prepare_video_input
-
-        inputs = replace(inputs, video=prepare_video_input(settings, identity, hold=True))
-    return inputs
