@@ -1,4 +1,4 @@
-"""Stable Diffusion 1.x / 2.x checkpoints: catalogue, download + sha256, safe loading, LDM yaml -> modules.
+"""Stable Diffusion 1.x / 2.x and SDXL checkpoints: catalogue, download + sha256, safe loading, LDM yaml -> modules.
 
     model = load_model("models/v1-5-pruned-emaonly.safetensors")           # config detected
     model = load_model("models/stable-diffusion-v1-5")                      # a diffusers folder
@@ -21,9 +21,12 @@ from deforum.models.loader import (
 )
 from deforum.models.safe_load import load_state_dict
 from deforum.models.sd import SD1, SD2, detect_config_name
+from deforum.models.sdxl import SDXL, SDXLModel
+from deforum.models.tiny import TINY_FAMILIES, write_tiny_checkpoint
 
 __all__ = [
-    "CATALOGUE", "FAMILIES", "SD1", "SD2", "DiffusionModel", "LatentFormat", "ModelFamily", "detect_family",
+    "CATALOGUE", "FAMILIES", "SD1", "SD2", "SDXL", "SDXLModel", "TINY_FAMILIES", "write_tiny_checkpoint",
+    "DiffusionModel", "LatentFormat", "ModelFamily", "detect_family",
     "family_of", "CatalogueEntry", "DiagonalGaussian", "LDMSpec", "LatentDiffusionModel", "choose_device",
     "choose_dtype", "detect_config_name", "linear_alphas_cumprod", "load_config", "load_model",
     "load_root_model", "load_state_dict", "resolve_checkpoint", "resolve_config",

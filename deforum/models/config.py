@@ -303,3 +303,152 @@ def config_path(name: str, configs_path: str | Path | None = None) -> Path:
             return folder / name
     raise ModelError(f"model_config = {name!r} not found in {', '.join(str(d) for d in dirs)}; "
                      f"allowed: {', '.join(CONFIG_NAMES)}, or 'custom' with custom_config_path")
+
+
+# -- sizes read from a checkpoint's keys (no yaml) ---------------------------------------------------------------
+
+UNET_KEY_PREFIX = "model.diffusion_model."
+VAE_KEY_PREFIX = "first_stage_model."
+HEAD_CHANNELS = 64  # attention head width of SD 2.x / SDXL UNets and of every CLIP / OpenCLIP text tower
+SD1_HEADS = 8  # SD 1.x UNets use a fixed head count
+
+
+def _shape(sd: Any, key: str, where: str) -> tuple[int, ...]:
+    if key not in sd:
+        raise ModelError(f"{where}: the checkpoint lacks '{key}', which its model family always has; the file is "
+                         "incomplete or not of this family")
+    return tuple(int(n) for n in sd[key].shape)
+
+
+def _count(sd: Any, pattern: str) -> int:
+    """How many consecutive indices i have ``pattern.format(i)`` in sd."""
+    n = 0
+    while pattern.format(n) in sd:
+        n += 1
+    return n
+
+
+def unet_params_from_keys(sd: Any, where: str, heads: str = "channels", prefix: str = UNET_KEY_PREFIX) -> dict:
+    """LDM ``unet_config.params`` read from an openaimodel / SGM UNet's key names and shapes.
+
+    A state dict does not record the attention head count: ``heads`` 'channels' gives heads of 64 channels
+    (SD 2.x, SDXL), 'sd1' SD 1.x's 8 heads. ``adm_in_channels`` is set when the UNet has a ``label_emb``
+    (SDXL's pooled-text-and-size embedding).
+    """
+    first = _shape(sd, f"{prefix}input_blocks.0.0.weight", where)
+    mc, in_ch = first[0], first[1]
+    out_ch = _shape(sd, f"{prefix}out.2.weight", where)[0]
+    mult: list[int] = []
+    attn_levels: list[int] = []
+    depth: list[int] = []
+    nrb: int | None = None
+    idx, count, level, context, linear = 1, 0, 0, None, False
+    while True:
+        block = f"{prefix}input_blocks.{idx}."
+        if f"{block}0.op.weight" in sd:
+            nrb = count if nrb is None else nrb
+            if count != nrb:
+                raise ModelError(f"{where}: UNet levels have different numbers of residual blocks ({nrb}, {count})")
+            level, count, idx = level + 1, 0, idx + 1
+            continue
+        if f"{block}0.in_layers.2.weight" not in sd:
+            break
+        cout = _shape(sd, f"{block}0.in_layers.2.weight", where)[0]
+        if count == 0:
+            if cout % mc:
+                raise ModelError(f"{where}: UNet level {level} is {cout} channels wide, not a multiple of {mc}")
+            mult.append(cout // mc)
+            depth.append(1)
+        if f"{block}1.proj_in.weight" in sd:
+            if level not in attn_levels:
+                attn_levels.append(level)
+            depth[level] = _count(sd, block + "1.transformer_blocks.{}.norm1.weight")
+            linear = len(_shape(sd, f"{block}1.proj_in.weight", where)) == 2
+            context = _shape(sd, f"{block}1.transformer_blocks.0.attn2.to_k.weight", where)[1]
+        count, idx = count + 1, idx + 1
+    if not mult:
+        raise ModelError(f"{where}: no UNet blocks found under '{prefix}input_blocks.'")
+    nrb = count if nrb is None else nrb
+    mid = f"{prefix}middle_block.1."
+    mid_depth = _count(sd, mid + "transformer_blocks.{}.norm1.weight")
+    if context is None:
+        context = _shape(sd, f"{mid}transformer_blocks.0.attn2.to_k.weight", where)[1]
+        linear = len(_shape(sd, f"{mid}proj_in.weight", where)) == 2
+    last = len(mult) - 1
+    if last in attn_levels and mid_depth != depth[last]:
+        raise ModelError(f"{where}: the middle block has {mid_depth} transformer layers and the deepest level "
+                         f"{depth[last]}; diffusers' UNet needs them equal")
+    depth[last] = mid_depth if mid_depth else depth[last]
+    params: dict[str, Any] = dict(in_channels=in_ch, out_channels=out_ch, model_channels=mc, channel_mult=mult,
+                                  num_res_blocks=nrb, attention_resolutions=[2 ** lv for lv in attn_levels],
+                                  transformer_depth=depth, context_dim=context, use_linear_in_transformer=linear)
+    if heads == "sd1":
+        params["num_heads"] = SD1_HEADS
+    else:
+        params["num_head_channels"] = min(HEAD_CHANNELS, mc)
+    if f"{prefix}label_emb.0.0.weight" in sd:
+        params["adm_in_channels"] = _shape(sd, f"{prefix}label_emb.0.0.weight", where)[1]
+    return params
+
+
+def vae_ddconfig_from_keys(sd: Any, where: str, prefix: str = VAE_KEY_PREFIX) -> dict:
+    """LDM ``first_stage_config.params.ddconfig`` read from an AutoencoderKL's key names and shapes."""
+    conv_in = _shape(sd, f"{prefix}encoder.conv_in.weight", where)
+    ch = conv_in[0]
+    levels = _count(sd, prefix + "encoder.down.{}.block.0.conv1.weight")
+    mult = []
+    for i in range(levels):
+        width = _shape(sd, f"{prefix}encoder.down.{i}.block.0.conv1.weight", where)[0]
+        if width % ch:
+            raise ModelError(f"{where}: VAE level {i} is {width} channels wide, not a multiple of {ch}")
+        mult.append(width // ch)
+    if not mult:
+        raise ModelError(f"{where}: no VAE encoder blocks found under '{prefix}encoder.down.'")
+    return dict(double_z=True, z_channels=_shape(sd, f"{prefix}encoder.conv_out.weight", where)[0] // 2,
+                resolution=256, in_channels=conv_in[1], out_ch=_shape(sd, f"{prefix}decoder.conv_out.weight", where)[0],
+                ch=ch, ch_mult=mult, num_res_blocks=_count(sd, prefix + "encoder.down.0.block.{}.conv1.weight"),
+                attn_resolutions=[], dropout=0.0)
+
+
+def clip_sizes_from_keys(sd: Any, prefix: str, where: str) -> dict:
+    """CLIPTextConfig sizes of a transformers-named CLIP text tower under prefix (SD 1.x, SDXL's first)."""
+    if f"{prefix}text_model.embeddings.token_embedding.weight" in sd:
+        prefix += "text_model."
+    vocab, hidden = _shape(sd, f"{prefix}embeddings.token_embedding.weight", where)
+    layers = _count(sd, prefix + "encoder.layers.{}.mlp.fc1.weight")
+    return text.check_text_sizes(dict(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+        intermediate_size=_shape(sd, f"{prefix}encoder.layers.0.mlp.fc1.weight", where)[0],
+        num_attention_heads=max(1, hidden // HEAD_CHANNELS),
+        max_position_embeddings=_shape(sd, f"{prefix}embeddings.position_embedding.weight", where)[0],
+        hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=hidden), where)
+
+
+def openclip_sizes_from_keys(sd: Any, prefix: str, where: str) -> dict:
+    """CLIPTextConfig sizes of an OpenCLIP text tower under prefix (SD 2.x, SDXL's bigG)."""
+    vocab, hidden = _shape(sd, f"{prefix}token_embedding.weight", where)
+    projection = sd.get(f"{prefix}text_projection") if hasattr(sd, "get") else None
+    return text.check_text_sizes(dict(
+        vocab_size=vocab, hidden_size=hidden,
+        num_hidden_layers=_count(sd, prefix + "transformer.resblocks.{}.mlp.c_fc.weight"),
+        intermediate_size=_shape(sd, f"{prefix}transformer.resblocks.0.mlp.c_fc.weight", where)[0],
+        num_attention_heads=max(1, hidden // HEAD_CHANNELS),
+        max_position_embeddings=_shape(sd, f"{prefix}positional_embedding", where)[0], hidden_act="gelu",
+        layer_norm_eps=1e-5, projection_dim=int(projection.shape[1]) if projection is not None else hidden), where)
+
+
+def spec_from_keys(sd: Any, name: str, text_kind: str, parameterization: str = "eps",
+                   scale_factor: float = 0.18215) -> LDMSpec:
+    """An ``LDMSpec`` for an SD 1.x ('clip') or SD 2.x ('openclip') checkpoint whose sizes are not those of the
+    bundled yamls (a tiny or unusual model), read from its keys; ``name`` names the checkpoint in messages."""
+    where = f"{name} (sizes read from its keys)"
+    unet_params = unet_params_from_keys(sd, where, heads="sd1" if text_kind == "clip" else "channels")
+    if text_kind == "clip":
+        text_spec = text.clip_spec(clip_sizes_from_keys(sd, "cond_stage_model.transformer.", where))
+    else:
+        text_spec = text.openclip_spec(openclip_sizes_from_keys(sd, "cond_stage_model.model.", where))
+    image_size = 64
+    return LDMSpec(path=Path(where), parameterization=parameterization, linear_start=0.00085, linear_end=0.012,
+                   timesteps=1000, scale_factor=scale_factor, image_size=image_size,
+                   unet=unet_config(unet_params, image_size, where),
+                   vae=vae_config(vae_ddconfig_from_keys(sd, where), scale_factor, where), text=text_spec)

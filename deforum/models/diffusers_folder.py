@@ -26,12 +26,14 @@ from deforum.models.text import BOS_ID, EOS_ID, Tokenizer, check_text_sizes
 log = logging.getLogger(__name__)
 
 PARTS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
-# What snapshot_download fetches: configs, the full-precision safetensors weights, the tokenizer files.
-HUB_PATTERNS = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/*",
-                *(f"{part}/config.json" for part in PARTS),
-                *(f"{part}/{stem}.safetensors" for part, stem in PARTS.items()),
-                *(f"{part}/{stem}.safetensors.index.json" for part, stem in PARTS.items()),
-                *(f"{part}/{stem}-*-of-*.safetensors" for part, stem in PARTS.items())]
+SDXL_PARTS = {**PARTS, "text_encoder_2": "model"}  # SDXL's second text encoder (OpenCLIP bigG, with projection)
+# What snapshot_download fetches: configs, the full-precision safetensors weights, the tokenizer files (an SD
+# 1.x / 2.x repo has no text_encoder_2/ or tokenizer_2/: those patterns match nothing there).
+HUB_PATTERNS = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/*", "tokenizer_2/*",
+                *(f"{part}/config.json" for part in SDXL_PARTS),
+                *(f"{part}/{stem}.safetensors" for part, stem in SDXL_PARTS.items()),
+                *(f"{part}/{stem}.safetensors.index.json" for part, stem in SDXL_PARTS.items()),
+                *(f"{part}/{stem}-*-of-*.safetensors" for part, stem in SDXL_PARTS.items())]
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v"}
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 VOCAB_SIZE = 49408
@@ -104,11 +106,19 @@ def check_vae_config(cfg: dict, where: Path) -> None:
             raise limits.fail(where, key, cfg[key], f"a list of {len(levels)} block type names")
 
 
+def is_sdxl_folder(folder: Path, index: dict | None = None) -> bool:
+    """An SDXL pipeline folder: a second text encoder in model_index.json or on disk."""
+    if index is None:
+        index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
+    return "text_encoder_2" in index or (folder / "text_encoder_2").is_dir()
+
+
 def missing_files(folder: Path) -> list[str]:
-    """The files a complete diffusers SD folder needs that folder lacks (empty when it can be loaded)."""
-    need = ["model_index.json", "scheduler/scheduler_config.json", *(f"{part}/config.json" for part in PARTS)]
+    """The files a complete diffusers SD / SDXL folder needs that folder lacks (empty when it can be loaded)."""
+    parts = SDXL_PARTS if is_sdxl_folder(folder) else PARTS
+    need = ["model_index.json", "scheduler/scheduler_config.json", *(f"{part}/config.json" for part in parts)]
     missing = [n for n in need if not (folder / n).is_file()]
-    for part, stem in PARTS.items():
+    for part, stem in parts.items():
         if not (folder / part).is_dir() or not _weight_files(folder / part, stem):
             missing.append(f"{part}/{stem}.safetensors")
     return missing
@@ -180,18 +190,18 @@ def parameterization_from_scheduler(cfg: dict) -> str:
     return PREDICTION_TYPES[kind]
 
 
-def _pad_id(folder: Path) -> int:
+def _pad_id(folder: Path, tokenizer: str = "tokenizer") -> int:
     """SD1 pads with <|endoftext|> (49407), SD2's OpenCLIP tokenizer with '!' (id 0), as the folder says."""
     pad = None
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        path = folder / "tokenizer" / name
+        path = folder / tokenizer / name
         if path.is_file():
             pad = _read_json(path).get("pad_token")
             if pad is not None:
                 break
     if isinstance(pad, dict):
         pad = pad.get("content")
-    vocab_file = folder / "tokenizer" / "vocab.json"
+    vocab_file = folder / tokenizer / "vocab.json"
     vocab = _read_json(vocab_file) if vocab_file.is_file() else {}
     if vocab and len(vocab) != VOCAB_SIZE:
         log.warning("%s has %d tokens, not CLIP's %d: added tokens are not used", vocab_file, len(vocab), VOCAB_SIZE)
@@ -203,15 +213,22 @@ def _pad_id(folder: Path) -> int:
         return 0
     if isinstance(pad, str) and pad in vocab:
         return limits.integer(vocab[pad], vocab_file, repr(pad), 0, VOCAB_SIZE - 1)
-    raise ModelError(f"{folder / 'tokenizer'}: pad_token {pad!r} is not a CLIP token; "
+    raise ModelError(f"{folder / tokenizer}: pad_token {pad!r} is not a CLIP token; "
                      "allowed: '<|endoftext|>' (SD 1.x) or '!' (SD 2.x)")
 
 
 def _check_family(folder: Path, index: dict, unet_cfg: dict) -> None:
-    """Only SD 1.x/2.x text-to-image folders: no SDXL (second text encoder), no inpainting/depth UNets."""
-    if "text_encoder_2" in index or unet_cfg.get("addition_embed_type"):
-        raise ModelError(f"{folder} is an SDXL-type model ({index.get('_class_name')}); only Stable Diffusion "
-                         "1.x / 2.x are supported")
+    """SD 1.x/2.x and SDXL text-to-image folders only: no refiner, no other addition embeddings, no
+    inpainting/depth UNets."""
+    sdxl = is_sdxl_folder(folder, index)
+    kind = unet_cfg.get("addition_embed_type")
+    text_encoder = index.get("text_encoder")
+    refiner = bool(index.get("requires_aesthetics_score")) or (isinstance(text_encoder, list) and bool(text_encoder)
+                                                               and text_encoder[0] is None)
+    if (sdxl and (kind != "text_time" or refiner)) or (not sdxl and kind):
+        raise ModelError(f"{folder} is an SDXL-type model ({index.get('_class_name')}) this package does not "
+                         "support (the refiner, or another addition embedding); supported: Stable Diffusion "
+                         "1.x / 2.x and SDXL base / fine-tunes with unet addition_embed_type 'text_time'")
     if unet_cfg.get("in_channels", 4) != 4:
         raise ModelError(f"{folder}: the UNet takes {unet_cfg.get('in_channels')} input channels (an inpainting "
                          "or depth model); only 4-channel text-to-image models are supported")
@@ -240,14 +257,73 @@ def build_modules(folder: Path) -> dict[str, torch.nn.Module]:
                 str(folder / "text_encoder"), local_files_only=True)))))
 
 
+def _text_module(folder: Path, sub: str, with_projection: bool):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    path = folder / sub / "config.json"
+    cfg = _read_json(path)
+    if cfg.get("model_type", "clip_text_model") != "clip_text_model":
+        raise ModelError(f"{folder / sub}: model_type = {cfg.get('model_type')!r}; allowed: 'clip_text_model'")
+    check_text_sizes(cfg, path)
+    cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    return path, lambda: cls(CLIPTextConfig.from_pretrained(str(folder / sub), local_files_only=True))
+
+
+def _fit_text(module: torch.nn.Module, weights: dict) -> dict:
+    """Text weights with the module's 'text_model.' prefix (or without), whichever transformers saved."""
+    from deforum.models.sdxl import _fit_text_keys
+
+    return _fit_text_keys(module, {k: v for k, v in weights.items() if not k.endswith("position_ids")})
+
+
+def load_sdxl_folder(folder: Path, index: dict, dtype: torch.dtype):
+    """An ``SDXLModel`` from a diffusers SDXL folder (both text encoders; tokenizer_2 pads with '!')."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from deforum.models.sdxl import SDXLModel
+
+    scheduler_path = folder / "scheduler" / "scheduler_config.json"
+    scheduler = _read_json(scheduler_path)
+    alphas_cumprod = alphas_cumprod_from_scheduler(scheduler, scheduler_path)
+    parameterization = parameterization_from_scheduler(scheduler)
+    pads = (_pad_id(folder), _pad_id(folder, "tokenizer_2") if (folder / "tokenizer_2").is_dir() else 0)
+    unet_path, vae_path = folder / "unet" / "config.json", folder / "vae" / "config.json"
+    unet_cfg, vae_cfg = _read_json(unet_path), _read_json(vae_path)
+    check_unet_config(unet_cfg, unet_path)
+    check_vae_config(vae_cfg, vae_path)
+    text_path, text_build = _text_module(folder, "text_encoder", False)
+    text2_path, text2_build = _text_module(folder, "text_encoder_2", True)
+    with torch.device("meta"):
+        main = convert.modules_from_builders((
+            ("unet", unet_path, lambda: UNet2DConditionModel.from_config(unet_cfg)),
+            ("vae", vae_path, lambda: AutoencoderKL.from_config(vae_cfg)), ("text", text_path, text_build)))
+        second = convert.modules_from_builders((("text", text2_path, text2_build),))
+    parts = {"unet": read_weights(folder / "unet", SDXL_PARTS["unet"]),
+             "vae": read_weights(folder / "vae", SDXL_PARTS["vae"]),
+             "text": _fit_text(main["text"], read_weights(folder / "text_encoder", "model"))}
+    parts_2 = {"text": _fit_text(second["text"], read_weights(folder / "text_encoder_2", "model"))}
+    convert.check_weights(main, parts, folder.name)
+    convert.check_weights(second, parts_2, f"{folder.name}/text_encoder_2")
+    convert.assign_weights(main, parts, dtype)
+    convert.assign_weights(second, parts_2, dtype)
+    model = SDXLModel(main["unet"], main["vae"], main["text"], second["text"], alphas_cumprod, parameterization,
+                      float(main["vae"].config.get("scaling_factor", 0.13025)), name=folder.name,
+                      config_name="diffusers")
+    model.tokenizer.pad_id, model.tokenizer_2.pad_id = pads
+    return model
+
+
 def load_folder(folder: str | Path, dtype: torch.dtype = torch.float32) -> LatentDiffusionModel:
-    """A LatentDiffusionModel (on the CPU) from a local diffusers SD 1.x/2.x folder."""
+    """A LatentDiffusionModel (on the CPU) from a local diffusers SD 1.x/2.x or SDXL folder."""
     folder = Path(folder)
     missing = missing_files(folder)
+    index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
     if missing:
-        raise ModelError(f"{folder} is not a complete diffusers folder: missing {', '.join(missing)}")
-    index = _read_json(folder / "model_index.json")
+        kind = "SDXL " if is_sdxl_folder(folder, index) else ""
+        raise ModelError(f"{folder} is not a complete diffusers {kind}folder: missing {', '.join(missing)}")
     _check_family(folder, index, _read_json(folder / "unet" / "config.json"))
+    if is_sdxl_folder(folder, index):
+        return load_sdxl_folder(folder, index, dtype)
     scheduler_path = folder / "scheduler" / "scheduler_config.json"
     scheduler = _read_json(scheduler_path)
     # Every config is checked before any weight is read.

@@ -1,4 +1,4 @@
-"""The model-family seam: what the loader and the Generator ask of a kind of model (SD 1.x, SD 2.x, later SDXL).
+"""The model-family seam: what the loader and the Generator ask of a kind of model (SD 1.x, SD 2.x, SDXL).
 
 A family knows how to recognise its checkpoints (``detect``), how to build a loaded model from one
 (``build``), how to turn prompt text into a ``Conditioning`` (``encode_prompt``) and the shape of its latents
@@ -18,6 +18,7 @@ import torch
 from deforum.errors import ModelError
 from deforum.models.ldm import LatentFormat
 from deforum.models.sd import SD1, SD2
+from deforum.models.sdxl import SDXL
 
 if TYPE_CHECKING:
     from deforum.conditioning import Conditioning
@@ -90,8 +91,9 @@ def latent_format_of(model: Any) -> LatentFormat:
                         scale_factor=float(getattr(model, "scale_factor", base.scale_factor)))
 
 
-# The families the loader asks, in order (sd.py implements the interface above).
-FAMILIES: list[ModelFamily] = [SD1, SD2]
+# The families the loader asks, in order (sd.py and sdxl.py implement the interface above). No SD 1.x / 2.x
+# detection claims an SGM file (their text-encoder prefixes differ) or a model with a second text encoder.
+FAMILIES: list[ModelFamily] = [SD1, SD2, SDXL]
 
 __all__ = ["FAMILIES", "DiffusionModel", "LatentFormat", "ModelFamily", "detect_family", "family_names",
            "family_of", "latent_format_of"]

@@ -77,9 +77,17 @@ class StableDiffusion:
         raise NotImplementedError
 
     def _detect_model(self, model: Any) -> bool:
+        if hasattr(model, "text_encoder_2"):  # SDXL's two text encoders
+            return False
         context = getattr(getattr(model.unet, "config", None), "cross_attention_dim", None)
         sd2 = model.tokenizer.pad_id == 0 or context == SD2_CONTEXT
         return sd2 == (self.text_kind == "openclip")
+
+    def bundled_sizes(self, state_dict: Mapping[str, Any]) -> bool:
+        """Whether the checkpoint has the released sizes the bundled yamls describe (its cross-attention width,
+        or no width to read); a checkpoint of other sizes (a tiny one) is built from its keys instead."""
+        context = key_facts(state_dict)[2]
+        return context is None or context == (SD1_CONTEXT if self.text_kind == "clip" else SD2_CONTEXT)
 
     def config_name(self, state_dict: Mapping[str, Any], checkpoint_name: str = "") -> str:
         """The bundled LDM yaml for a checkpoint of this family (said out loud in the log)."""
@@ -95,9 +103,14 @@ class StableDiffusion:
         from deforum.models.text import Tokenizer
 
         path = Path(checkpoint)
-        if config is None:
-            config = ldm_config.config_path(self.config_name(state_dict, path.name))
-        spec = ldm_config.load_config(config)
+        if config is None and not self.bundled_sizes(state_dict):
+            spec = ldm_config.spec_from_keys(state_dict, path.name, self.text_kind)
+            log.info("model_config: %s is an %s checkpoint of its own sizes (cross-attention %s wide): the "
+                     "model is built from its keys", path.name, self.label, key_facts(state_dict)[2])
+        else:
+            if config is None:
+                config = ldm_config.config_path(self.config_name(state_dict, path.name))
+            spec = ldm_config.load_config(config)
         check_config(state_dict, spec, path)
         modules = convert.build_modules(spec)
         try:
