@@ -224,3 +224,34 @@ def test_sdxl_time_ids_are_height_width_first():
     assert time_ids(96, 64).tolist() == [[64.0, 96.0, 0.0, 0.0, 64.0, 96.0]]
     assert time_ids(96, 64, crop=(4, 8), original=(200, 100), batch=2).tolist() == [[100.0, 200.0, 4.0, 8.0, 64.0,
                                                                                        96.0]] * 2
+
+
+def test_a_yaml_beside_the_checkpoint_with_its_stem_is_its_config(tmp_path):
+    """The oracle tiny SD 1 has 2 attention heads, which its keys cannot tell (read from the keys it gets SD 1's
+    8): with its yaml beside it under the checkpoint's stem, the render settings load the yaml's model."""
+    import shutil
+
+    from deforum.models import load_root_model, loader
+    from deforum.testing import settings_for_test, tiny_checkpoint
+
+    ckpt, yaml = tiny_checkpoint(tmp_path, fmt="safetensors")
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([250.0])
+
+    def prediction(model):
+        return model.apply_model(x, t, model.family.encode_prompt(model, "a cat"))
+
+    expected = prediction(load_model(ckpt, yaml, cache=False))
+    settings = settings_for_test(model_checkpoint="custom", custom_checkpoint_path=str(ckpt), map_location="cpu",
+                                model_config="").model
+    try:
+        from_keys = load_root_model(settings)
+        assert from_keys.unet.config.attention_head_dim == 8
+        assert not torch.equal(prediction(from_keys), expected)
+        loader._cache.clear()
+        shutil.copyfile(yaml, ckpt.with_suffix(".yaml"))
+        beside = load_root_model(settings)
+        assert beside.unet.config.attention_head_dim == 2
+        assert torch.equal(prediction(beside), expected)
+    finally:
+        loader._cache.clear()

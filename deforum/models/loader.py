@@ -70,7 +70,8 @@ def _fingerprint(path: Path) -> tuple:
 def load_model(checkpoint: str | Path, config: str | Path | None = None, device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None, *, cache: bool = True, vae_tiling: bool = False,
                compile_unet: bool = False) -> LatentDiffusionModel:
-    """Load an SD 1.x/2.x model: a .safetensors/.ckpt file with its LDM yaml, or a local diffusers folder.
+    """Load an SD 1.x/2.x or SDXL model: a .safetensors/.ckpt file (an LDM yaml for SD 1.x/2.x, or sizes read from
+    its keys), or a local diffusers folder.
 
     ``config`` is the yaml path (detected when None; not used for a diffusers folder). ``vae_tiling`` encodes
     and decodes large images in tiles; ``compile_unet`` torch.compiles the UNet. With ``cache`` (default) a
@@ -224,8 +225,21 @@ def resolve_config(settings: ModelSettings, checkpoint: str | Path | dict | None
     return ldm_config.config_path(sd.detect_config_name(state_dict, Path(checkpoint).name), configs_path)
 
 
+def yaml_beside(checkpoint: Path) -> Path | None:
+    """``model.yaml`` next to ``model.safetensors`` / ``model.ckpt`` (A1111's rule), or None. It is used when
+    model_config is empty and the checkpoint is not a catalogue one; the keys still pick the family."""
+    for candidate in (checkpoint.with_suffix(".yaml"), checkpoint.with_suffix(".yml")):
+        if candidate.is_file():
+            log.info("model_config: %s (beside the checkpoint)", candidate)
+            return candidate
+    return None
+
+
 def load_root_model(settings: ModelSettings, *, endpoint: str | None = None) -> LatentDiffusionModel:
     """Resolve the checkpoint and config, pick device and precision, load (once), and say what was chosen.
+
+    With model_config empty, a yaml with the checkpoint's stem beside it is its config; with none there, the
+    family and every size come from the checkpoint's keys.
 
     Fields read (``settings.model``): model_checkpoint, custom_checkpoint_path, models_path, model_config,
     custom_config_path, configs_path, check_sha256, map_location, half_precision, vae_tiling, compile_unet.
@@ -237,7 +251,7 @@ def load_root_model(settings: ModelSettings, *, endpoint: str | None = None) -> 
             log.info("%s is a diffusers folder: model_config 'custom' is not used", ckpt)
         cfg = None
     elif config_name in ("", "auto") and catalogue.lookup(settings.model_checkpoint or "") is None:
-        cfg = None
+        cfg = yaml_beside(ckpt)
     else:
         cfg = resolve_config(settings)
     device = choose_device(settings.map_location)
