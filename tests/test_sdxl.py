@@ -255,3 +255,13 @@ def test_a_yaml_beside_the_checkpoint_with_its_stem_is_its_config(tmp_path):
         assert torch.equal(prediction(beside), expected)
     finally:
         loader._cache.clear()
+
+
+def test_a_half_precision_sdxl_keeps_its_vae_in_float32(tiny_files):
+    model = load_model(tiny_files["sdxl"], dtype=torch.float16, cache=False)
+    assert model.dtype == torch.float16 and model.text_encoder_2.dtype == torch.float16
+    assert model.vae.dtype == torch.float32  # SDXL's VAE overflows in float16 (diffusers' force_upcast)
+    model.to(dtype=torch.float16)
+    assert model.vae.dtype == torch.float32
+    z = model.get_first_stage_encoding(model.encode_first_stage(torch.zeros(1, 3, 64, 64)))
+    assert z.dtype == torch.float32 and torch.isfinite(model.decode_first_stage(z.half())).all()

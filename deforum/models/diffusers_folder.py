@@ -280,7 +280,7 @@ def load_sdxl_folder(folder: Path, index: dict, dtype: torch.dtype):
     """An ``SDXLModel`` from a diffusers SDXL folder (both text encoders; tokenizer_2 pads with '!')."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from deforum.models.sdxl import SDXLModel
+    from deforum.models.sdxl import SDXLModel, assign_sdxl_weights
 
     scheduler_path = folder / "scheduler" / "scheduler_config.json"
     scheduler = _read_json(scheduler_path)
@@ -304,8 +304,7 @@ def load_sdxl_folder(folder: Path, index: dict, dtype: torch.dtype):
     parts_2 = {"text": _fit_text(second["text"], read_weights(folder / "text_encoder_2", "model"))}
     convert.check_weights(main, parts, folder.name)
     convert.check_weights(second, parts_2, f"{folder.name}/text_encoder_2")
-    convert.assign_weights(main, parts, dtype)
-    convert.assign_weights(second, parts_2, dtype)
+    assign_sdxl_weights(main, parts, second, parts_2, dtype)
     model = SDXLModel(main["unet"], main["vae"], main["text"], second["text"], alphas_cumprod, parameterization,
                       float(main["vae"].config.get("scaling_factor", 0.13025)), name=folder.name,
                       config_name="diffusers")

@@ -225,6 +225,22 @@ def _fit_text_keys(module: torch.nn.Module, weights: dict) -> dict:
     return out
 
 
+def vae_dtype(dtype: torch.dtype) -> torch.dtype:
+    """SDXL's VAE overflows in float16 (diffusers' force_upcast): a half model keeps its VAE in float32."""
+    return torch.float32 if dtype == torch.float16 else dtype
+
+
+def assign_sdxl_weights(main: dict, parts: dict, second: dict, parts_2: dict, dtype: torch.dtype) -> None:
+    """Give the meta modules their tensors: UNet and text encoders in dtype, the VAE in ``vae_dtype(dtype)``."""
+    from deforum.models import convert
+
+    vae = main["vae"]
+    vae.load_state_dict({k: v.to(vae_dtype(dtype)) for k, v in parts["vae"].items()}, strict=True, assign=True)
+    convert.assign_weights({"unet": main["unet"], "text": main["text"]},
+                           {"unet": parts["unet"], "text": parts["text"]}, dtype)
+    convert.assign_weights(second, parts_2, dtype)
+
+
 def build_from_state_dict(sd: dict, path: Path, dtype: torch.dtype, family: Any = None) -> SDXLModel:
     """An ``SDXLModel`` from an SGM state dict: sizes from the keys, diffusers' converters for the names."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -283,8 +299,7 @@ def build_from_state_dict(sd: dict, path: Path, dtype: torch.dtype, family: Any 
         convert.check_weights(second, parts_2, where)
     except ModelError as error:
         raise (error if path.name in str(error) else ModelError(f"{path}: {error}")) from None
-    convert.assign_weights(main, parts, dtype)
-    convert.assign_weights(second, parts_2, dtype)
+    assign_sdxl_weights(main, parts, second, parts_2, dtype)
     return SDXLModel(modules["unet"], modules["vae"], modules["text"], modules["text_2"],
                      linear_alphas_cumprod(0.00085, 0.012, 1000), parameterization, SCALE_FACTOR, name=path.name,
                      family=family)
