@@ -12,7 +12,7 @@ strength, ...). The order of one call follows spec generation 0:
 3. ``strength_0_no_init``: strength 0 when there is no init;
 4. build the latent mask;
 5. (uc, c) ``Conditioning`` values from the prompt through the model family (cached per text) unless
-   given; ``scale == 1`` runs the conditional pass only;
+   given; ``scale <= 1`` runs the conditional pass only (no guidance: the negative prompt is not used);
 6. sample (strength -> steps, CFG, latent pinning under the mask, per-step callbacks);
 7. decode, and the final pixel overlay under the mask (``overlay_mask``, ``mask_overlay_blur``).
 
@@ -36,6 +36,7 @@ from deforum.errors import SettingsError
 from deforum.image import convert, masks
 from deforum.models.family import DiffusionModel, ModelFamily, family_of, latent_format_of
 from deforum.plan import rng_seed
+from deforum.prompts import split_negative
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ class Generator:
             c = prompt_c if c is None else c
         device = torch.device(self.model.device)
         extra_args = {"cond": Conditioning.of(c).to(device),
-                      "uncond": None if scale == 1 else Conditioning.of(uc).to(device),
+                      "uncond": None if scale <= 1 else Conditioning.of(uc).to(device),
                       "cond_scale": float(scale)}
 
         guided: Callable[..., torch.Tensor] = CFGDenoiser(self.denoiser, cond_uncond_sync=cond_uncond_sync,
@@ -262,7 +263,8 @@ class Generator:
             guided = self.denoiser_wrapper(guided)
             begin = getattr(guided, "begin", None)
             if begin is not None:  # e.g. gradient conditioning: the schedule this call runs, and its prompt
-                begin(schedule_for(self.denoiser, sampler, steps, strength, karras), sampler=sampler, prompt=prompt)
+                begin(schedule_for(self.denoiser, sampler, steps, strength, karras), sampler=sampler,
+                      prompt=None if prompt is None else split_negative(prompt)[0])
 
         total = steps_to_run(steps, strength)
         step_callback = self._step_callback(callback, progress or self.progress, total, step_dir, show_step)

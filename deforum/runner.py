@@ -203,6 +203,8 @@ def _render_prepared(prepared: Prepared, identity: RunIdentity, inputs: RunInput
         model = load_root_model(settings.model)
         if root is not None and not isinstance(root, Mapping):
             root.model = model  # keep it for the next run of the notebook cell
+    from deforum.models.taesd import use_vae
+    use_vae(model, settings.model.vae, models_path=settings.model.models_path)  # this run's autoencoder
     from deforum.guidance import make_denoiser_wrapper
     guidance = make_denoiser_wrapper(settings, model)
     steps_bar = _StepBar() if step_progress else None

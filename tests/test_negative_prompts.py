@@ -117,17 +117,6 @@ def test_the_plan_carries_each_frames_full_prompt():
     assert "--neg blurry" in text
 
 
-def test_the_plan_refuses_two_neg_markers_naming_the_prompt():
-    settings = settings_for_test(W=64, H=64, animation_mode="2D", max_frames=2, seed=5, prompt_weighting=False,
-                                 animation_prompts={0: "a cat", 1: "a --neg b --neg c"})
-    with pytest.raises(SettingsError, match=r"animation_prompts\[1\].*'a --neg b --neg c'"):
-        make_plan(settings, 5)
-    stills = settings_for_test(W=64, H=64, animation_mode="None", seed=5, prompt_weighting=False,
-                               prompts=["ok", "x --neg y --neg z"])
-    with pytest.raises(SettingsError, match=r"prompts\[1\]"):
-        make_plan(stills, 5)
-
-
 def test_none_mode_prompts_keep_their_text_and_get_no_appended_negative():
     settings = settings_for_test(W=64, H=64, animation_mode="None", seed=5, prompts=["a cat --neg dog"],
                                  animation_prompts_negative="blurry")
@@ -243,3 +232,17 @@ def test_deforum_plan_shows_the_negative(tmp_path, capsys):
     with open(tmp_path / "p.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 3 and all(row["prompt"].endswith(" --neg blurry") for row in rows)
+
+
+@pytest.mark.parametrize("weighting", [True, False])
+def test_two_neg_markers_are_refused_when_the_settings_resolve_with_or_without_weighting(weighting):
+    from deforum.errors import SettingsError
+    from deforum.testing import settings_for_test
+
+    with pytest.raises(SettingsError, match=r"prompts\[0\]: .*2 '--neg' markers"):
+        settings_for_test(prompts=["a --neg b --neg c"], prompt_weighting=weighting)
+    with pytest.raises(SettingsError, match=r"animation_prompts\[0\]: .*2 '--neg' markers"):
+        settings_for_test(animation_mode="Video Input", video_init_path="v.mp4", prompt_weighting=weighting,
+                          animation_prompts={0: "a --neg b --neg c"})
+    with pytest.raises(SettingsError, match="animation_prompts_positive=.*'--neg'"):
+        settings_for_test(animation_mode="2D", animation_prompts_positive="x --neg y", prompt_weighting=weighting)

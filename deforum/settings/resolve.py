@@ -461,11 +461,13 @@ def _still_prompt_problems(args: Mapping[str, Any], prompts: Any, weighting: boo
     if _valid("args", "n_batch", n_batch) and n_batch * len(prompts) > MAX_FRAMES_LIMIT:
         found.append(f"n_batch={n_batch}: {len(prompts)} prompt(s) x n_batch {n_batch} = "
                      f"{n_batch * len(prompts)} images; at most {MAX_FRAMES_LIMIT} in one run")
-    if weighting:
-        from deforum.prompts import weight_problems
+    from deforum.prompts import NEG, neg_count_message, weight_problems
 
-        for index, text in enumerate(prompts):
+    for index, text in enumerate(prompts):
+        if weighting:
             found += [f"prompts[{index}]: {p}" for p in weight_problems(text, [0])]
+        elif text.count(NEG) > 1:
+            found.append(f"prompts[{index}]: {neg_count_message(text)}")
 
 
 def _animation_prompt_problems(anim: Mapping[str, Any], animation_prompts: Any, weighting: bool,
@@ -509,12 +511,17 @@ def _animation_prompt_problems(anim: Mapping[str, Any], animation_prompts: Any, 
         elif past:
             notes.append(f"animation_prompts: the prompt(s) at frame {', '.join(map(str, past))} are not used "
                          f"(max_frames={max_frames} renders {shown})")
-    if not weighting:
-        return
-    from deforum.prompts import weight_problems
+    from deforum.prompts import NEG, neg_count_message, weight_problems
 
+    positive = anim.get("animation_prompts_positive")
+    if isinstance(positive, str) and NEG in positive:
+        found.append(f"animation_prompts_positive={short_repr(positive)}: has {NEG!r}; put the negative part in "
+                     "animation_prompts_negative")
     for key, frames in _generated_frames(anim, keys, max_frames if frames_known else None).items():
-        found += [f"animation_prompts[{key}]: {p}" for p in weight_problems(keyed[key], frames)]
+        if weighting:
+            found += [f"animation_prompts[{key}]: {p}" for p in weight_problems(keyed[key], frames)]
+        elif keyed[key].count(NEG) > 1:
+            found.append(f"animation_prompts[{key}]: {neg_count_message(keyed[key])}")
 
 
 def _generated_frames(anim: Mapping[str, Any], keys: list[int], max_frames: int | None) -> dict[int, list[int]]:
