@@ -311,7 +311,7 @@ def test_a_random_seed_is_fresh_by_default():
     ("args", "W", "W = 512 #@param"),
     ("args", "sampler", 'sampler = \'dpmpp_2s_a\' #@param ["klms", "dpm2", "dpm2_ancestral", "heun", '
                         '"euler", "euler_ancestral", "plms", "ddim", "dpm_fast", "dpm_adaptive", '
-                        '"dpmpp_2s_a", "dpmpp_2m", "dpmpp_sde", "dpmpp_2m_sde"]'),
+                        '"dpmpp_2s_a", "dpmpp_2m", "dpmpp_sde", "dpmpp_2m_sde", "lcm"]'),
     ("args", "save_samples", 'save_samples = True #@param {type:"boolean"}'),
     ("args", "strength", 'strength = 0.0 #@param {type:"number"}'),
     ("args", "batch_name", 'batch_name = \'StableFun\' #@param {type:"string"}'),
