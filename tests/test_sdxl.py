@@ -170,12 +170,12 @@ def test_text_conditioning_and_one_denoising_step_equal_diffusers_sdxl_img2img(s
 
 # -- renders ----------------------------------------------------------------------------------------------------
 
-def render_3_frames(checkpoint: Path, out: Path):
+def render_3_frames(checkpoint: Path, out: Path, family=SDXL, **settings):
     from deforum.models import loader
     from deforum.runner import render
 
     root = {"model_checkpoint": "custom", "custom_checkpoint_path": str(checkpoint), "output_path": str(out),
-            "map_location": "cpu", "mount_google_drive": False}
+            "map_location": "cpu", "mount_google_drive": False, **settings}
     args = dict(W=64, H=64, seed=3, steps=2, sampler="euler", scale=7.5)
     anim = dict(animation_mode="2D", max_frames=3, diffusion_cadence="1")
     try:
@@ -183,7 +183,7 @@ def render_3_frames(checkpoint: Path, out: Path):
             warnings.simplefilter("ignore")
             result = render(args, anim, None, {0: "a red apple"}, root, progress=False)
         model = next(iter(loader._cache.values()))
-        assert model.family is SDXL and isinstance(model, SDXLModel)
+        assert model.family is family and isinstance(model, SDXLModel) == (family is SDXL)
     finally:
         loader._cache.clear()
     frames = sorted(result.outdir.glob(f"{result.timestring}_0*.png"))
@@ -199,9 +199,16 @@ def pixels(path: Path):
 
 
 def test_the_tiny_sdxl_single_file_renders_3_frames_offline(tiny_files, tmp_path):
+    """With the default model_config (v1-inference.yaml, as a notebook user leaves it): SDXL reads its keys."""
     frames = render_3_frames(tiny_files["sdxl"], tmp_path / "out")
     first = pixels(frames[0])
     assert first.shape == (64, 64, 3) and first.std() > 1.0
+
+
+@pytest.mark.parametrize("name, family", [("sd1", SD1), ("sd2", SD2)])
+def test_tiny_sd1_and_sd2_render_without_a_yaml(tiny_files, tmp_path, name, family):
+    frames = render_3_frames(tiny_files[name], tmp_path / "out", family, model_config="")
+    assert pixels(frames[-1]).std() > 1.0
 
 
 def test_a_tiny_sdxl_diffusers_folder_loads_like_its_single_file_and_renders(sdxl, tmp_path):
@@ -217,7 +224,7 @@ def test_a_tiny_sdxl_diffusers_folder_loads_like_its_single_file_and_renders(sdx
         warnings.simplefilter("ignore")
         t = torch.tensor([400.0])
         assert torch.equal(model.apply_model(x, t, a), sdxl.apply_model(x, t, b))
-    render_3_frames(folder, tmp_path / "out")
+    render_3_frames(folder, tmp_path / "out", model_config="")
 
 
 def test_sdxl_time_ids_are_height_width_first():
