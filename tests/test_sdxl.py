@@ -272,3 +272,15 @@ def test_a_half_precision_sdxl_keeps_its_vae_in_float32(tiny_files):
     assert model.vae.dtype == torch.float32
     z = model.get_first_stage_encoding(model.encode_first_stage(torch.zeros(1, 3, 64, 64)))
     assert z.dtype == torch.float32 and torch.isfinite(model.decode_first_stage(z.half())).all()
+
+
+def test_an_sdxl_file_with_a_v_pred_key_is_v_prediction(tmp_path):
+    from safetensors.torch import save_file
+
+    from deforum.models.tiny import tiny_state_dict
+
+    sd = tiny_state_dict("sdxl")
+    sd["v_pred"] = torch.tensor([])  # the marker v-prediction SDXL fine-tunes carry
+    save_file(dict(sd), str(tmp_path / "v.safetensors"))
+    assert load_model(tmp_path / "v.safetensors", cache=False).parameterization == "v"
+    assert load_model(write_tiny_checkpoint("sdxl", tmp_path / "e.safetensors"), cache=False).parameterization == "eps"
