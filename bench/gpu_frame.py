@@ -19,6 +19,13 @@ DPT-Large's architecture with random weights. Per size it prints:
 
 Then it counts CPU-GPU synchronisations inside one sampling run (torch.cuda.set_sync_debug_mode) for two
 step counts: equal counts mean nothing in the per-step loop waits for the GPU.
+
+Few-step rows (real weights, from ``--models-path``, default ``models``; see docs/models.md): SD-Turbo at
+1 step and SDXL-Turbo at 1 and 4 steps, img2img at 512 x 512 with cfg scale 1 (one UNet call per step) and
+euler_ancestral, each with the checkpoint's own VAE and with TAESD / TAESDXL (``vae = 'taesd'``): ms and
+frames/s of one ``Generator`` call, the floor (the UNet calls + VAE encode + decode of that call, each timed
+alone) and the ratio to it. A row whose files are absent is skipped with a line naming them. With ``--tiny``
+the tiny test model stands in for the Turbo models at 64 x 64 (the code path, not a timing).
 """
 
 from __future__ import annotations
@@ -257,6 +264,133 @@ def sync_counts(generator: Generator, size: int) -> dict[int, int]:
     return counts
 
 
+# -- few-step rows (SD-Turbo, SDXL-Turbo, TAESD) ----------------------------------------------------------------
+
+FEW_STEP_SIZE = 512
+FEW_STEP = (  # (label, catalogue name of the checkpoint, UNet steps run)
+    ("SD-Turbo 1 step", "sd_turbo.safetensors", 1),
+    ("SDXL-Turbo 1 step", "sd_xl_turbo_1.0_fp16.safetensors", 1),
+    ("SDXL-Turbo 4 steps", "sd_xl_turbo_1.0_fp16.safetensors", 4),
+)
+
+
+@contextlib.contextmanager
+def part_timer(model, device: torch.device):
+    """Times every UNet forward and VAE encode / decode inside the block, each alone (synchronised before and
+    after): yields {'unet': [ms, ...], 'encode': [...], 'decode': [...]}."""
+    times: dict[str, list[float]] = {"unet": [], "encode": [], "decode": []}
+
+    def timed(key, fn):
+        def run(*args, **kwargs):
+            synchronize(device)
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            synchronize(device)
+            times[key].append((time.perf_counter() - start) * 1000)
+            return out
+        return run
+
+    patched = [(model.unet, "forward"), (model.vae, "encode"), (model.vae, "decode")]
+    for (module, name), key in zip(patched, ("unet", "encode", "decode")):
+        setattr(module, name, timed(key, getattr(module, name)))
+    try:
+        yield times
+    finally:
+        for module, name in patched:
+            if name in vars(module):
+                delattr(module, name)  # the class's method again
+
+
+def few_step_request(size: int, steps_run: int) -> GenerationRequest:
+    """img2img of the test image that runs ``steps_run`` UNet steps (strength 0.5 of 2 x steps_run) at cfg 1."""
+    return GenerationRequest(seed=1, W=size, H=size, prompt=PROMPT, init_image=init_image(size), strength=0.5,
+                             steps=2 * steps_run, sampler="euler_ancestral", scale=1.0)
+
+
+def few_step_row(generator: Generator, size: int, steps_run: int, repeat: int) -> dict[str, float]:
+    """ms of one Generator call; the floor (its UNet calls + encode + decode, each timed alone); UNet calls."""
+    model, device = generator.model, generator.model.device
+    request = few_step_request(size, steps_run)
+    ms = median_ms(lambda: generator.generate(request), device, repeat, warmup=2)
+    with part_timer(model, device) as parts:
+        generator.generate(request)
+    calls = len(parts["unet"])
+    with part_timer(model, device) as again:  # a second pass: the medians of two runs' parts
+        generator.generate(request)
+    unet = statistics.median(parts["unet"] + again["unet"]) * calls
+    vae = sum(statistics.median(parts[k] + again[k]) for k in ("encode", "decode") if parts[k] + again[k])
+    return {"ms": ms, "floor": unet + vae, "unet": unet, "vae": vae, "calls": calls}
+
+
+def load_turbo(path: Path, device: torch.device, dtype: torch.dtype):
+    from deforum.models import catalogue, load_model
+
+    entry = catalogue.lookup(path.name)
+    config = REPO / "configs" / entry.config if entry is not None and entry.config else None
+    return load_model(path, config, device=device, dtype=dtype, cache=False)
+
+
+def few_step_rows(models_path: Path, device: torch.device, dtype: torch.dtype, repeat: int,
+                  tiny_generator: Generator | None = None) -> None:
+    """The few-step table; ``tiny_generator``: the tiny model stands in for the Turbo checkpoints (64 x 64)."""
+    from deforum.errors import DeforumError
+    from deforum.models import catalogue
+
+    size = 64 if tiny_generator is not None else FEW_STEP_SIZE
+    print(f"few-step rows: img2img {size}x{size}, euler_ancestral, cfg scale 1 (one UNet call per step), models "
+          f"from {models_path}" + (" (--tiny: the tiny test model stands in)" if tiny_generator else ""))
+    header = (f"{'size':>5}  {'row':<34} {'ms':>10} {'x floor':>8} {'frames/s':>9} {'floor ms':>9} "
+              f"{'UNet ms':>8} {'VAE ms':>7} {'calls':>5}")
+    print(header)
+    print("-" * len(header))
+    jobs = [("tiny stand-in 1 step", None, 1)] if tiny_generator is not None else list(FEW_STEP)
+    loaded: dict[str, Generator] = {}
+    for label, name, steps_run in jobs:
+        if tiny_generator is not None:
+            generator = tiny_generator
+        else:
+            path = models_path / name
+            if not path.is_file():
+                print(f"skipped: {label}: {path} is absent (deforum models list; docs/models.md)")
+                continue
+            if name not in loaded:
+                loaded.clear()  # one big checkpoint in memory at a time
+                try:
+                    loaded[name] = Generator(load_turbo(path, device, dtype))
+                except DeforumError as exc:
+                    print(f"skipped: {label}: {exc}")
+                    continue
+            generator = loaded[name]
+        model = generator.model
+        family = "sdxl" if "xl" in (name or "").lower() else "sd1"
+        tae = catalogue.lookup("taesdxl" if family == "sdxl" else "taesd")
+        for vae in ("default", "taesd"):
+            if vae == "taesd":
+                if not tae.present(models_path):
+                    print(f"skipped: {label} + {tae.name}: {tae.path_in(models_path)} is absent (config.json and "
+                          f"{tae.filename}; docs/models.md)")
+                    continue
+                try:
+                    from deforum.models.taesd import use_vae
+
+                    use_vae(model, "taesd", models_path=models_path)
+                except (ImportError, DeforumError) as exc:
+                    print(f"skipped: {label} + {tae.name}: {exc}")
+                    continue
+            try:
+                r = few_step_row(generator, size, steps_run, repeat)
+            finally:
+                if vae == "taesd":
+                    from deforum.models.taesd import use_vae
+
+                    use_vae(model, "default")
+            row_label = f"{label}, {'TAESD' if vae == 'taesd' else 'own VAE'}"
+            print(f"{size:>5}  {row_label:<34} {r['ms']:>10.1f} {r['ms'] / r['floor']:>8.2f} "
+                  f"{1000 / r['ms']:>9.1f} {r['floor']:>9.1f} {r['unet']:>8.1f} {r['vae']:>7.1f} "
+                  f"{r['calls']:>5}", flush=True)
+    loaded.clear()
+
+
 # -- main -------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
@@ -272,6 +406,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="default: cuda when present; --device cpu runs the real architecture on the CPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet first (slow start)")
     parser.add_argument("--no-diffusers", action="store_true", help="skip the diffusers pipeline rows")
+    parser.add_argument("--models-path", type=Path, default=Path("models"),
+                        help="where the few-step rows find sd_turbo.safetensors, sd_xl_turbo_1.0_fp16.safetensors, "
+                             "taesd/ and taesdxl/ (default: models)")
+    parser.add_argument("--few-step-only", action="store_true", help="only the few-step rows")
     ns = parser.parse_args(argv)
     set_steps(ns.steps)
 
@@ -313,8 +451,10 @@ def main(argv: list[str] | None = None) -> None:
         gib = f"{peak / GiB:>9.2f}" if peak is not None else f"{'-':>9}"
         print(f"{size:>5}  {label:<34} {ms:>10.1f} {ratio} {gib}", flush=True)
 
+    if ns.few_step_only:
+        sizes = []
     with tempfile.TemporaryDirectory() as tmp:
-        depth = build_depth(device, dtype, tiny, Path(tmp))
+        depth = build_depth(device, dtype, tiny, Path(tmp)) if sizes else None
         pipe = None if ns.no_diffusers else diffusers_pipeline(model)
         for size in sizes:
             model.set_vae_tiling(size >= 1024)
@@ -340,11 +480,13 @@ def main(argv: list[str] | None = None) -> None:
                 with peak_memory(device, mem):
                     ms = median_ms(theirs, device, max(2, repeat // 3), warmup=1)
                 row(size, "diffusers img2img pipeline", ms, floor, mem["peak"])
-        if device.type == "cuda":
+        if device.type == "cuda" and sizes:
             counts = sync_counts(generator, sizes[0])
             print("CPU-GPU syncs inside one sampling run: "
                   + ", ".join(f"{n} steps -> {count}" for n, count in counts.items())
                   + " (equal counts: none per step)")
+    del generator, pipe, depth
+    few_step_rows(ns.models_path, device, dtype, repeat, tiny_generator=Generator(model) if tiny else None)
     print(f"total wall time {time.perf_counter() - started:.0f} s")
 
 

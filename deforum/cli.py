@@ -1,4 +1,4 @@
-"""The ``deforum`` command (also ``python -m deforum``): render, plan, preview, video, settings.
+"""The ``deforum`` command (also ``python -m deforum``): render, plan, preview, video, settings, models.
 
 Exit codes: 0 success; 1 a run, model or media failure; 2 bad settings or usage (argparse's own code
 for usage errors). With several settings files the code is that of the first failure, after every file
@@ -163,6 +163,8 @@ def make_root(ns: argparse.Namespace, sets: Mapping[str, Mapping[str, Any]]) -> 
         else:
             root["model_checkpoint"] = checkpoint
     config = getattr(ns, "config", None)
+    if checkpoint and not config and "model_config" not in sets.get("root", {}):
+        root["model_config"] = ""  # detected from the checkpoint's keys (the catalogue's config for its names)
     if config:
         if os.path.isfile(config):
             root.update(model_config="custom", custom_config_path=os.path.abspath(config))
@@ -667,6 +669,54 @@ def cmd_settings_fields(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------------------------- models
+
+
+def models_table(models_path: str | os.PathLike[str], kind: str | None = None) -> str:
+    """The catalogue as an aligned table: name, family, kind, size, licence, and whether the file is in
+    models_path (a vae: its folder with config.json and the weights)."""
+    from deforum.models import catalogue
+
+    rows = [("name", "family", "kind", "size", "present", "licence")]
+    for e in catalogue.entries(kind=kind):
+        licence = e.licence + (" [NON-COMMERCIAL]" if e.commercial is False else "")
+        rows.append((e.name, e.family, e.kind, e.size_label(), "yes" if e.present(models_path) else "no", licence))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def cmd_models_list(ns: argparse.Namespace) -> int:
+    from deforum.models import catalogue
+
+    models_path = ns.models_path or A.FIELDS["root"]["models_path"].default
+    print(models_table(models_path, ns.kind))
+    notes = [e for e in catalogue.entries(kind=ns.kind) if e.commercial is False]
+    print(f"# models_path: {os.path.abspath(models_path)}; a missing checkpoint is downloaded by the first render "
+          "that names it (vae/lora: see docs/models.md)", file=sys.stderr)
+    for e in notes:
+        print(f"# {e.name}: {e.note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def safetensors_path(text: str) -> str:
+    """``--out`` of ``deforum models tiny``: a path ending in .safetensors (the only format it writes)."""
+    if not text.endswith(".safetensors"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a tiny checkpoint is written as .safetensors; give a path "
+                                         "ending in .safetensors")
+    return text
+
+
+def cmd_models_tiny(ns: argparse.Namespace) -> int:
+    from deforum.models.tiny import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(ns.family, ns.out, seed=ns.seed)
+    size = path.stat().st_size
+    print(f"{path}: a tiny random {ns.family} checkpoint ({size / 1e6:.1f} MB, seed {ns.seed}); render with "
+          f"`deforum render SETTINGS --checkpoint {path}` (no yaml needed)")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -769,6 +819,24 @@ def build_parser() -> argparse.ArgumentParser:
     f = ssub.add_parser("fields", help="every --set key with its help, by group")
     f.add_argument("groups", nargs="*", metavar="GROUP", help=f"only these groups ({', '.join(A.GROUPS)})")
     f.set_defaults(func=cmd_settings_fields)
+
+    p = sub.add_parser("models", help="the model catalogue; tiny random checkpoints for offline tries",
+                       description="List the catalogue (checkpoints, LoRA, TAESD) or write a tiny random "
+                                   "checkpoint. docs/models.md says which file goes where.")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    m = msub.add_parser("list", help="the catalogue: name, family, kind, size, present in models_path, licence")
+    m.add_argument("--models-path", metavar="DIR",
+                   help=f"where the files are looked for (default: {A.FIELDS['root']['models_path'].default!r})")
+    m.add_argument("--kind", choices=("checkpoint", "lora", "vae"), help="only this kind")
+    m.set_defaults(func=cmd_models_list)
+    t = msub.add_parser("tiny", help="write a tiny random checkpoint in a family's original key layout",
+                        description="A few-MB random checkpoint that `deforum render --checkpoint PATH` loads "
+                                    "offline without a yaml (tests, docs, the offline demo); its frames are noise.")
+    t.add_argument("--family", required=True, choices=("sd1", "sd2", "sdxl"))
+    t.add_argument("--out", required=True, type=safetensors_path, metavar="PATH.safetensors",
+                   help="the file to write")
+    t.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    t.set_defaults(func=cmd_models_tiny)
     return parser
 
 

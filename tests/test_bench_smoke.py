@@ -40,6 +40,27 @@ def test_gpu_frame_tiny_prints_its_table():
     floor = next(ms for name, ms in rows.items() if name.startswith("floor ("))
     parts = rows["UNet step (CFG batch 2)"], rows["VAE encode"], rows["VAE decode"]
     assert floor >= sum(parts)  # steps run x step + encode + decode
+    # the few-step rows: the tiny model stands in for SD-Turbo (one UNet call at cfg 1); TAESD absent: skipped
+    few = next(line.split() for line in out.splitlines() if "tiny stand-in 1 step, own VAE" in line)
+    ms, ratio, fps, floor_ms, unet, vae, calls = map(float, few[-7:])
+    assert ms > 0 and fps == pytest.approx(1000 / ms, rel=0.01) and ratio == pytest.approx(ms / floor_ms, rel=0.02)
+    assert floor_ms == pytest.approx(unet + vae, abs=0.2) and calls == 1
+    assert re.search(r"skipped: tiny stand-in 1 step \+ taesd: .* is absent", out)
+
+
+def test_gpu_frame_few_step_rows_say_which_files_are_absent(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_frame", REPO / "bench" / "gpu_frame.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    import torch
+
+    bench.few_step_rows(tmp_path, torch.device("cpu"), torch.float32, 1)
+    out = capsys.readouterr().out
+    for label, name, _steps in bench.FEW_STEP:
+        assert f"skipped: {label}: {tmp_path / name} is absent" in out
+    assert "512x512" in out
 
 
 @pytest.mark.slow

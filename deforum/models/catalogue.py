@@ -9,29 +9,75 @@ Downloads go through huggingface_hub, so no URL (and no credential) is built by 
 The sha256s of the v0.6/v0.7 names are the spec's (1.2). The one of v1-5-pruned-emaonly.safetensors is not in
 the spec: it is the file's Git LFS oid on the hub (4,265,146,304 bytes), as published on the LFS details
 pages of mirrors of the SD 1.5 repository and in catalogues pinning stable-diffusion-v1-5/stable-diffusion-v1-5.
-An entry may have ``sha256=None`` (unknown hash): it is then used without a check, with a logged warning.
+An entry may have ``sha256=None`` (unknown hash): it is then checked by its size where the exact size is known
+(``size_problem``), otherwise used without a check, with a logged warning.
+
+Today's models (issue 18): SDXL base 1.0, SD-Turbo, SDXL-Turbo, LCM-LoRA for SD 1.5 and SDXL, TAESD and TAESDXL.
+Their sha256s and sizes are the Git LFS details (oid, size) shown on the hub's file pages of each repository (and of
+"Duplicate from" copies of it, which keep the oid); ``note`` says where a fact comes from or why it is missing.
+SDXL-Turbo's licence is non-commercial (``commercial=False``); docs/models.md lists every licence.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+FAMILIES = ("sd1", "sd2", "sdxl")
+KINDS = ("checkpoint", "lora", "vae")
 
 
 @dataclass(frozen=True)
 class CatalogueEntry:
-    name: str  # the dropdown name, also the file name in models_path
+    name: str  # the dropdown name, also the file (or, for a vae, the folder) name in models_path
     repo_id: str
     filename: str  # path inside the repository
-    sha256: str | None  # None: not known, the file is used unchecked (with a logged warning)
-    config: str  # the matching file in configs/
+    sha256: str | None  # None: not known, checked by size when ``size`` is known, else used unchecked (warning)
+    config: str  # the matching file in configs/; "" for SDXL (no LDM yaml: detected from the keys)
     gated: bool = False  # the repository asks you to accept a licence (log in with a token)
+    family: str = "sd1"  # "sd1", "sd2" or "sdxl": what the file is for
+    kind: str = "checkpoint"  # "checkpoint" (model_checkpoint), "lora" (field lora) or "vae" (vae = "taesd")
+    size: int | None = None  # exact bytes, where known (the LFS pointer's size)
+    size_text: str = ""  # the size as the hub shows it ("6.94 GB"), where the exact bytes are not known
+    licence: str = ""
+    commercial: bool | None = None  # False: the licence forbids commercial use; None: see the licence
+    note: str = ""  # where a fact comes from, or what is missing
 
     @property
     def url(self) -> str:
         return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.filename}"
 
+    @property
+    def is_folder(self) -> bool:
+        """A vae is a diffusers folder (config.json + weights), models_path/<name>/; the rest are single files."""
+        return self.kind == "vae"
+
+    def path_in(self, models_path: str | Path) -> Path:
+        """Where the file (or the vae's folder) goes in models_path."""
+        return Path(models_path or "models") / self.name
+
+    def present(self, models_path: str | Path) -> bool:
+        """The file is in models_path (a vae: its folder holds config.json and the weights)."""
+        where = self.path_in(models_path)
+        if self.is_folder:
+            return (where / "config.json").is_file() and (where / Path(self.filename).name).is_file()
+        return where.is_file()
+
+    def size_label(self) -> str:
+        """'6.94 GB', from the exact bytes when known (decimal units, as the hub shows sizes)."""
+        if self.size is None:
+            return self.size_text or "unknown"
+        for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+            if self.size >= scale:
+                return f"{self.size / scale:.3g} {unit}"
+        return f"{self.size} B"
+
 
 _SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+_RAIL = "CreativeML OpenRAIL-M"
+_RAILPP = "CreativeML Open RAIL++-M"
+_SAI_NC = "Stability AI Non-Commercial Research Community License (sai-nc-community)"
+_MIT = "MIT"
 _V1, _V2, _V2V = "v1-inference.yaml", "v2-inference.yaml", "v2-inference-v.yaml"
 
 CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in [
@@ -74,8 +120,83 @@ CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in [
     # safetensors variants (no pickle at all); sha256 = the hub's Git LFS oid, not from the spec
     CatalogueEntry("v1-5-pruned-emaonly.safetensors", _SD15, "v1-5-pruned-emaonly.safetensors",
                    "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa", _V1),
+    # today's models (issue 18)
+    CatalogueEntry("sd_xl_base_1.0.safetensors", "stabilityai/stable-diffusion-xl-base-1.0",
+                   "sd_xl_base_1.0.safetensors",
+                   "31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b", "", family="sdxl",
+                   size_text="6.94 GB", licence=_RAILPP,
+                   note="sha256: the file's LFS details on the hub; the exact byte size was not found"),
+    CatalogueEntry("sd_turbo.safetensors", "stabilityai/sd-turbo", "sd_turbo.safetensors",
+                   "3f067a1b943cf162f2b8f8588f6cf5824bd5b4c7d1d88d87164b9ca123616549", _V2, family="sd2",
+                   size_text="5.21 GB",
+                   licence="Stability AI licence (the model card: for commercial use see https://stability.ai/license)",
+                   note="SD 2.1 distilled (epsilon prediction, trailing timesteps): 1-4 steps at cfg_scale <= 1, "
+                        "512x512; the exact byte size was not found"),
+    CatalogueEntry("sd_xl_turbo_1.0_fp16.safetensors", "stabilityai/sdxl-turbo", "sd_xl_turbo_1.0_fp16.safetensors",
+                   "e869ac7d6942cb327d68d5ed83a40447aadf20e0c3358d98b2cc9e270db0da26", "", family="sdxl",
+                   size=6938081905, licence=_SAI_NC, commercial=False,
+                   note="NON-COMMERCIAL licence: research and personal use only (commercial use needs a licence from "
+                        "Stability AI, https://stability.ai/license); 1-4 steps at cfg_scale <= 1, 512x512"),
+    CatalogueEntry("lcm-lora-sdv1-5.safetensors", "latent-consistency/lcm-lora-sdv1-5",
+                   "pytorch_lora_weights.safetensors", None, "", family="sd1", kind="lora", size_text="135 MB",
+                   licence=_RAILPP,
+                   note="no sha256 or exact size of the repository's current file was found (it was re-uploaded; "
+                        "copies elsewhere show sha256 8f90d840e075ff588a58e22c6586e2ae9a6f7922996ee6649a7f01072333afe4, "
+                        "134,621,556 bytes): the download is not checked"),
+    CatalogueEntry("lcm-lora-sdxl.safetensors", "latent-consistency/lcm-lora-sdxl",
+                   "pytorch_lora_weights.safetensors",
+                   "c3dbf7eb26dd00ae6b6b95da69be9f1cb95a3b2c5bcf9be82323227a19b91329", "", family="sdxl", kind="lora",
+                   size_text="394 MB", licence=_RAILPP,
+                   note="sha256: the LFS details of the repository's file (last changed in commit 9d32716); the exact "
+                        "byte size was not found"),
+    CatalogueEntry("taesd", "madebyollin/taesd", "diffusion_pytorch_model.safetensors",
+                   "d7956d561b1efbd861ad9b03fd8f01510f9e87eddc07bdfd20837009433f6ee5", "", family="sd1", kind="vae",
+                   size=9793292, licence=_MIT,
+                   note="TAESD 1.2, diffusers' AutoencoderTiny for SD 1.x and 2.x: a folder models_path/taesd/ with "
+                        "config.json and diffusion_pytorch_model.safetensors"),
+    CatalogueEntry("taesdxl", "madebyollin/taesdxl", "diffusion_pytorch_model.safetensors",
+                   "0070e0bf1b85d84c836ebb0dc0d8a69200de91aa1a2a726efdb5153e810a27e6", "", family="sdxl", kind="vae",
+                   size=9793292, licence=_MIT,
+                   note="TAESDXL 1.2 (commit b581b40), AutoencoderTiny for SDXL: a folder models_path/taesdxl/ with "
+                        "config.json and diffusion_pytorch_model.safetensors"),
 ]}
+
+# Licences of the v0.6 / v0.7 checkpoints: Stable Diffusion 1.x (CompVis, SD 1.5) CreativeML OpenRAIL-M, SD 2.x
+# CreativeML Open RAIL++-M; the community fine-tunes: see their model cards.
+for _name, _entry in list(CATALOGUE.items()):
+    if not _entry.licence:
+        _sd2 = _entry.config in (_V2, _V2V)
+        _licence = (_RAILPP if _sd2 else _RAIL) if _entry.repo_id.startswith(("CompVis/", "stabilityai/", _SD15)) \
+            else "see the model card"
+        CATALOGUE[_name] = CatalogueEntry(**{**_entry.__dict__, "licence": _licence, "family": "sd2" if _sd2 else "sd1"})
+del _name, _entry
 
 
 def lookup(name: str) -> CatalogueEntry | None:
     return CATALOGUE.get(name)
+
+
+def checkpoints() -> tuple[str, ...]:
+    """The names of the catalogue's checkpoints (the model_checkpoint dropdown, after 'custom')."""
+    return tuple(name for name, e in CATALOGUE.items() if e.kind == "checkpoint")
+
+
+def entries(kind: str | None = None, family: str | None = None) -> list[CatalogueEntry]:
+    return [e for e in CATALOGUE.values() if (kind is None or e.kind == kind) and (family is None or e.family == family)]
+
+
+def size_problem(entry: CatalogueEntry, path: str | Path) -> str | None:
+    """Why ``path`` is not the catalogue's file by size (None: it fits, or the exact size is not known).
+
+    The check of an entry whose sha256 is not known: deforum.models.loader checks the sha256 when there is one
+    (download.verify_sha256), this otherwise. A vae's path is its folder (the weights file inside is measured)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / Path(entry.filename).name
+    if entry.size is None:
+        return None
+    actual = path.stat().st_size
+    if actual == entry.size:
+        return None
+    return (f"{entry.name}: {path} has {actual:,} bytes, the catalogue's file has {entry.size:,}; delete it and run "
+            "again to re-download (the catalogue has no sha256 for it, so it is checked by size only)")

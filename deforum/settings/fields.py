@@ -111,13 +111,14 @@ _URL_PALETTE = "https://www.saasdesign.io/wp-content/uploads/2021/02/palette-3-m
 # the two SDE samplers added here, then any sampler registered later). The one import of sampling here: the
 # registry module imports no torch, and the dropdown, validation and docs cannot drift from what runs.
 SAMPLERS = sampler_registry.NAMES
-# The model_checkpoint dropdown: 'custom' plus every name of the catalogue (deforum/models/catalogue.py; a test
-# keeps the two equal). Any file name in models_path, a Hugging Face repo id or a diffusers folder also works.
+# The model_checkpoint dropdown: 'custom' plus every checkpoint name of the catalogue (deforum/models/catalogue.py,
+# kind 'checkpoint'; a test keeps the two equal). Any file name in models_path, a Hugging Face repo id or a diffusers folder also works.
 CHECKPOINTS = ("custom", "v1-5-pruned.ckpt", "v1-5-pruned-emaonly.ckpt", "sd-v1-4-full-ema.ckpt", "sd-v1-4.ckpt",
                "sd-v1-3-full-ema.ckpt", "sd-v1-3.ckpt", "sd-v1-2-full-ema.ckpt", "sd-v1-2.ckpt",
                "sd-v1-1-full-ema.ckpt", "sd-v1-1.ckpt", "robo-diffusion-v1.ckpt", "wd-v1-3-float16.ckpt",
                "Protogen_V2.2.ckpt", "v2-1_768-ema-pruned.ckpt", "v2-1_512-ema-pruned.ckpt", "768-v-ema.ckpt",
-               "512-base-ema.ckpt", "v1-5-pruned-emaonly.safetensors")
+               "512-base-ema.ckpt", "v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors",
+               "sd_turbo.safetensors", "sd_xl_turbo_1.0_fp16.safetensors")
 PRESETS = ("512x512_aesthetic_0.json", "512x512_aesthetic_1.json", "512x512_colormatch_0.json",
            "512x512_colormatch_1.json", "512x512_colormatch_2.json", "512x512_colormatch_3.json")
 FILENAME_FORMATS = ("{timestring}_{index}_{seed}.png", "{timestring}_{index}_{prompt}.png")
