@@ -141,12 +141,14 @@ def _resumed_identity(settings: Settings, new: RunIdentity) -> RunIdentity:
 
 
 def preflight(settings: Settings, identity: RunIdentity) -> RunInputs:
-    """The I/O checks of a run before its model loads, with what they read: the init images and the mask
-    (``deforum.render.inputs.read_inputs``) and, for Video Input, the video probed and its frames extracted
-    into the run's folder (held until ``RunInputs.video.release()``). A missing or unreadable input is a
-    DeforumError naming the field; nothing is generated yet."""
+    """The I/O checks of a run before its model loads, with what they read: the LoRA files are there, the
+    init images and the mask (``deforum.render.inputs.read_inputs``) and, for Video Input, the video probed
+    and its frames extracted into the run's folder (held until ``RunInputs.video.release()``). A missing or
+    unreadable input is a DeforumError naming the field; nothing is generated yet."""
+    from deforum.models.lora import check_lora_files
     from deforum.render.inputs import read_inputs
 
+    check_lora_files(settings.model.lora, settings.model.models_path)  # each LoRA file is there
     inputs = read_inputs(settings)
     if settings.animation.animation_mode == "Video Input":
         from deforum.render.video_input import prepare_video_input
@@ -203,7 +205,9 @@ def _render_prepared(prepared: Prepared, identity: RunIdentity, inputs: RunInput
         model = load_root_model(settings.model)
         if root is not None and not isinstance(root, Mapping):
             root.model = model  # keep it for the next run of the notebook cell
+    from deforum.models.lora import apply_loras
     from deforum.models.taesd import use_vae
+    apply_loras(model, settings.model.lora, models_path=settings.model.models_path)  # this run's LoRAs only
     use_vae(model, settings.model.vae, models_path=settings.model.models_path)  # this run's autoencoder
     from deforum.guidance import make_denoiser_wrapper
     guidance = make_denoiser_wrapper(settings, model)

@@ -57,3 +57,14 @@ def test_the_notes_of_a_settings_file_are_said_once(tmp_path, caplog, no_model_l
     notes = [r.getMessage() for r in caplog.records]
     assert len(notes) >= 1 and all(n.startswith(f"{path}: note: ") for n in notes)
     assert any("width" in n for n in notes)
+
+
+def test_a_missing_lora_file_is_reported_before_the_model_loads(tmp_path, no_model_load):
+    from deforum.errors import ModelError
+    from deforum.runner import render
+
+    root = {"output_path": str(tmp_path / "out"), "models_path": str(tmp_path / "models"),
+            "lora": [{"path": "style.safetensors", "weight": 0.8}]}
+    with pytest.raises(ModelError, match="style.safetensors"):
+        render({"W": 64, "H": 64}, {"animation_mode": "2D", "max_frames": 2}, None, {0: "a"}, root, progress=False)
+    assert no_model_load == []
