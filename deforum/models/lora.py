@@ -148,7 +148,7 @@ def _load_one(model: Any, path: Path, adapter: str) -> set[str]:
     if "text_encoder_2" in components:
         kwargs["unet_config"] = model.unet.config  # SGM block numbers of kohya SDXL files
     try:
-        state_dict, alphas, metadata = loader.lora_state_dict(str(path), **kwargs)
+        state_dict, alphas, metadata = loader.lora_state_dict(str(path.parent), weight_name=path.name, **kwargs)
     except Exception as error:
         raise ModelError(f"lora: {str(path)!r} could not be read as a LoRA ({type(error).__name__}: {_short(error)}); "
                          "allowed: a .safetensors LoRA in kohya or diffusers/peft layout") from None
@@ -165,7 +165,8 @@ def _load_one(model: Any, path: Path, adapter: str) -> set[str]:
                 continue
             with warnings.catch_warnings():  # several adapters in one network are what we want
                 warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-                _load_component(loader, name, module, state_dict, alphas, metadata, adapter)
+                _load_component(loader, name, module, _for_module(state_dict, name, module), alphas, metadata,
+                                adapter)
             loaded_into.add(name)
             got = _lora_parameter_count(module, adapter)
             if got != wanted[name]:
@@ -187,6 +188,17 @@ def _remove_all(model: Any) -> None:
     ours = {a for module in _components(model).values() for a in _adapters_of(module) if a.startswith(ADAPTER_PREFIX)}
     _remove_adapters(model, ours)
     setattr(model, _STATE_ATTR, ())
+
+
+def _for_module(state_dict: dict, name: str, module: torch.nn.Module) -> dict:
+    """The state dict with ``{name}.text_model.`` keys as ``{name}.`` when the text encoder is a flattened
+    ``CLIPTextModel`` (transformers 5: no ``text_model`` attribute). diffusers 0.42 does the same itself;
+    0.39 (Colab's) does not, and would find none of the text-encoder layers of a kohya or older file."""
+    if name == "unet" or hasattr(module, "text_model"):
+        return state_dict
+    head = f"{name}.text_model."
+    return {(f"{name}.{key[len(head):]}" if key.startswith(head) else key): value
+            for key, value in state_dict.items()}
 
 
 def _load_component(loader: type, name: str, module: torch.nn.Module, state_dict: dict, alphas: Any,
