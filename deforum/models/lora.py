@@ -165,6 +165,7 @@ def _load_one(model: Any, path: Path, adapter: str) -> set[str]:
                 continue
             with warnings.catch_warnings():  # several adapters in one network are what we want
                 warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")  # a failure
                 _load_component(loader, name, module, _for_module(state_dict, name, module), alphas, metadata,
                                 adapter)
             loaded_into.add(name)
