@@ -152,8 +152,12 @@ def _verify(path: Path, entry: catalogue.CatalogueEntry | None, settings: ModelS
     """Check a catalogue file's sha256 unless check_sha256 is off or the catalogue has no hash for it."""
     if entry is None or not settings.check_sha256:
         return
-    if entry.sha256 is None:
-        log.warning("%s: the catalogue has no sha256 for this file; its integrity is not checked", path.name)
+    if entry.sha256 is None:  # the size is the check the catalogue can make (it says why it has no hash)
+        problem = catalogue.size_problem(entry, path)
+        if problem:
+            raise ModelError(problem)
+        log.warning("%s: the catalogue has no sha256 for this file; %s", path.name,
+                    "only its size is checked" if entry.size is not None else "its integrity is not checked")
         return
     download.verify_sha256(path, entry.sha256)
 
@@ -215,7 +219,7 @@ def resolve_config(settings: ModelSettings, checkpoint: str | Path | dict | None
     if name not in ("", "auto"):
         return ldm_config.config_path(name, configs_path)
     entry = catalogue.lookup(settings.model_checkpoint or "")
-    if entry is not None:
+    if entry is not None and entry.config:
         return ldm_config.config_path(entry.config, configs_path)
     if checkpoint is None:
         raise ModelError("model_config is empty and no checkpoint was given to detect it from")
@@ -246,12 +250,13 @@ def load_root_model(settings: ModelSettings, *, endpoint: str | None = None) -> 
     """
     ckpt = resolve_checkpoint(settings, endpoint=endpoint)
     config_name = settings.model_config or ""
+    entry = catalogue.lookup(settings.model_checkpoint or "")
     if diffusers_folder.is_diffusers_folder(ckpt):
         if config_name == "custom":
             log.info("%s is a diffusers folder: model_config 'custom' is not used", ckpt)
         cfg = None
-    elif config_name in ("", "auto") and catalogue.lookup(settings.model_checkpoint or "") is None:
-        cfg = yaml_beside(ckpt)
+    elif config_name in ("", "auto") and (entry is None or not entry.config):
+        cfg = yaml_beside(ckpt)  # no yaml there: the family and every size come from the keys (SDXL: always)
     else:
         cfg = resolve_config(settings)
     device = choose_device(settings.map_location)
