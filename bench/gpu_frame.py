@@ -291,7 +291,7 @@ def part_timer(model, device: torch.device):
         return run
 
     patched = [(model.unet, "forward"), (model.vae, "encode"), (model.vae, "decode")]
-    for (module, name), key in zip(patched, ("unet", "encode", "decode")):
+    for (module, name), key in zip(patched, ("unet", "encode", "decode"), strict=True):
         setattr(module, name, timed(key, getattr(module, name)))
     try:
         yield times

@@ -682,7 +682,7 @@ def models_table(models_path: str | os.PathLike[str], kind: str | None = None) -
         licence = e.licence + (" [NON-COMMERCIAL]" if e.commercial is False else "")
         rows.append((e.name, e.family, e.kind, e.size_label(), "yes" if e.present(models_path) else "no", licence))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
     return "\n".join(line.rstrip() for line in lines)
 
 

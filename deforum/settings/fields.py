@@ -112,7 +112,8 @@ _URL_PALETTE = "https://www.saasdesign.io/wp-content/uploads/2021/02/palette-3-m
 # registry module imports no torch, and the dropdown, validation and docs cannot drift from what runs.
 SAMPLERS = sampler_registry.NAMES
 # The model_checkpoint dropdown: 'custom' plus every checkpoint name of the catalogue (deforum/models/catalogue.py,
-# kind 'checkpoint'; a test keeps the two equal). Any file name in models_path, a Hugging Face repo id or a diffusers folder also works.
+# kind 'checkpoint'; a test keeps the two equal). Any file name in models_path, a Hugging Face repo id or a
+# diffusers folder also works.
 CHECKPOINTS = ("custom", "v1-5-pruned.ckpt", "v1-5-pruned-emaonly.ckpt", "sd-v1-4-full-ema.ckpt", "sd-v1-4.ckpt",
                "sd-v1-3-full-ema.ckpt", "sd-v1-3.ckpt", "sd-v1-2-full-ema.ckpt", "sd-v1-2.ckpt",
                "sd-v1-1-full-ema.ckpt", "sd-v1-1.ckpt", "robo-diffusion-v1.ckpt", "wd-v1-3-float16.ckpt",
@@ -479,10 +480,10 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
               "Interpolation mode: blend prompt conditionings linearly (v0.6) or by slerp.",
               widget="dropdown", choices=("linear", "slerp"), new=True, concern="interpolation"),
         Field("animation_prompts_positive", "str", "",
-              "Appended to every frame's prompt (A1111 Deforum's field).", widget="string", new=True,
+              "Added before every animation frame's prompt (A1111 Deforum's field).", widget="string", new=True,
               concern="prompts"),
         Field("animation_prompts_negative", "str", "",
-              "Appended to every frame's negative prompt (the part after --neg; A1111 Deforum's field).",
+              "Added after every animation frame's negative prompt (after --neg; A1111 Deforum's field).",
               widget="string", new=True, concern="prompts"),
         concern="motion",
     ),
