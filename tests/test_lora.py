@@ -7,6 +7,7 @@ its adapter metadata). The reference is diffusers' own ``StableDiffusionPipeline
 """
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -299,3 +300,23 @@ def test_bad_files_are_a_model_error_naming_the_file_and_change_nothing(model, o
     assert not any("lora_A" in n for part in (model.unet, model.text_encoder) for n, _ in part.named_modules())
     assert torch.equal(image(model), original[0])  # nothing of the failed set stays loaded
     apply_loras(model, ((str(kohya), 1.0),))  # and the model takes LoRAs again
+
+
+def test_a_catalogue_lora_missing_from_models_path_is_fetched_by_its_catalogue_entry(tmp_path, monkeypatch):
+    """lcm-lora-sdv1-5.safetensors names the catalogue's LCM-LoRA: a run downloads it (as checkpoints are)."""
+    from deforum.models import download, lora
+
+    fetched = []
+
+    def fake_download(entry, models_path, **kwargs):
+        fetched.append(entry.repo_id)
+        path = Path(models_path) / entry.name
+        path.write_bytes(b"stub")
+        return path
+
+    monkeypatch.setattr(download, "download", fake_download)
+    path = lora.resolve_lora_path("lcm-lora-sdv1-5.safetensors", str(tmp_path))
+    assert fetched == ["latent-consistency/lcm-lora-sdv1-5"] and path == (tmp_path / "lcm-lora-sdv1-5.safetensors")
+    assert lora.resolve_lora_path("lcm-lora-sdv1-5.safetensors", str(tmp_path)) == path and len(fetched) == 1
+    with pytest.raises(ModelError, match="not found"):  # any other missing name is not fetched
+        lora.resolve_lora_path("mine.safetensors", str(tmp_path))

@@ -25,6 +25,7 @@ import peft  # noqa: F401  (diffusers' LoRA loading runs on the peft backend; fa
 import torch
 
 from deforum.errors import ModelError
+from deforum.models import catalogue, download
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,18 @@ _STATE_ATTR = "_deforum_loras"  # on the model: ((resolved path, size, mtime_ns,
 
 
 def resolve_lora_path(path: str, models_path: str = "models") -> Path:
-    """The LoRA file a ``lora`` entry names: a relative path is looked up in models_path, then as given.
+    """The LoRA file a ``lora`` entry names: a relative path is looked up in models_path, then as given; a
+    catalogue LoRA name (``lcm-lora-sdv1-5.safetensors``, ``lcm-lora-sdxl.safetensors``) missing there is
+    downloaded into models_path (offline: the message the checkpoints give).
 
     ModelError when no such file exists or it is not a ``.safetensors`` file (LoRAs are never unpickled).
     """
     given = Path(os.path.expanduser(str(path)))
     candidates = [given] if given.is_absolute() else [Path(models_path) / given, given]
     found = next((c for c in candidates if c.is_file()), None)
+    entry = catalogue.lookup(str(path))
+    if found is None and entry is not None and entry.kind == "lora":  # a catalogue LoRA (LCM-LoRA): fetched
+        found = download.download(entry, models_path)
     if found is None:
         looked = " and ".join(str(c) for c in candidates)
         raise ModelError(f"lora: LoRA file {str(path)!r} not found (looked at {looked}); "
