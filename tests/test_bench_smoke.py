@@ -77,3 +77,21 @@ def test_overhead_tiny_prints_its_table():
         assert (depth > 0) == (row[1] == "3D"), row
         assert outside == pytest.approx(wall - unet - vae - _text - depth, abs=0.02)
         assert 0 <= percent <= 100
+        # --tiny: 10 steps at strength 0.65 run 3, CFG scale 7: one batched [uncond, cond] call per step
+        assert (float(row[10]), float(row[11]), row[12]) == (3, 6, "v06"), row
+
+
+@pytest.mark.slow
+def test_overhead_tiny_sdxl_counts_unet_calls_per_frame():
+    out = run_bench("overhead.py", "--tiny", "--family", "sdxl", "--configs", "v06", "few")
+    assert "tiny sdxl checkpoint" in out and "family sdxl detected" in out
+    rows = [line.split() for line in out.splitlines() if re.match(r"\s*64\s+[23]D\s", line)]
+    assert [(r[1], r[2], r[12]) for r in rows] == [("2D", "background", "v06"), ("3D", "background", "v06"),
+                                                  ("2D", "background", "few"), ("3D", "background", "few")]
+    for row in rows:
+        wall, unet, vae, _text, depth, outside = map(float, row[3:9])
+        assert wall > 0 and unet > 0 and vae > 0 and (depth > 0) == (row[1] == "3D"), row
+        assert 0 <= float(row[9].rstrip("%")) <= 100
+        calls, evals = float(row[10]), float(row[11])
+        # v06: 3 steps run with CFG (one call of batch 2 each); few: lcm 4 steps at 0.65 run 1, scale 1: cond only
+        assert (calls, evals) == ((3, 6) if row[12] == "v06" else (1, 1)), row
