@@ -283,7 +283,8 @@ def create_video(result: Any, *, show: bool = True, **video_args: Any) -> Any:
     hint = getattr(result, "fps_hint", None) if result is not None else None
     if hint and not v.use_manual_settings and float(hint) != float(v.fps):
         print(f"fps = {v.fps:g}; the source video suggests fps = {float(hint):g}")
-    fields = {k: value for k, value in dataclasses.asdict(v).items() if k != "skip_video_for_run_all"}
+    fields = {k: value for k, value in dataclasses.asdict(v).items()
+              if k not in ("skip_video_for_run_all", "add_soundtrack", "soundtrack_path")}  # sound: not yet
     if v.use_manual_settings or v.render_steps or _animation_frames(result):
         video = V.video_cell(outdir=result.outdir if result is not None else "",
                              timestring=result.timestring if result is not None else "", **fields)

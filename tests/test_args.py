@@ -22,7 +22,7 @@ NEW_FIELDS = {
     "root": {"compile_unet", "offload_depth_model", "vae_tiling", "vae", "lora"},
     "args": {"karras_schedule"},
     "anim_args": {"depth_model", "correct_2d_flip", "correct_3d_aspect", "interpolation_method",
-                  "animation_prompts_positive", "animation_prompts_negative"},
+                  "animation_prompts_positive", "animation_prompts_negative", "parseq_manifest", "parseq_use_deltas"},
 }
 
 

@@ -125,6 +125,7 @@ PRESETS = ("512x512_aesthetic_0.json", "512x512_aesthetic_1.json", "512x512_colo
 FILENAME_FORMATS = ("{timestring}_{index}_{seed}.png", "{timestring}_{index}_{prompt}.png")
 DEPTH_MODELS = ("midas", "depth_anything")
 VAES = ("default", "taesd")
+SOUNDTRACKS = ("None", "File", "Init Video")
 MAX_LORAS = 16  # LoRA files applied at once
 LORA_WEIGHT_LIMIT = 10.0  # |weight|: LoRAs are used at -2..2; far beyond, the UNet's activations overflow
 
@@ -479,6 +480,13 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
         Field("interpolation_method", "str", "linear",
               "Interpolation mode: blend prompt conditionings linearly (v0.6) or by slerp.",
               widget="dropdown", choices=("linear", "slerp"), new=True, concern="interpolation"),
+        Field("parseq_manifest", "str", "",
+              "A Parseq manifest (a .json file, a URL, or its JSON text) whose per-frame values override the "
+              "schedules it carries (A1111 Deforum's field; empty: none).", widget="string", new=True,
+              concern="animation"),
+        Field("parseq_use_deltas", "bool", True,
+              "With a Parseq manifest, take 2D/3D motion from its per-frame deltas (A1111 Deforum's field).",
+              widget="boolean", new=True, concern="animation"),
         Field("animation_prompts_positive", "str", "",
               "Added before every animation frame's prompt (A1111 Deforum's field).", widget="string", new=True,
               concern="prompts"),
@@ -507,6 +515,11 @@ VIDEO_FIELDS: tuple[Field, ...] = _section(
     Field("path_name_modifier", "str", "x0_pred", "Which per-step images render_steps uses.",
           widget="dropdown", choices=("x0_pred", "x")),
     Field("make_gif", "bool", False, "Also write a gif next to the mp4."),
+    Field("add_soundtrack", "str", "None",
+          "Sound in the mp4: 'None', 'File' (soundtrack_path) or 'Init Video' (video_init_path's audio); trimmed "
+          "to the video's length (A1111 Deforum's field).", widget="dropdown", choices=SOUNDTRACKS, new=True),
+    Field("soundtrack_path", "str", "", "The audio file (wav, flac, ogg, mp3, ...) muxed when add_soundtrack is "
+          "'File'.", widget="string", new=True),
     concern="video",
 )
 

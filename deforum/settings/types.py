@@ -139,6 +139,8 @@ class AnimationSettings:
 
     animation_mode: str  # anim_args
     max_frames: int  # anim_args
+    parseq_manifest: str  # anim_args
+    parseq_use_deltas: bool  # anim_args
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,8 @@ class VideoSettings:
     render_steps: bool  # video
     path_name_modifier: str  # video
     make_gif: bool  # video
+    add_soundtrack: str  # video
+    soundtrack_path: str  # video
 
 
 @dataclass(frozen=True)
