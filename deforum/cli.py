@@ -416,6 +416,9 @@ def cmd_plan(ns: argparse.Namespace) -> int:
           + (f", diffusion_cadence {plan.cadence}" if plan.animation_mode in ("2D", "3D") else ""))
     for note in job.notes:
         print(f"# note: {note}")
+    parseq = [name for name, source in prepared.sources.items() if source == "parseq"]
+    if parseq:  # the values a Parseq manifest gave (parseq_manifest); the rest come from the settings
+        print(f"# parseq: {', '.join(parseq)}")
     if plan.animation_mode == "Video Input":
         print("# Video Input: the frame count here is max_frames; a render takes it from the video")
     print(format_table(plan))

@@ -47,6 +47,7 @@ class Prepared:
     identity: RunIdentity
     plan: RenderPlan | None  # None for the modes planned once their inputs are read (None, Video Input)
     state: AnimationState | None = None  # the run being resumed, checked against these settings
+    sources: Mapping[str, str] = field(default_factory=dict)  # field -> where its values came from ("parseq")
 
 
 class _StepBar:
@@ -104,6 +105,12 @@ def prepare(args: Any, anim_args: Any, prompts: list[str] | None, animation_prom
             log.warning("%s: note: %s", settings_file, note)
         a, anim = vars(loaded.args), vars(loaded.anim_args)
         prompts, animation_prompts = loaded.prompts, loaded.animation_prompts
+    sources: dict[str, str] = {}
+    if str(anim.get("parseq_manifest") or "").strip():  # a Parseq manifest's per-frame values over the schedules
+        from deforum.sources.parseq import apply_manifest, read_manifest
+
+        a, anim, animation_prompts, sources = apply_manifest(a, anim, animation_prompts,
+                                                             read_manifest(anim["parseq_manifest"]))
     settings = fields.resolve(a, anim, root, prompts=prompts, animation_prompts=animation_prompts)
     identity = fields.identify(settings, now)
     mode = settings.animation.animation_mode
@@ -126,7 +133,7 @@ def prepare(args: Any, anim_args: Any, prompts: list[str] | None, animation_prom
         state = load_state(state_dir(identity.outdir, identity.timestring), shaping_settings(settings, identity),
                            width=settings.image.W, height=settings.image.H, max_frames=plan.max_frames,
                            cadence=plan.cadence)
-    return Prepared(settings, identity, plan, state)
+    return Prepared(settings, identity, plan, state, sources)
 
 
 def _resumed_identity(settings: Settings, new: RunIdentity) -> RunIdentity:
