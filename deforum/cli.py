@@ -1,4 +1,4 @@
-"""The ``deforum`` command (also ``python -m deforum``): render, plan, preview, video, settings, models.
+"""The ``deforum`` command (also ``python -m deforum``): render, plan, preview, video, audio, settings, models.
 
 Exit codes: 0 success; 1 a run, model or media failure; 2 bad settings or usage (argparse's own code
 for usage errors). With several settings files the code is that of the first failure, after every file
@@ -591,6 +591,31 @@ def detect_pattern(folder: Path) -> str:
     return f"{prefix}%05d.png"
 
 
+# ---------------------------------------------------------------------------------------------- audio
+
+
+def cmd_audio(ns: argparse.Namespace) -> int:
+    """A schedule from a sound file (deforum.sources.audio): printed, or written into a settings file's field."""
+    from deforum.sources import audio
+
+    if (ns.field is None) != (ns.into is None):
+        raise SettingsError("--field and --into go together: --field NAME --into SETTINGS writes the schedule "
+                            "into that field of the file; without both it is printed")
+    if ns.field is not None:
+        audio.schedule_field(ns.field)  # before the audio is decoded
+    audio.parse_band(ns.band)
+    schedule = audio.audio_schedule(ns.file, ns.fps, ns.expr, feature=ns.feature, band=ns.band, smooth=ns.smooth,
+                                    frames=ns.frames)
+    if ns.into is None:
+        print(schedule)
+        return EXIT_OK
+    path, notes = audio.write_into_settings(ns.into, ns.field, schedule)
+    print(f"{path}: {ns.field} = {schedule.count(':(')} frame(s) of {ns.feature} from {ns.file}")
+    for note in notes:
+        print(f"  note: {note}")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------------------- settings
 
 
@@ -807,6 +832,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE.mp4", help="video path (default: FRAMES_DIR/<prefix>.mp4)")
     p.add_argument("--max-frames", type=int, metavar="N", help="use only the first N frames")
     p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser("audio", help="a schedule from a sound file: one value a frame (docs/audio.md)",
+                       description="Decode FILE (wav, flac, ogg, mp3; needs the audio extra: pip install "
+                                   "'deforum-stable-diffusion[audio]'), measure a feature in each frame's "
+                                   "window [i/fps, (i+1)/fps), scale it to 0..1 as x, map it by EXPR and print "
+                                   "the schedule '0:(v0), 1:(v1), ...', or write it into a field of a settings file.")
+    p.add_argument("file", metavar="FILE", help="the audio file")
+    p.add_argument("--fps", type=fps_value, required=True, help="frames per second of the video")
+    p.add_argument("--expr", default="x", metavar="EXPR",
+                   help="numexpr expression of x (the feature, 0..1) and t (the frame), as in schedules, e.g. "
+                        "'1 + 0.05*x' for zoom or '0.65 - 0.3*x' for strength (default: x)")
+    p.add_argument("--feature", choices=("rms", "onset", "beat"), default="rms",
+                   help="rms: loudness; onset: onset strength (attacks); beat: librosa's beat tracker, 1 on "
+                        "each beat and decaying (default: rms)")
+    p.add_argument("--band", metavar="LOW-HIGH", help="band-pass the audio first, in Hz, e.g. 20-150 for the kick")
+    p.add_argument("--smooth", type=int, default=1, metavar="N", help="moving average over N frames (default 1)")
+    p.add_argument("--frames", type=int, metavar="N", help="number of frames (default: the audio's length)")
+    p.add_argument("--field", metavar="NAME", help="with --into: the schedule field to set, e.g. zoom, "
+                                                   "strength_schedule")
+    p.add_argument("--into", metavar="SETTINGS", help="with --field: the settings file to write it into")
+    p.set_defaults(func=cmd_audio)
 
     p = sub.add_parser("settings", help="check, compare or list settings")
     ssub = p.add_subparsers(dest="settings_command", metavar="ACTION", required=True)
