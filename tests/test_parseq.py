@@ -180,11 +180,30 @@ def test_seed_and_single_value_fields_that_cannot_follow_the_frames_say_so(caplo
     assert apply_manifest({}, {}, {}, constant)[0] == {"seed": 11, "seed_behavior": "fixed"}
 
 
+def test_missing_frames_and_null_values_repeat_the_frame_before():
+    manifest = read_manifest(json.dumps({"rendered_frames": [
+        {"frame": 0, "zoom": 1.1, "strength": 0.5}, {"frame": 1, "zoom": None, "strength": 0.4},
+        {"frame": 3, "zoom": 1.3}]}))
+    assert manifest.frame_count == 4
+    assert manifest.series("zoom") == [1.1, 1.1, 1.1, 1.3]
+    assert manifest.series("strength") == [0.5, 0.4, 0.4, 0.4]
+    _, anim, _, _ = apply_manifest({}, {"parseq_use_deltas": False}, {}, manifest)
+    assert parse_schedule(anim["zoom"], 4).tolist() == [1.1, 1.1, 1.1, 1.3]
+
+
 def test_schedule_strings_read_back_every_value_exactly():
     values = [0.1, 0.1, 0.1, 1e-05, -2.5, -2.5, 1 / 3, 1 / 3]
     text = schedule_string(values)
     assert text.startswith("0:(0.1), 2:(0.1), 3:(1e-05)")  # a run of equal values keeps its ends
     assert parse_schedule(text, len(values)).tolist() == values
+    ramp = [float(i) for i in range(6000)]  # an exact ramp: its ends
+    assert schedule_string(ramp) == "0:(0.0), 5999:(5999.0)"
+    rng = np.random.default_rng(0)
+    noisy = (1 + rng.random(50) / 10).tolist()  # nothing to leave out: one key a frame
+    assert schedule_string(noisy).count(":(") == 50
+    assert parse_schedule(schedule_string(noisy), 50).tolist() == noisy
+    mixed = [0.5] * 20 + [0.5 + 0.25 * i for i in range(1, 9)] + noisy[:10]
+    assert parse_schedule(schedule_string(mixed), len(mixed)).tolist() == mixed
 
 
 @pytest.mark.slow
@@ -206,3 +225,13 @@ def test_a_manifest_renders_with_the_tiny_model(tmp_path):
     assert result.settings.prompts.animation_prompts[3] == FRAMES[3]["deforum_prompt"]
     images = [np.asarray(Image.open(path)) for path in frames]
     assert all(image.shape == (64, 64, 3) for image in images)
+
+
+def test_values_too_many_for_a_schedule_string_are_refused_naming_the_field():
+    rng = np.random.default_rng(1)
+    frames = [{"frame": f, "zoom": 1.0, "zoom_delta": float(1 + rng.random())} for f in range(6000)]
+    manifest = read_manifest(json.dumps({"rendered_frames": frames}))
+    with pytest.raises(SettingsError, match=r"^parseq_manifest: zoom_delta: .*over the limit of 100000"):
+        apply_manifest({}, {}, {}, manifest)
+    _, anim, _, _ = apply_manifest({}, {"parseq_use_deltas": False}, {}, manifest)  # constant: two keys
+    assert anim["zoom"] == "0:(1.0), 5999:(1.0)"

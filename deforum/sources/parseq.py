@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from deforum.errors import SettingsError
 
 log = logging.getLogger(__name__)
@@ -197,7 +199,8 @@ def read_manifest(source: str | Path) -> Manifest:
         raise _error(f"{where}: {count} frames; at most {MAX_FRAMES_LIMIT} are allowed")
     frames, previous = [], by_frame[0]
     for number in range(count):
-        current = dict(previous) | dict(by_frame.get(number, {}))  # a gap repeats the frame before
+        # A missing frame, or a null value, repeats the frame before (the first frame defines every field).
+        current = dict(previous) | {k: v for k, v in by_frame.get(number, {}).items() if v is not None}
         current["frame"] = number
         for key, value in current.items():
             if key != "frame" and key != PROMPT and (key in MOTION or key in ABSOLUTE or key in SCALARS
@@ -221,12 +224,61 @@ def _format(value: float) -> str:
     return repr(0.0 if value == 0 else value)  # repr: the shortest text that reads back to the same float
 
 
+def _reproduces(values: np.ndarray, a: int, b: int) -> bool:
+    """Whether keyframes at ``a`` and ``b`` alone give every value between them exactly (the schedule's
+    linear interpolation, ``np.interp``, as ``deforum.keyframes.parse_schedule`` computes it)."""
+    if b - a < 2:
+        return True
+    frames = np.arange(a, b + 1, dtype=np.float64)
+    between = np.interp(frames, np.array([a, b], dtype=np.float64), values[[a, b]])
+    return bool(np.array_equal(between, values[a:b + 1]))
+
+
+def _keyframes(values: np.ndarray) -> list[int]:
+    """The frames to keep: each segment runs as far as interpolating its two ends gives every value in it
+    exactly (runs of equal values and exact linear ramps shrink to their ends; anything else keeps every
+    frame). Doubling then bisecting keeps it O(n log n) on long ramps."""
+    keep, a, last = [0], 0, len(values) - 1
+    while a < last:
+        step, good = 1, a + 1
+        while good + step <= last and _reproduces(values, a, good + step):
+            good += step
+            step *= 2
+        bad = min(good + step, last + 1)  # first end not known to work (or past the end)
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            if _reproduces(values, a, middle):
+                good = middle
+            else:
+                bad = middle
+        keep.append(good)
+        a = good
+    return keep
+
+
 def schedule_string(values: list[float]) -> str:
-    """``0:(v0), 1:(v1), ...`` with one keyframe a frame, but a run of equal values keeps only its ends (the
-    schedule interpolates between two equal values to that value, so every frame reads back the same)."""
-    keep = [i for i, v in enumerate(values)
-            if i == 0 or i == len(values) - 1 or values[i - 1] != v or values[i + 1] != v]
-    return ", ".join(f"{i}:({_format(values[i])})" for i in keep)
+    """A schedule string whose every frame reads back exactly ``values`` (``0:(v0), 1:(v1), ...``), with the
+    keyframes that interpolation reproduces left out: a constant stays one or two keys, an exact linear ramp
+    its ends, so long manifests stay within the schedule length limit where they can."""
+    array = np.asarray(values, dtype=np.float64)
+    text = ", ".join(f"{i}:({_format(array[i])})" for i in _keyframes(array))
+    from deforum.keyframes import MAX_SCHEDULE_LENGTH, parse_schedule
+
+    # A check that never fails today: should interpolation not read back a value, one key a frame.
+    if len(text) <= MAX_SCHEDULE_LENGTH and not np.array_equal(parse_schedule(text, len(array)), array):
+        text = ", ".join(f"{i}:({_format(v)})" for i, v in enumerate(array))
+    return text
+
+
+def _schedule(values: list[float], parseq_name: str, ours: str) -> str:
+    from deforum.keyframes import MAX_SCHEDULE_LENGTH
+
+    text = schedule_string(values)
+    if len(text) > MAX_SCHEDULE_LENGTH:
+        raise _error(f"{parseq_name}: its {len(values)} per-frame values need a {ours} schedule of {len(text)} "
+                     f"characters, over the limit of {MAX_SCHEDULE_LENGTH} (about 4,000 frames of values that "
+                     "are not constant or linear); render fewer frames, or leave this field out in Parseq")
+    return text
 
 
 def _cadence(anim_args: Mapping[str, Any]) -> int:
@@ -283,12 +335,12 @@ def apply_manifest(args: Mapping[str, Any], anim_args: Mapping[str, Any], animat
                 notes.append(f"{parseq_name}: the manifest has no {name} values (parseq_use_deltas); the "
                              f"settings' {ours} schedule is kept")
             continue
-        anim_args[ours] = schedule_string(values)
+        anim_args[ours] = _schedule(values, name, ours)
         sources[ours] = SOURCE
     for parseq_name, ours in ABSOLUTE.items():
         values = manifest.series(parseq_name)
         if values is not None:
-            anim_args[ours] = schedule_string(values)
+            anim_args[ours] = _schedule(values, parseq_name, ours)
             sources[ours] = SOURCE
     for parseq_name, (ours, kind) in SCALARS.items():
         values = manifest.series(parseq_name)
