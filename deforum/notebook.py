@@ -283,18 +283,22 @@ def create_video(result: Any, *, show: bool = True, **video_args: Any) -> Any:
     hint = getattr(result, "fps_hint", None) if result is not None else None
     if hint and not v.use_manual_settings and float(hint) != float(v.fps):
         print(f"fps = {v.fps:g}; the source video suggests fps = {float(hint):g}")
-    fields = {k: value for k, value in dataclasses.asdict(v).items()
-              if k not in ("skip_video_for_run_all", "add_soundtrack", "soundtrack_path")}  # sound: not yet
+    fields = {k: value for k, value in dataclasses.asdict(v).items() if k != "skip_video_for_run_all"}
+    settings = getattr(result, "settings", None)
+    init_video = str(getattr(getattr(settings, "video_input", None), "video_init_path", "") or "")
     if v.use_manual_settings or v.render_steps or _animation_frames(result):
         video = V.video_cell(outdir=result.outdir if result is not None else "",
-                             timestring=result.timestring if result is not None else "", **fields)
+                             timestring=result.timestring if result is not None else "",
+                             video_init_path=init_video, **fields)
     else:
         stills = [Path(p) for p in result.frames if Path(p).suffix.lower() == ".png" and "_grid_" not in Path(p).name]
         if not stills:
             raise SettingsError("the run wrote no images to make a video of (save_samples is off?)")
+        sound = V.soundtrack_source(v.add_soundtrack, v.soundtrack_path, init_video)
         mp4 = Path(result.outdir) / f"{result.timestring}.mp4"
         gif = mp4.with_suffix(".gif") if v.make_gif else None
-        V.make_video(stills, mp4, v.fps, make_gif=v.make_gif, gif_path=gif)
+        V.make_video(stills, mp4, v.fps, make_gif=v.make_gif, gif_path=gif,
+                     audio=sound[0] if sound else None, audio_field=sound[1] if sound else "soundtrack_path")
         video = V.VideoResult(mp4_path=mp4, gif_path=gif, frame_count=len(stills), fps=float(v.fps))
     print(f"wrote {video.mp4_path} ({video.frame_count} frames at {video.fps:g} fps)")
     if show:

@@ -501,10 +501,108 @@ def _encode_gif(mp4: Path, tmp_gif: Path) -> None:
         palette.unlink(missing_ok=True)
 
 
+# --------------------------------------------------------------------------------------------------
+# Sound: an audio track muxed into a finished mp4 (the video cell's add_soundtrack / soundtrack_path)
+
+_AUDIO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Audio: ")
+_PCM_RATE = 8000  # the sample rate audio is decoded at to measure its length (1/8000 s resolution)
+
+
+def check_audio(path: str | Path, field: str) -> Path:
+    """``path`` if it is a readable file with an audio stream ffmpeg can open; else MediaError naming ``field``."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{field}: audio file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise MediaError(f"{field}: {str(path)!r} is not a file")
+    if not os.access(path, os.R_OK):
+        raise MediaError(f"{field}: audio file {str(path)!r} is not readable")
+    proc = _run_ffmpeg(["-i", str(path)], what="read", path=path, check=False)
+    report = proc.stderr.decode("utf-8", "replace")
+    if not re.search(r"^Input #0", report, re.MULTILINE):
+        raise MediaError(f"{field}: {str(path)!r} is not an audio or video file ffmpeg can read: "
+                         f"{_ffmpeg_reason(proc.stderr)}")
+    if not _AUDIO_STREAM.search(report):
+        raise MediaError(f"{field}: {str(path)!r} has no audio stream")
+    return path
+
+
+def soundtrack_source(add_soundtrack: str = "None", soundtrack_path: str | Path = "",
+                      video_init_path: str | Path = "") -> tuple[Path, str] | None:
+    """The audio file the video cell muxes and the field it came from, checked; None for 'None'.
+
+    'File' takes ``soundtrack_path``, 'Init Video' the audio of ``video_init_path``. A missing choice's
+    path is a SettingsError; a missing/unreadable file or one without sound a MediaError (both name the field).
+    """
+    from deforum.settings.fields import SOUNDTRACKS
+
+    if add_soundtrack not in SOUNDTRACKS:
+        raise SettingsError(f"add_soundtrack must be one of {', '.join(map(repr, SOUNDTRACKS))}, "
+                            f"got {add_soundtrack!r}")
+    if add_soundtrack == "None":
+        return None
+    field, path = (("soundtrack_path", soundtrack_path) if add_soundtrack == "File"
+                   else ("video_init_path", video_init_path))
+    if not str(path or "").strip():
+        raise SettingsError(f"add_soundtrack={add_soundtrack!r} needs {field} (an audio file"
+                            f"{'' if field == 'soundtrack_path' else ' or video with sound'}), got {str(path)!r}")
+    return check_audio(path, field), field
+
+
+def audio_duration(path: str | Path, *, field: str = "audio") -> float:
+    """Seconds of sound in the first audio stream of ``path``, measured by decoding it (edit lists applied)."""
+    path = Path(path)
+    proc = _run_ffmpeg(["-nostats", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(_PCM_RATE),
+                        "-f", "s16le", "-"], what="decode the audio of", path=path, check=False)
+    if proc.returncode != 0:
+        raise MediaError(f"{field}: could not decode the audio of {str(path)!r}: {_ffmpeg_reason(proc.stderr)}")
+    return len(proc.stdout) / 2 / _PCM_RATE
+
+
+def video_duration(path: str | Path) -> float:
+    """Seconds of video in ``path``: its stored frames over its frame rate."""
+    return count_packets(Path(path)) / probe_video(path, count_frames=False, field="video").fps
+
+
+def _mux_audio(video: Path, audio: Path, out: Path, duration: float, field: str) -> None:
+    """Write ``out``: the video stream of ``video`` copied, the first audio stream of ``audio`` as AAC, cut
+    or padded with silence to ``duration`` seconds; the container keeps deforum's mark."""
+    seconds = f"{duration:.6f}"
+    proc = _run_ffmpeg(["-i", str(video), "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0",
+                        "-c:v", "copy", "-af", f"apad,atrim=duration={seconds}", "-c:a", "aac", "-b:a", "192k",
+                        "-t", seconds, "-map_metadata", "0", "-metadata", f"comment={MARK}",
+                        "-f", "mp4", "-y", str(out)], what="add sound to", path=video, check=False)
+    if proc.returncode != 0:
+        raise MediaError(f"{field}: could not mux the audio of {str(audio)!r} into {str(video)!r}: "
+                         f"{_ffmpeg_reason(proc.stderr)}")
+
+
+def add_audio(mp4_path: str | Path, audio_path: str | Path, *, field: str = "--audio",
+              mp4_field: str = "mp4_path") -> Path:
+    """Mux ``audio_path``'s sound (AAC, cut or padded to the video's length) into the finished ``mp4_path``.
+
+    The video stream is copied, not re-encoded; an earlier sound track is replaced. The result is written
+    under a temporary name and renamed over ``mp4_path`` (which must be an mp4 deforum wrote). Returns the path.
+    """
+    mp4_path = check_output_path(mp4_path, "mp4", mp4_field)
+    audio = check_audio(audio_path, field)
+    if not mp4_path.is_file():
+        raise MediaError(f"{mp4_field}: video {str(mp4_path)!r} does not exist")
+    tmp = _temp_beside(mp4_path, ".mp4")
+    try:
+        _mux_audio(mp4_path, audio, tmp, video_duration(mp4_path), field)
+        os.replace(tmp, mp4_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("added the sound of %s to %s", audio, mp4_path)
+    return mp4_path
+
+
 def make_video(frames: str | Path | Iterable[str | Path], mp4_path: str | Path, fps: float = 12, *,
                pattern: str | None = None, make_gif: bool = False, gif_path: str | Path | None = None,
                max_frames: int | str | None = None, field: str = "mp4_path",
-               gif_field: str = "gif_path") -> Path:
+               gif_field: str = "gif_path", audio: str | Path | None = None,
+               audio_field: str = "--audio") -> Path:
     """Encode frames to an mp4 (libx264, crf 17, preset veryfast, yuv420p) with exactly one frame per image.
 
     `frames` is a printf pattern ('out/20220903000939_%05d.png'), a folder plus `pattern`, or a list of
@@ -513,10 +611,13 @@ def make_video(frames: str | Path | Iterable[str | Path], mp4_path: str | Path, 
     killed encode never leaves a truncated file under the final name. Returns the mp4 path.
     Neither output overwrites a file deforum did not write (``deforum.outputs.check_output_path``, named
     ``field`` / ``gif_field`` in errors); that is checked before any frame is read.
+    With ``audio`` (a file with sound; ``audio_field`` names it in errors, which come before any encoding),
+    its first audio stream is muxed in as AAC, cut or padded with silence to the video's length.
     """
     fps = _check_fps(fps)
     limit = _check_max_frames(max_frames)
     mp4_path = check_output_path(mp4_path, "mp4", field)
+    sound = check_audio(audio, audio_field) if audio is not None else None
     gif_final = None
     if make_gif:
         gif_final = check_output_path(Path(gif_path) if gif_path is not None else mp4_path.with_suffix(".gif"),
@@ -542,10 +643,18 @@ def make_video(frames: str | Path | Iterable[str | Path], mp4_path: str | Path, 
                 os.replace(tmp_gif, gif_final)
             finally:
                 tmp_gif.unlink(missing_ok=True)
+        if sound is not None:
+            muxed = _temp_beside(mp4_path, ".mp4")
+            try:
+                _mux_audio(tmp, sound, muxed, len(paths) / fps, audio_field)
+                os.replace(muxed, tmp)
+            finally:
+                muxed.unlink(missing_ok=True)
         os.replace(tmp, mp4_path)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("wrote %s (%d frames at %g fps)", mp4_path, len(paths), fps)
+    log.info("wrote %s (%d frames at %g fps%s)", mp4_path, len(paths), fps,
+             f", sound from {sound}" if sound is not None else "")
     return mp4_path
 
 
@@ -598,17 +707,20 @@ PATH_NAME_MODIFIERS = ("x0_pred", "x")
 def video_cell(*, outdir: str | Path, timestring: str, skip_video_for_run_all: bool = False,
                fps: float = 12, use_manual_settings: bool = False, image_path: str = "",
                mp4_path: str = "", max_frames: int | str = "200", render_steps: bool = False,
-               path_name_modifier: str = "x0_pred", make_gif: bool = False) -> VideoResult | None:
+               path_name_modifier: str = "x0_pred", make_gif: bool = False, add_soundtrack: str = "None",
+               soundtrack_path: str = "", video_init_path: str = "") -> VideoResult | None:
     """The v0.6 video cell (spec 10.7): frames of this run, its per-step images, or manual paths -> mp4.
 
     Returns None when `skip_video_for_run_all` is set. Every frame on disk is used in the run and
     render_steps modes (v0.6 capped them at max_frames / steps, which they never exceed); the manual
-    mode honours `max_frames`.
+    mode honours `max_frames`. `add_soundtrack` ('None', 'File': `soundtrack_path`, 'Init Video': the
+    sound of `video_init_path`) muxes that audio in, trimmed to the video (A1111 Deforum's fields).
     """
     if skip_video_for_run_all:
         log.info("skipping video creation (skip_video_for_run_all is on)")
         return None
     fps = _check_fps(fps)
+    sound = soundtrack_source(add_soundtrack, soundtrack_path, video_init_path)  # before any frame is read
     limit = None
     if use_manual_settings:
         if not image_path or not mp4_path:
@@ -632,7 +744,9 @@ def video_cell(*, outdir: str | Path, timestring: str, skip_video_for_run_all: b
     paths = frames_from_pattern(frames)
     if limit is not None:
         paths = paths[:limit]
-    make_video(paths, target, fps, make_gif=make_gif, gif_path=gif, field=field, gif_field="make_gif")
+    audio, audio_field = sound if sound is not None else (None, "soundtrack_path")
+    make_video(paths, target, fps, make_gif=make_gif, gif_path=gif, field=field, gif_field="make_gif",
+               audio=audio, audio_field=audio_field)
     return VideoResult(mp4_path=target, gif_path=gif, frame_count=len(paths), fps=fps)
 
 

@@ -22,9 +22,11 @@ import pytest
 from PIL import Image, ImageSequence
 
 from deforum.errors import MediaError, SettingsError
+from deforum.outputs import is_ours
 from deforum.video import (
     MANIFEST_NAME,
     Mp4Writer,
+    audio_duration,
     count_packets,
     count_video_frames,
     extract_frames,
@@ -34,6 +36,7 @@ from deforum.video import (
     probe_video,
     read_video_frames,
     video_cell,
+    video_duration,
     video_html,
 )
 
@@ -491,6 +494,29 @@ def test_video_cell_makes_the_run_video(tmp_path):
     html = video_html(result.mp4_path, width=256)
     assert html.startswith('<video width="256"')
     assert base64.b64decode(html.split("base64,")[1].split('"')[0]) == result.mp4_path.read_bytes()
+
+
+@pytest.mark.parametrize("seconds", [2.0, 0.2], ids=["longer", "shorter"])
+def test_video_cell_muxes_a_soundtrack_of_the_video_length(tmp_path, seconds):
+    """Each ffmpeg build: the audio (AAC) is cut or padded to the video, the video copied, the mark kept
+    (more in tests/test_soundtrack.py)."""
+    import wave
+
+    rate = 22050
+    tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate)).astype("<i2")
+    with wave.open(str(tmp_path / "song.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(tone.tobytes())
+    write_pngs(tmp_path, f"{TS}_%05d.png", [0, 40, 80, 120, 160, 200], (32, 32))
+    result = video_cell(outdir=tmp_path, timestring=TS, fps=8, add_soundtrack="File",
+                        soundtrack_path=str(tmp_path / "song.wav"))
+    assert count_packets(result.mp4_path) == 6
+    assert video_duration(result.mp4_path) == pytest.approx(6 / 8)
+    assert abs(audio_duration(result.mp4_path) - 6 / 8) <= 1 / 8
+    assert_levels(mean_levels(read_video_frames(result.mp4_path)), [0, 40, 80, 120, 160, 200])
+    assert is_ours(result.mp4_path, "mp4")
 
 
 @pytest.mark.skipif(os.name != "posix", reason="stale temp files are recognised by process id on POSIX")
