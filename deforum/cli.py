@@ -137,6 +137,8 @@ def load_job(path: str | os.PathLike[str], sets: Mapping[str, Mapping[str, Any]]
             video[key] = data.pop(key)
     merged = merge_settings(A.defaults("args"), A.defaults("anim_args"), data, A.DEFAULT_PROMPTS,
                             A.DEFAULT_ANIMATION_PROMPTS, where=str(path))
+    video.update(merged.video)  # an imported file's video-cell values (A1111's add_soundtrack, ...)
+    merged.video = {}  # checked here with the --set ones
     sets = sets or {}
     vars(merged.args).update(sets.get("args", {}))
     vars(merged.anim_args).update(sets.get("anim_args", {}))
@@ -244,10 +246,7 @@ def render_one(path: str, ns: argparse.Namespace, sets: Mapping[str, Mapping[str
 
         fps = ns.fps or job.video.get("fps") or result.fps_hint or job.video_setting("fps")
         made = video_cell(outdir=result.outdir, timestring=result.timestring, fps=float(fps),
-                          make_gif=bool(ns.gif or job.video_setting("make_gif")),
-                          add_soundtrack=job.video_setting("add_soundtrack"),
-                          soundtrack_path=job.video_setting("soundtrack_path"),
-                          video_init_path=str(result.settings.video_input.video_init_path or ""))
+                          make_gif=bool(ns.gif or job.video_setting("make_gif")))
         if made is not None:
             lines.append(f"  video: {made.mp4_path} ({made.frame_count} frames at {made.fps:g} fps)")
             if made.gif_path is not None:
@@ -570,8 +569,8 @@ def cmd_video(ns: argparse.Namespace) -> int:
     mp4 = Path(ns.output) if ns.output else folder / f"{pattern.split('%')[0].rstrip('_') or 'video'}.mp4"
     field = "--output" if ns.output else "the default video path"
     path = make_video(folder, mp4, float(ns.fps), pattern=pattern, make_gif=ns.gif, max_frames=ns.max_frames,
-                      field=field, gif_field="--gif", audio=ns.audio, audio_field="--audio")
-    print(f"video: {path}" + (f" (sound: {ns.audio})" if ns.audio else ""))
+                      field=field, gif_field="--gif")
+    print(f"video: {path}")
     if ns.gif:
         print(f"gif: {path.with_suffix('.gif')}")
     return EXIT_OK
@@ -638,6 +637,10 @@ def cmd_settings_check(ns: argparse.Namespace) -> int:
         print(f"{path}: ok ({prepared.settings.animation.animation_mode} mode{frames})")
         if job.dialect is not None and job.dialect.name != "v06_partial":  # a partial file names nothing more
             print(f"  dialect: {job.dialect.describe()}")
+            for line in job.dialect.mappings:  # an imported file: one line per mapping rule used
+                print(f"  mapped: {line}")
+            if job.dialect.ignored:
+                print(f"  {job.dialect.ignored_line()}")
         for note in job.notes:
             print(f"  note: {note}")
     return code
@@ -834,8 +837,6 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default: the newest run's frames)")
     p.add_argument("--output", metavar="FILE.mp4", help="video path (default: FRAMES_DIR/<prefix>.mp4)")
     p.add_argument("--max-frames", type=int, metavar="N", help="use only the first N frames")
-    p.add_argument("--audio", metavar="FILE", help="mux this file's sound (wav, flac, ogg, mp3, a video...) into "
-                                                   "the mp4 as AAC, cut or padded with silence to the video's length")
     p.set_defaults(func=cmd_video)
 
     p = sub.add_parser("audio", help="a schedule from a sound file: one value a frame (docs/audio.md)",

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from deforum.errors import SettingsError
-from deforum.settings.dialects import Dialect, detect, unsupported_message, v06_leniency
+from deforum.settings.dialects import A1111_TABLE, Dialect, a1111_import, detect, unsupported_message, v06_leniency
 from deforum.settings.fields import (
     ANIM_ARGS_FIELDS,
     ARGS_FIELDS,
@@ -31,8 +31,16 @@ from deforum.settings.fields import (
     Field,
     defaults,
 )
-from deforum.settings.resolve import RunIdentity, as_dict, normalized, settings_error, short_repr, unsafe_name_problem
+from deforum.settings.resolve import (
+    RunIdentity,
+    as_dict,
+    normalized,
+    settings_error,
+    short_repr,
+    unsafe_name_problem,
+)
 from deforum.settings.resolve import check as check_values
+from deforum.settings.resolve import problems as field_problems
 from deforum.settings.types import Settings
 
 SETTINGS_SCHEMA = 1
@@ -51,7 +59,9 @@ class SettingsFile:
     values used differently from how the file gave them (W=500 is used as 448, ...), one line each.
     ``problems`` collects what is wrong while the file is read and merged (``finish_settings`` raises them).
     ``dialect``: which program wrote the file (``deforum.settings.dialects``); a v0.6-family file is read with v0.6's
-    meaning where v0.6 was lenient (notes say so), a file of an unsupported dialect is one problem.
+    meaning where v0.6 was lenient (notes say so), an A1111 / Forge file through the dialect's table (its
+    ``mappings`` and ``ignored`` keys say how), a file of an unsupported dialect is one problem.
+    ``video``: video-cell values an imported file gave (A1111's fps, add_soundtrack, ...).
     """
 
     args: SimpleNamespace
@@ -66,6 +76,7 @@ class SettingsFile:
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     dialect: Dialect | None = None
+    video: dict[str, Any] = field(default_factory=dict)
 
 
 class _JsonObject(dict):
@@ -184,7 +195,10 @@ def merge_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
                         problems=[unsupported_message(dialect)], dialect=dialect)
     found: list[str] = []
     unknown: dict[str, Any] = {}
+    a1111 = dialect.name == "a1111"
     for key, value in data.items():
+        if a1111 and key in A1111_TABLE:  # read through the dialect's table below
+            continue
         if key in FIELDS["args"]:
             if key in IGNORED_FROM_FILE:
                 continue
@@ -197,9 +211,20 @@ def merge_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
         elif key not in META_KEYS:
             unknown[key] = value
     notes: list[str] = []
+    video: dict[str, Any] = {}
     if dialect.v06_family:
         used, notes = v06_leniency(data, anim, a)
         unknown = {key: value for key, value in unknown.items() if key not in used}
+    elif a1111:
+        # A1111 renders the file's ``prompts``; a Forge file may carry an ``animation_prompts`` too: ignored
+        dropped = [key for key in ("animation_prompts", "batch_prompts") if key in data] if "prompts" in data else []
+        data = {key: value for key, value in data.items() if key not in dropped}
+        imported = a1111_import(data, anim_args=anim, args=a, ignored_candidates=[*unknown, *dropped])
+        found += imported.problems
+        notes += imported.notes
+        video = imported.video
+        unknown = {}
+        dialect = Dialect(dialect.name, dialect.evidence, tuple(imported.mappings), tuple(imported.ignored))
 
     schema = data.get("settings_schema", SETTINGS_SCHEMA)
     if not isinstance(schema, int) or isinstance(schema, bool) or schema > SETTINGS_SCHEMA:
@@ -225,6 +250,7 @@ def merge_settings(args: Any, anim_args: Any, data: Mapping[str, Any], prompts: 
         notes=notes,
         problems=found,
         dialect=dialect,
+        video=video,
     )
 
 
@@ -254,10 +280,14 @@ def finish_settings(settings: SettingsFile, *, check: bool = True, unknown_keys:
                               if settings.animation_prompts or require_prompts else None)
         found += report.problems
         settings.notes += report.notes
+        found += field_problems("video", settings.video, present_only=True)
     if found:
         raise settings_error(found, settings.path)
     if settings.unknown_keys and unknown_keys == "warn":
         warnings.warn(unknown_keys_warning(settings.path, settings.unknown_keys), UserWarning, stacklevel=3)
+    ignored = settings.dialect.ignored_line() if settings.dialect is not None else None
+    if ignored and unknown_keys == "warn":  # `deforum settings check` prints it itself
+        warnings.warn(f"{settings.path or 'settings'}: {ignored}", UserWarning, stacklevel=3)
     return settings
 
 
