@@ -246,7 +246,10 @@ def render_one(path: str, ns: argparse.Namespace, sets: Mapping[str, Mapping[str
 
         fps = ns.fps or job.video.get("fps") or result.fps_hint or job.video_setting("fps")
         made = video_cell(outdir=result.outdir, timestring=result.timestring, fps=float(fps),
-                          make_gif=bool(ns.gif or job.video_setting("make_gif")))
+                          make_gif=bool(ns.gif or job.video_setting("make_gif")),
+                          add_soundtrack=job.video_setting("add_soundtrack"),
+                          soundtrack_path=job.video_setting("soundtrack_path"),
+                          video_init_path=str(result.settings.video_input.video_init_path or ""))
         if made is not None:
             lines.append(f"  video: {made.mp4_path} ({made.frame_count} frames at {made.fps:g} fps)")
             if made.gif_path is not None:
@@ -569,8 +572,8 @@ def cmd_video(ns: argparse.Namespace) -> int:
     mp4 = Path(ns.output) if ns.output else folder / f"{pattern.split('%')[0].rstrip('_') or 'video'}.mp4"
     field = "--output" if ns.output else "the default video path"
     path = make_video(folder, mp4, float(ns.fps), pattern=pattern, make_gif=ns.gif, max_frames=ns.max_frames,
-                      field=field, gif_field="--gif")
-    print(f"video: {path}")
+                      field=field, gif_field="--gif", audio=ns.audio, audio_field="--audio")
+    print(f"video: {path}" + (f" (sound: {ns.audio})" if ns.audio else ""))
     if ns.gif:
         print(f"gif: {path.with_suffix('.gif')}")
     return EXIT_OK
@@ -837,6 +840,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default: the newest run's frames)")
     p.add_argument("--output", metavar="FILE.mp4", help="video path (default: FRAMES_DIR/<prefix>.mp4)")
     p.add_argument("--max-frames", type=int, metavar="N", help="use only the first N frames")
+    p.add_argument("--audio", metavar="FILE", help="mux this file's sound (wav, flac, ogg, mp3, a video...) into "
+                                                   "the mp4 as AAC, cut or padded with silence to the video's length")
     p.set_defaults(func=cmd_video)
 
     p = sub.add_parser("audio", help="a schedule from a sound file: one value a frame (docs/audio.md)",
