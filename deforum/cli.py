@@ -606,8 +606,9 @@ def cmd_audio(ns: argparse.Namespace) -> int:
     if (ns.field is None) != (ns.into is None):
         raise SettingsError("--field and --into go together: --field NAME --into SETTINGS writes the schedule "
                             "into that field of the file; without both it is printed")
-    if ns.field is not None:
-        audio.schedule_field(ns.field)  # before the audio is decoded
+    if ns.field is not None:  # the field and the file before the audio is decoded
+        audio.schedule_field(ns.field)
+        A.read_settings_file(ns.into)
     audio.parse_band(ns.band)
     schedule = audio.audio_schedule(ns.file, ns.fps, ns.expr, feature=ns.feature, band=ns.band, smooth=ns.smooth,
                                     frames=ns.frames)

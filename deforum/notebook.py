@@ -163,6 +163,70 @@ def plot_schedules(plan: Any, settings: Any = None) -> Any:
     return fig
 
 
+# --------------------------------------------------------------------------------- audio cell
+
+
+def plot_audio_keyframes(x: np.ndarray, values: np.ndarray, *, field: str, feature: str, fps: float) -> Any:
+    """A matplotlib Figure: the audio envelope ``x`` (0..1) and the schedule it gives, against the frames."""
+    from matplotlib.figure import Figure
+
+    frames = np.arange(len(x))
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.fill_between(frames, x, step="mid", alpha=0.35)
+    top.plot(frames, x, drawstyle="steps-mid", linewidth=1)
+    top.set_ylabel(f"x ({feature})", rotation=0, ha="right", va="center")
+    top.set_ylim(-0.05, 1.05)
+    bottom.plot(frames, values, linewidth=1.2, marker="." if len(frames) <= 200 else None)
+    bottom.set_ylabel(field, rotation=0, ha="right", va="center")
+    bottom.set_xlabel(f"frame ({fps:g} fps)")
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"audio keyframes: {field}")
+    return fig
+
+
+@_stops_cell
+def audio_keyframes(anim_args: Callable[[], dict[str, Any]], *, skip_audio_keyframes: bool = True,
+                    audio_path: str = "", audio_field: str = "zoom", audio_expr: str = "x",
+                    audio_feature: str = "rms", audio_band: str = "", audio_smooth: int = 1,
+                    audio_fps: float = 12, audio_sets_max_frames: bool = True,
+                    show: bool = True) -> Callable[[], dict[str, Any]]:
+    """The Audio Keyframes cell: ``anim_args`` (the cell's ``DeforumAnimArgs``) with ``audio_field`` set to the
+    schedule computed from ``audio_path`` (deforum.sources.audio), and ``max_frames`` to its frame count when
+    ``audio_sets_max_frames``; the envelope and the schedule are plotted against the frames. Skipped: ``anim_args``.
+    """
+    from deforum.sources import audio
+
+    if skip_audio_keyframes:
+        print("Skipping audio keyframes, uncheck skip_audio_keyframes if you want to use them")
+        return anim_args
+    audio.schedule_field(audio_field)
+    audio.check_expression(audio_expr)
+    if not str(audio_path).strip():
+        raise SettingsError("audio_path is empty: give the sound file (wav, flac, ogg, mp3) the schedule follows")
+    x = audio.audio_envelope(audio_path, audio_fps, feature=audio_feature, band=audio_band or None,
+                             smooth=int(audio_smooth))
+    values = audio.apply_expression(audio_expr, x)
+    schedule = audio.format_schedule(values)
+    print(f"{audio_field}: {len(values)} frames from {audio_path} ({audio_feature} at {float(audio_fps):g} fps"
+          f"{', max_frames = ' + str(len(values)) if audio_sets_max_frames else ''}); the video's fps must be the same")
+    if show:
+        NotebookDisplay().plot(plot_audio_keyframes(x, values, field=audio_field, feature=audio_feature,
+                                                    fps=float(audio_fps)))
+
+    @functools.wraps(anim_args)
+    def with_audio() -> dict[str, Any]:
+        values_ = dict(anim_args())
+        values_[audio_field] = schedule
+        if audio_sets_max_frames:
+            values_["max_frames"] = len(values)
+        return values_
+
+    with_audio.audio_schedule = schedule  # type: ignore[attr-defined]
+    return with_audio
+
+
 # --------------------------------------------------------------------------------- display hook
 
 

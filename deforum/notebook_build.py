@@ -253,6 +253,38 @@ def _video_cell() -> list[str]:
             "video = create_video(", *_wrap(call, 100, "    "), ")"]
 
 
+AUDIO_SECTION = "Audio Keyframes"
+AUDIO_FIELDS: tuple[A.Field, ...] = tuple(
+    A.Field(name, type_, default, help_, widget=widget, choices=choices, group="audio", section=AUDIO_SECTION)
+    for name, type_, default, widget, choices, help_ in (
+        ("skip_audio_keyframes", "bool", True, "boolean", (), "Leave the schedules as the animation cell has them."),
+        ("audio_path", "str", "", "string", (), "The sound file (wav, flac, ogg, mp3) the schedule follows."),
+        ("audio_field", "str", "zoom", "dropdown", A.schedule_fields(), "The schedule this cell sets."),
+        ("audio_expr", "str", "1 + 0.05*x", "string", (),
+         "numexpr of x (the feature in the frame's window, 0..1) and t (the frame), as in schedules."),
+        ("audio_feature", "str", "rms", "dropdown", ("rms", "onset", "beat"),
+         "rms: loudness; onset: attacks; beat: 1 on each tracked beat, decaying."),
+        ("audio_band", "str", "", "string", (), "Band-pass first, LOW-HIGH in Hz (e.g. 20-150 for the kick)."),
+        ("audio_smooth", "int", 1, "number", (), "Moving average over this many frames."),
+        ("audio_fps", "float", A.FIELDS["video"]["fps"].default, "number", (),
+         "Frames per second: the same as the video cell's fps."),
+        ("audio_sets_max_frames", "bool", True, "boolean", (), "max_frames becomes the audio's frame count."),
+    ))
+
+AUDIO_HEAD = """\
+#@markdown An optional schedule from a sound file (docs/audio.md): each frame's value is `audio_expr` of `x`,
+#@markdown the audio feature in that frame's window scaled to 0..1, e.g. `1 + 0.05*x` for zoom or
+#@markdown `0.65 - 0.3*x` for strength_schedule. Needs librosa (Colab has it; elsewhere
+#@markdown `pip install 'deforum-stable-diffusion[audio]'`)."""
+
+
+def _audio_cell() -> list[str]:
+    call = ", ".join(["DeforumAnimArgs", *(f"{f.name}={f.name}" for f in AUDIO_FIELDS)])
+    heading, *form = _form_block(AUDIO_FIELDS)
+    return [heading, AUDIO_HEAD, *form, "", "from deforum.notebook import audio_keyframes", "",
+            "DeforumAnimArgs = audio_keyframes(", *_wrap(call, 100, "    "), ")"]
+
+
 def _wrap(arguments: str, width: int, indent: str) -> list[str]:
     """Lines of at most ``width`` characters holding a ', '-separated argument list."""
     lines: list[str] = []
@@ -280,6 +312,7 @@ def notebook_cells() -> list[tuple[str, str, str]]:
         ("settings-heading", "markdown", "# Settings"),
         ("animation", "code", "\n".join(_function_cell(
             "DeforumAnimArgs", "anim_args", ["#@markdown ####**Animation Settings:**"]))),
+        ("audio", "code", "\n".join(_audio_cell())),
         ("prompts-heading", "markdown", "### Prompts\n`prompts` are used by the None mode (still images); "
          "`animation_prompts` map a frame number to the prompt from that frame on (2D, 3D, Video Input, "
          "Interpolation)."),

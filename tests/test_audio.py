@@ -291,3 +291,62 @@ def test_cli_refuses_a_schedule_that_makes_the_file_invalid(beeps, tmp_path, cap
     code = cli.main(["audio", str(beeps), "--fps", "12", "--field", "zoom", "--into", str(path)])
     assert code == 2 and "W" in capsys.readouterr().err
     assert path.read_text(encoding="utf-8") == original  # nothing written
+
+
+# ---------------------------------------------------------------------------------------- the notebook cell
+
+
+def anim_args_cell():
+    return {"animation_mode": "2D", "max_frames": 1000, "zoom": "0:(1.04)", "strength_schedule": "0:(0.65)"}
+
+
+def test_the_notebook_cell_sets_the_field_and_max_frames_and_plots(beeps):
+    from deforum import notebook_build as B
+
+    source = dict((cell_id, text) for cell_id, _, text in B.notebook_cells())["audio"]
+    source = re.sub(r"^skip_audio_keyframes = True", "skip_audio_keyframes = False", source, flags=re.M)
+    source = re.sub(r"^audio_path = ''", f"audio_path = {str(beeps)!r}", source, flags=re.M)
+    source = re.sub(r"^audio_field = 'zoom'", "audio_field = 'strength_schedule'", source, flags=re.M)
+    source = re.sub(r"^audio_expr = '[^']*'", "audio_expr = '0.65 - 0.3*x'", source, flags=re.M)
+    namespace = {"DeforumAnimArgs": anim_args_cell}
+    exec(compile(source, "audio cell", "exec"), namespace)
+    values = namespace["DeforumAnimArgs"]()
+    assert values["strength_schedule"] == audio.audio_schedule(beeps, FPS, "0.65 - 0.3*x")
+    assert values["max_frames"] == 48 and values["zoom"] == "0:(1.04)"
+    resolved = A.resolve(args=A.defaults("args"), anim_args={**A.defaults("anim_args"), **values},
+                         animation_prompts={0: "a lighthouse"})
+    assert resolved.animation.max_frames == 48
+
+
+def test_the_notebook_helper_skips_by_default_and_reports_errors_in_one_message(beeps, capsys):
+    from deforum import notebook as N
+
+    assert N.audio_keyframes(anim_args_cell) is anim_args_cell
+    assert "skip_audio_keyframes" in capsys.readouterr().out
+    with pytest.raises(N.NotebookStop, match="not a schedule field"):
+        N.audio_keyframes(anim_args_cell, skip_audio_keyframes=False, audio_path=str(beeps), audio_field="seed")
+    with pytest.raises(N.NotebookStop, match="audio_path is empty"):
+        N.audio_keyframes(anim_args_cell, skip_audio_keyframes=False)
+    kept = N.audio_keyframes(anim_args_cell, skip_audio_keyframes=False, audio_path=str(beeps), audio_expr="x",
+                             audio_sets_max_frames=False, show=False)
+    assert kept()["max_frames"] == 1000 and values_of(kept()["zoom"])[6] > 0.95
+
+
+def test_the_plot_shows_the_envelope_and_the_schedule():
+    from deforum import notebook as N
+
+    x = np.array([0, 0.5, 1, 0.2])
+    fig = N.plot_audio_keyframes(x, 1 + 0.05 * x, field="zoom", feature="rms", fps=12)
+    top, bottom = fig.axes
+    np.testing.assert_allclose(top.lines[0].get_ydata(), x)
+    np.testing.assert_allclose(bottom.lines[0].get_ydata(), 1 + 0.05 * x)
+    assert bottom.get_ylabel() == "zoom" and "12 fps" in bottom.get_xlabel()
+
+
+def test_cli_refuses_a_missing_settings_file_before_decoding(tmp_path, capsys, monkeypatch):
+    def decoded(*args, **kwargs):
+        raise AssertionError("the audio was decoded")
+
+    monkeypatch.setattr(audio, "load_audio", decoded)
+    assert cli.main(["audio", "song.mp3", "--fps", "12", "--field", "zoom", "--into", str(tmp_path / "no.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err

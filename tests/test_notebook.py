@@ -72,7 +72,7 @@ def test_notebook_is_stripped_with_colab_gpu_metadata():
 
 def test_cells_are_in_v06_order():
     ids = [c.id for c in committed().cells if c.cell_type == "code"]
-    assert ids == ["gpu", "setup", "root", "animation", "prompts", "run", "video", "disconnect"]
+    assert ids == ["gpu", "setup", "root", "animation", "audio", "prompts", "run", "video", "disconnect"]
 
 
 def test_no_shell_magics_so_local_jupyter_runs_it():
