@@ -37,7 +37,7 @@ SCHEDULE_FIELDS: tuple[str, ...] = (
 # Bounds that keep a settings file from costing unbounded time or memory. MAX_FRAMES is the default
 # ``frame_limit``; deforum.settings passes its MAX_FRAMES_LIMIT (a test keeps the two equal).
 MAX_FRAMES = 100_000
-MAX_SCHEDULE_LENGTH = 100_000
+MAX_SCHEDULE_LENGTH = 40 * MAX_FRAMES  # one keyframe a frame ("12345:(-1.234567)", ...) for every frame allowed
 MAX_EXPRESSION_LENGTH = 1_000
 MAX_NESTING = 32  # parentheses inside one expression
 MAX_EXPRESSION_HEIGHT = 100  # operations stacked on one another (numexpr recurses over the tree)

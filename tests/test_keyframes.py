@@ -325,9 +325,11 @@ def test_unsafe_or_unbounded_expressions_are_refused(expression):
         parse_schedule(f"0:({expression})", 10)
 
 
-def test_a_one_megabyte_schedule_is_refused():
+def test_a_schedule_past_the_length_limit_is_refused():
+    """The limit allows a keyframe on every frame of the longest run; past it (megabytes) is refused unread."""
+    assert keyframes.MAX_SCHEDULE_LENGTH >= 30 * keyframes.MAX_FRAMES
     with pytest.raises(ScheduleError, match="longer than"):
-        parse_schedule("0:(0), " * 150_000, 10)
+        parse_schedule("0:(0), " * (keyframes.MAX_SCHEDULE_LENGTH // 7 + 1), 10)
 
 
 def test_deep_but_allowed_expressions_evaluate():
@@ -550,3 +552,15 @@ def test_the_frame_limit_is_an_argument():
     with pytest.raises(SettingsError, match="from 1 to 4"):
         prompt_schedule({0: "a"}, 5, frame_limit=4)
     assert prompt_schedule({0: "a"}, 4, frame_limit=4) == ["a"] * 4
+
+
+def test_a_schedule_with_a_keyframe_on_every_frame_of_a_long_music_video_parses():
+    """A Parseq or audio schedule has one keyframe a frame: 5,400 frames (3 minutes at 30 fps) and more."""
+    import numpy as np
+
+    from deforum.keyframes import parse_schedule
+
+    written = [f"{v:.6g}" for v in np.sin(np.arange(6000) * 0.01) * 1.2345678]
+    text = ", ".join(f"{i}:({v})" for i, v in enumerate(written))
+    assert len(text) > 100_000
+    np.testing.assert_array_equal(parse_schedule(text, 6000), np.array([float(v) for v in written]))

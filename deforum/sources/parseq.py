@@ -276,8 +276,8 @@ def _schedule(values: list[float], parseq_name: str, ours: str) -> str:
     text = schedule_string(values)
     if len(text) > MAX_SCHEDULE_LENGTH:
         raise _error(f"{parseq_name}: its {len(values)} per-frame values need a {ours} schedule of {len(text)} "
-                     f"characters, over the limit of {MAX_SCHEDULE_LENGTH} (about 4,000 frames of values that "
-                     "are not constant or linear); render fewer frames, or leave this field out in Parseq")
+                     f"characters, over the limit of {MAX_SCHEDULE_LENGTH}; render fewer frames, or leave this "
+                     "field out in Parseq")
     return text
 
 
