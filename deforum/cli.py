@@ -34,7 +34,7 @@ from deforum.settings import docs as settings_docs
 
 EXIT_OK, EXIT_FAILED, EXIT_SETTINGS = 0, 1, 2
 SET_GROUPS = ("args", "anim_args", "root", "video")  # where an unprefixed --set key is looked up, in order
-FILE_VIDEO_KEYS = ("fps", "make_gif")  # video-cell fields a settings file may carry
+FILE_VIDEO_KEYS = ("fps", "make_gif", "add_soundtrack", "soundtrack_path")  # video-cell fields a file may carry
 NULL_WORDS = ("null", "none")
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 

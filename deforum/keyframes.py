@@ -520,19 +520,22 @@ class _Emitter:
 
 
 def evaluate_expression(expr: str, t, *, max_frames: int | None = None, field: str | None = None,
-                        source: str | None = None, offset: int = 0) -> np.ndarray:
+                        source: str | None = None, offset: int = 0,
+                        variables: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """Evaluate ``expr`` for every frame index in ``t`` at once; float64 array shaped like ``t``.
 
     The names are ``t`` (and its v0.6 alias ``i``), ``max_f``/``max_frames`` when ``max_frames`` is
-    given, ``pi``, ``e``, ``True``, ``False`` and the numexpr 2.8 functions. Integer arithmetic is
-    int64 with v0.6's rules (C-style ``%``). A value that is not a finite real number is an error.
+    given, ``pi``, ``e``, ``True``, ``False``, the numexpr 2.8 functions, and the names of ``variables``
+    (per-frame arrays shaped like ``t``, e.g. an audio envelope ``x``). Integer arithmetic is int64 with
+    v0.6's rules (C-style ``%``). A value that is not a finite real number is an error.
     """
     source = expr if source is None else source
     err = _Errors(source, field)
-    names = FRAME_VARIABLES if max_frames is not None else ("t", "i")
+    extra = dict(variables or {})
+    names = (FRAME_VARIABLES if max_frames is not None else ("t", "i")) + tuple(extra)
     tree = check_expression(expr, names, field=field, source=source, offset=offset)
     frames = np.asarray(t, dtype=np.int64)
-    variables = {"t": frames}
+    variables = {"t": frames, **{name: np.asarray(value, dtype=np.float64) for name, value in extra.items()}}
     if max_frames is not None:
         variables["max_f"] = np.asarray(max_frames, dtype=np.int64)
     try:

@@ -683,3 +683,10 @@ def test_render_shows_the_librarys_messages_on_stderr_and_q_hides_them(tmp_path,
     assert loaded == f"Loaded {ckpt} with config {yaml.name} on cpu (float32)"
     assert cli.main([*argv, "-q"]) == 0
     assert "Loaded " not in capsys.readouterr().err
+
+
+def test_a_settings_file_of_ours_carries_the_soundtrack_fields(tmp_path):
+    path = write_settings(tmp_path / "s.txt", animation_mode="2D", max_frames=3, add_soundtrack="File",
+                          soundtrack_path="song.mp3", settings_schema=1, deforum_version="0.1.0")
+    job = cli.load_job(path, unknown_keys="problem")
+    assert (job.video_setting("add_soundtrack"), job.video_setting("soundtrack_path")) == ("File", "song.mp3")

@@ -251,23 +251,8 @@ def apply_expression(expr: str, x: np.ndarray) -> np.ndarray:
     deforum.keyframes' evaluator after its allow-list check; one finite float per frame."""
     check_expression(expr)
     x = np.asarray(x, dtype=np.float64)
-    tree = keyframes.check_expression(expr, EXPRESSION_VARIABLES, field="--expr")
-    variables = {"x": x, "t": np.arange(x.size, dtype=np.int64), "max_f": np.asarray(x.size, dtype=np.int64)}
-    try:
-        with np.errstate(all="ignore"):
-            result = keyframes._Emitter(variables).run(tree)  # the schedules' evaluator, with x bound
-    except Exception as exc:  # numexpr reports problems with many exception types
-        raise ScheduleError(f"numexpr cannot evaluate this expression: {exc}", field="--expr", text=expr) from None
-    if result.dtype.kind not in "biuf":
-        raise ScheduleError(f"the expression gives a {result.dtype} value, not a real number", field="--expr",
-                            text=expr)
-    values = np.broadcast_to(result.astype(np.float64), x.shape).copy()
-    bad = ~np.isfinite(values)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ScheduleError(f"the expression is {values[i]} at t={i}, x={x[i]:.4g} (not a finite number)",
-                            field="--expr", text=expr)
-    return values
+    return keyframes.evaluate_expression(expr, np.arange(x.size), max_frames=x.size, field="--expr",
+                                         variables={"x": x})
 
 
 def format_value(value: float) -> str:
