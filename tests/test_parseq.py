@@ -227,10 +227,17 @@ def test_a_manifest_renders_with_the_tiny_model(tmp_path):
     assert all(image.shape == (64, 64, 3) for image in images)
 
 
-def test_values_too_many_for_a_schedule_string_are_refused_naming_the_field():
+def test_a_long_manifest_of_irregular_values_applies_and_reads_back_exactly(monkeypatch):
+    """6,000 frames of random values (a 3-minute video at 30 fps): one keyframe a frame, every value exact;
+    past the schedule length limit (made small here) the field is named."""
+    from deforum import keyframes
+
     rng = np.random.default_rng(1)
     frames = [{"frame": f, "zoom": 1.0, "zoom_delta": float(1 + rng.random())} for f in range(6000)]
     manifest = read_manifest(json.dumps({"rendered_frames": frames}))
+    _, anim, _, _ = apply_manifest({}, {}, {}, manifest)
+    np.testing.assert_array_equal(keyframes.parse_schedule(anim["zoom"], 6000), [f["zoom_delta"] for f in frames])
+    monkeypatch.setattr(keyframes, "MAX_SCHEDULE_LENGTH", 100_000)
     with pytest.raises(SettingsError, match=r"^parseq_manifest: zoom_delta: .*over the limit of 100000"):
         apply_manifest({}, {}, {}, manifest)
     _, anim, _, _ = apply_manifest({}, {"parseq_use_deltas": False}, {}, manifest)  # constant: two keys
