@@ -90,9 +90,10 @@ class _Progress:
 
 def prepare(args: Any, anim_args: Any, prompts: list[str] | None, animation_prompts: Mapping | None,
             root: Any = None, *, settings_file: str | Path | None = None, now=None) -> Prepared:
-    """The cells (and the settings file over them) resolved into typed settings, the run's identity and its
-    plan. No model is loaded and nothing is read or written but a resumed run's state: every settings problem
-    surfaces here, and so does every problem of the resume state (``deforum.errors.StateError``).
+    """The cells (and the settings file over them, then a Parseq manifest's per-frame values) resolved into
+    typed settings, the run's identity and its plan. No model is loaded, and nothing is read but those files
+    and a resumed run's state: every settings problem surfaces here, and so does every problem of the resume
+    state (``deforum.errors.StateError``).
     """
     a, anim = fields.as_dict(args), fields.as_dict(anim_args)
     prompts = list(prompts if prompts is not None else fields.DEFAULT_PROMPTS)
