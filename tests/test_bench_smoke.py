@@ -95,3 +95,15 @@ def test_overhead_tiny_sdxl_counts_unet_calls_per_frame():
         calls, evals = float(row[10]), float(row[11])
         # v06: 3 steps run with CFG (one call of batch 2 each); few: lcm 4 steps at 0.65 run 1, scale 1: cond only
         assert (calls, evals) == ((3, 6) if row[12] == "v06" else (1, 1)), row
+
+
+def test_flow_tiny_prints_its_table():
+    out = run_bench("flow.py", "--tiny")
+    assert re.search(r"machine: .*cv2 \d", out)
+    rows = [line for line in out.splitlines() if re.match(r"(DIS Medium|DIS Fine|DIS UltraFast|Farneback)\s+\d", line)]
+    assert len(rows) == 8, out  # 4 cv2 methods x 2 sizes
+    for row in rows:
+        size, est, warp, total, fps = row.rsplit(None, 7)[-7:-2]
+        assert int(size) in (64, 128) and float(est) > 0 and float(warp) > 0
+        assert float(total) == pytest.approx(float(est) + float(warp), abs=0.02) and float(fps) > 0
+    assert "skipped: RAFT (raft_large):" in out or "RAFT (raft_large)" in out
