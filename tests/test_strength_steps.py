@@ -8,27 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import CountingDenoiser, oracle_alphas_cumprod
 
 from deforum.sampling import DiscreteSchedule, sample, schedule_for, steps_to_run
 
 ORACLE = json.loads((Path(__file__).parent / "data/strength_steps.json").read_text())
-ALPHAS = torch.tensor(ORACLE["alphas_cumprod_fp32"], dtype=torch.float32)
+ALPHAS = oracle_alphas_cumprod()
 ROWS = ORACLE["table"]
-
-
-class CountingDenoiser:
-    """D(x, sigma) of unit-variance Gaussian data, counting calls and the sigmas they were made at."""
-
-    def __init__(self, alphas_cumprod=ALPHAS):
-        self.schedule = DiscreteSchedule(alphas_cumprod)
-        self.sigmas: list[float] = []
-
-    def get_sigmas(self, n, **kwargs):
-        return self.schedule.get_sigmas(n, **kwargs)
-
-    def __call__(self, x, sigma):
-        self.sigmas.append(float(sigma.reshape(-1)[0]))
-        return x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
 
 
 @pytest.mark.parametrize(("strength", "steps", "t_enc"), [
