@@ -92,19 +92,25 @@ def hub_unreachable(endpoint: str | None = None, timeout: float = 5.0) -> str | 
     Checked once before a download, so an offline machine gets the clear "put the file here" message at once
     instead of after huggingface_hub's retries (about 25 s of back-off).
     """
-    import socket
-    from urllib.parse import urlparse
-
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
-    url = urlparse(endpoint or constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
+    return host_unreachable(endpoint or constants.ENDPOINT, timeout)
+
+
+def host_unreachable(url: str, timeout: float = 5.0) -> str | None:
+    """Why the host of ``url`` cannot be reached (no DNS, no route, refused), or None when it takes a TCP
+    connect."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
     except OSError as e:
-        return f"{url.hostname}: {e.strerror or e}"
+        return f"{parsed.hostname}: {e.strerror or e}"
     return None
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -151,17 +150,6 @@ def raft_weights_file(raft_model: str, models_path: str | os.PathLike) -> Path:
     return Path(models_path) / RAFT_WEIGHTS[raft_model].rsplit("/", 1)[1]
 
 
-def _unreachable(url: str, timeout: float = 5.0) -> str | None:
-    """Why the host of ``url`` cannot be reached (no DNS, no route, refused), or None when it takes a connect."""
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
-    except OSError as e:
-        return f"{parsed.hostname}: {e.strerror or e}"
-    return None
-
-
 def _download(url: str, dest: Path) -> None:
     """The one network call: stream ``url`` into dest (through a .part file, renamed when complete)."""
     part = dest.with_name(dest.name + ".part")
@@ -184,7 +172,9 @@ def download_raft(raft_model: str, models_path: str | os.PathLike) -> Path:
         return dest
     url = RAFT_WEIGHTS[raft_model]
     where = f"download {url} and put it at {dest}"
-    reason = _unreachable(url)
+    from deforum.models.download import host_unreachable
+
+    reason = host_unreachable(url)
     if reason:
         raise ModelError(f"optical flow 'RAFT': the weights {dest.name} are not in {dest.parent} and "
                          f"{urlparse(url).hostname} cannot be reached ({reason}); {where}")
