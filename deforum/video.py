@@ -104,13 +104,14 @@ _RATE = re.compile(r"([\d.]+)(k?) (fps|tbr)\b")
 _ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
 
 
-def _require_file(path: Path, field: str) -> None:
+def _require_file(path: Path, field: str, kind: str = "video") -> None:
+    """MediaError naming ``field`` unless ``path`` is a readable file (``kind``: 'video' or 'audio')."""
     if not path.exists():
-        raise MediaError(f"{field}: video file {str(path)!r} does not exist")
+        raise MediaError(f"{field}: {kind} file {str(path)!r} does not exist")
     if not path.is_file():
         raise MediaError(f"{field}: {str(path)!r} is not a file")
     if not os.access(path, os.R_OK):
-        raise MediaError(f"{field}: video file {str(path)!r} is not readable")
+        raise MediaError(f"{field}: {kind} file {str(path)!r} is not readable")
 
 
 def _parse_stream_info(path: Path, stderr: str, field: str) -> tuple[float, int, int]:
@@ -511,12 +512,7 @@ _PCM_RATE = 8000  # the sample rate audio is decoded at to measure its length (1
 def check_audio(path: str | Path, field: str) -> Path:
     """``path`` if it is a readable file with an audio stream ffmpeg can open; else MediaError naming ``field``."""
     path = Path(path)
-    if not path.exists():
-        raise MediaError(f"{field}: audio file {str(path)!r} does not exist")
-    if not path.is_file():
-        raise MediaError(f"{field}: {str(path)!r} is not a file")
-    if not os.access(path, os.R_OK):
-        raise MediaError(f"{field}: audio file {str(path)!r} is not readable")
+    _require_file(path, field, "audio")
     proc = _run_ffmpeg(["-i", str(path)], what="read", path=path, check=False)
     report = proc.stderr.decode("utf-8", "replace")
     if not re.search(r"^Input #0", report, re.MULTILINE):

@@ -33,6 +33,11 @@ def write_beeps(path: Path, rate: int = 44_100, seconds: float = 4.0, beep_s: fl
     for start in BEEPS_S:
         on = (t >= start) & (t < start + beep_s)
         y[on] = 0.8 * np.sin(2 * np.pi * 440 * t[on])
+    return write_wav(path, y, rate)
+
+
+def write_wav(path: Path, y: np.ndarray, rate: int) -> Path:
+    """A 16-bit mono wav of the samples ``y`` (in -1..1)."""
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -130,12 +135,7 @@ def test_band_pass_keeps_what_is_in_the_band(tmp_path):
     t = np.arange(rate * 3) / rate
     y = np.where((t >= 0.5) & (t < 0.6), np.sin(2 * np.pi * 60 * t), 0.0)
     y += np.where((t >= 2.5) & (t < 2.6), np.sin(2 * np.pi * 5000 * t), 0.0)
-    path = tmp_path / "two.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((0.5 * y * 32767).astype("<i2").tobytes())
+    path = write_wav(tmp_path / "two.wav", 0.5 * y, rate)
     low = audio.audio_values(path, FPS, "x", band="20-150")
     high = audio.audio_values(path, FPS, "x", band="3000-8000")
     assert low[6] > 0.95 and low[30] < 0.05
@@ -150,12 +150,7 @@ def test_beat_feature_gives_pulses_on_the_beat_grid(tmp_path):
     for start in np.arange(0, 8, 0.5):
         on = (t >= start) & (t < start + 0.03)
         y[on] = np.sin(2 * np.pi * 1000 * t[on])
-    path = tmp_path / "clicks.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((0.5 * y * 32767).astype("<i2").tobytes())
+    path = write_wav(tmp_path / "clicks.wav", 0.5 * y, rate)
     values = audio.audio_values(path, FPS, "x", feature="beat")
     peaks = [i for i in range(1, len(values) - 1) if values[i] > 0.9]
     assert len(peaks) >= 8
