@@ -115,7 +115,7 @@ def test_the_ignored_keys_are_listed_once_in_one_line():
     lines = [str(w.message) for w in caught if "ignoring" in str(w.message)]
     assert len(lines) == 1 and "\n" not in lines[0]
     line = lines[0]
-    assert line.startswith(f"{A1111}: ignoring 38 A1111 / Forge Deforum keys with no meaning here: show_info_on_ui, ")
+    assert line.startswith(f"{A1111}: ignoring 32 A1111 / Forge Deforum keys with no meaning here: show_info_on_ui, ")
     for key in ("hybrid_motion", "optical_flow_cadence", "cn_1_enabled", "seed_schedule", "sd_model_name"):
         assert key in line
     for key in ("sampler", "cfg_scale_schedule", "fov_schedule", "positive_prompts", "fps", "W", "prompts",
@@ -143,7 +143,7 @@ def test_settings_check_prints_the_mappings_and_the_ignored_keys(capsys):
         "  mapped: depth_algorithm 'Midas-3-Hybrid' -> depth_model 'midas'",
     ]
     ignored = [line for line in out if "ignoring" in line]
-    assert len(ignored) == 1 and ignored[0].startswith("  ignoring 38 A1111 / Forge Deforum keys with no meaning ")
+    assert len(ignored) == 1 and ignored[0].startswith("  ignoring 32 A1111 / Forge Deforum keys with no meaning ")
 
 
 def test_settings_check_of_forge_maps_its_scheduler(capsys):
@@ -213,7 +213,7 @@ def test_a_close_scheduler_is_mapped_with_a_note(tmp_path):
 
 
 def test_values_with_no_equivalent_are_one_error_naming_each(tmp_path):
-    path = _write(tmp_path / "bad.txt", _a1111(sampler="UniPC", seed_behavior="ladder", scheduler="Exponential",
+    path = _write(tmp_path / "bad.txt", _a1111(sampler="UniPC", seed_behavior="spiral", scheduler="Exponential",
                                                cfg_scale_schedule="0: (7), 10: (9)",
                                                color_coherence="Video Input", depth_algorithm="Zoe",
                                                add_soundtrack="Loud"))
@@ -223,8 +223,8 @@ def test_values_with_no_equivalent_are_one_error_naming_each(tmp_path):
     by_key = {p.split("=")[0]: p for p in problems}
     assert by_key["sampler"].startswith("sampler='UniPC': no such sampler here; A1111 names read: 'Euler a', ")
     assert "'euler_ancestral'" in by_key["sampler"]
-    assert by_key["seed_behavior"] == ("seed_behavior='ladder': no such seed mode here; allowed: 'iter', 'fixed', "
-                                       "'random'")
+    assert by_key["seed_behavior"].startswith("seed_behavior='spiral': must be one of 'iter', 'fixed', 'random', "
+                                              "'ladder', 'alternate', 'schedule'")
     assert by_key["scheduler"].startswith("scheduler='Exponential': no such noise schedule here; allowed: 'Automatic'")
     assert "one number for the whole run here" in by_key["cfg_scale_schedule"]
     assert "color_coherence" in by_key and "depth_algorithm" in by_key
@@ -234,12 +234,10 @@ def test_values_with_no_equivalent_are_one_error_naming_each(tmp_path):
         S.load_settings(path)  # the notebook's loader too
 
 
-def test_seed_iter_n_other_than_1_is_an_error_with_iter_only(tmp_path):
-    with pytest.raises(SettingsError) as info:
-        cli.load_job(_write(tmp_path / "n.txt", _a1111(seed_behavior="iter", seed_iter_N=3)))
-    assert info.value.problems == ["seed_iter_N=3: the seed goes up by 1 every frame here; allowed: 1 (or "
-                                   "seed_behavior 'fixed' / 'random')"]
-    assert _quiet_job_of({"seed_behavior": "fixed", "seed_iter_N": 3}, tmp_path).args["seed_behavior"] == "fixed"
+def test_a1111_seed_modes_are_read_by_name(tmp_path):
+    job = _quiet_job_of({"seed_behavior": "ladder", "seed_iter_N": 3, "seed_schedule": "0:(s), 5:(7)"}, tmp_path)
+    assert (job.args["seed_behavior"], job.args["seed_iter_N"]) == ("ladder", 3)
+    assert job.anim_args["seed_schedule"] == "0:(s), 5:(7)"
 
 
 def test_settings_check_of_a_bad_a1111_file_exits_2(tmp_path, capsys):
@@ -255,7 +253,7 @@ def test_the_table_names_only_keys_a1111_writes_or_our_own():
     ours = {name for group in FIELDS.values() for name in group}
     # every table row is a real A1111 key; the shared ones (sampler, ...) are read through the table because
     # their values differ
-    assert {"sampler", "seed_behavior", "color_coherence", "cfg_scale_schedule", "fov_schedule", "positive_prompts",
+    assert {"sampler", "color_coherence", "cfg_scale_schedule", "fov_schedule", "positive_prompts",
             "fps", "add_soundtrack", "soundtrack_path"} <= set(A1111_TABLE)
-    assert {key for key in A1111_TABLE if key in ours} == {"sampler", "seed_behavior", "color_coherence", "fps",
+    assert {key for key in A1111_TABLE if key in ours} == {"sampler", "color_coherence", "fps",
                                                            "make_gif", "add_soundtrack", "soundtrack_path"}

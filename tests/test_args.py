@@ -20,9 +20,18 @@ COMPUTED_DEFAULTS = {"outdir": None}
 
 NEW_FIELDS = {
     "root": {"compile_unet", "offload_depth_model", "vae_tiling", "vae", "lora"},
-    "args": {"karras_schedule"},
+    "args": {"karras_schedule", "seed_iter_N"},
     "anim_args": {"depth_model", "correct_2d_flip", "correct_3d_aspect", "interpolation_method",
-                  "animation_prompts_positive", "animation_prompts_negative", "parseq_manifest", "parseq_use_deltas"},
+                  "animation_prompts_positive", "animation_prompts_negative", "parseq_manifest", "parseq_use_deltas",
+                  # motion beyond v0.6 (A1111 Deforum's names): anti-blur, noise, flow cadence, hybrid video, seeds
+                  "amount_schedule", "kernel_schedule", "sigma_schedule", "threshold_schedule", "noise_type",
+                  "perlin_w", "perlin_h", "perlin_octaves", "perlin_persistence", "optical_flow_cadence",
+                  "cadence_flow_factor_schedule", "optical_flow_redo_generation", "redo_flow_factor_schedule",
+                  "hybrid_motion", "hybrid_motion_use_prev_img", "hybrid_flow_method", "hybrid_flow_factor_schedule",
+                  "hybrid_composite", "hybrid_use_first_frame_as_init_image", "hybrid_comp_alpha_schedule",
+                  "hybrid_comp_mask_type", "hybrid_comp_mask_inverse", "hybrid_comp_mask_blend_alpha_schedule",
+                  "hybrid_comp_mask_contrast_schedule", "hybrid_comp_mask_auto_contrast", "seed_schedule",
+                  "frame_loop", "depth_every"},
 }
 
 
@@ -64,18 +73,23 @@ def test_other_cells_defaults(group, name, default):
     assert A.defaults(group)[name] == default
 
 
-def test_schedule_fields_are_the_15_schedules():
+def test_schedule_fields_are_v06s_15_then_the_new_ones():
     assert A.schedule_fields() == (
         "angle", "zoom", "translation_x", "translation_y", "translation_z", "rotation_3d_x",
         "rotation_3d_y", "rotation_3d_z", "perspective_flip_theta", "perspective_flip_phi",
         "perspective_flip_gamma", "perspective_flip_fv", "noise_schedule", "strength_schedule",
-        "contrast_schedule")
+        "contrast_schedule",
+        "amount_schedule", "kernel_schedule", "sigma_schedule", "threshold_schedule", "cadence_flow_factor_schedule",
+        "redo_flow_factor_schedule", "hybrid_flow_factor_schedule", "hybrid_comp_alpha_schedule",
+        "hybrid_comp_mask_blend_alpha_schedule", "hybrid_comp_mask_contrast_schedule")
+    assert all(A.FIELDS["anim_args"][name].new for name in A.schedule_fields()[15:])
 
 
 def test_schedule_fields_agree_with_keyframes():
     from deforum import keyframes
 
-    assert set(keyframes.SCHEDULE_FIELDS) == set(A.schedule_fields())
+    # v0.6's 15 (the parser's default) come first, in v0.6 order; the new schedules follow
+    assert A.schedule_fields()[:15] == keyframes.SCHEDULE_FIELDS
 
 
 def test_every_field_is_documented_and_well_formed():

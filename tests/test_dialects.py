@@ -50,10 +50,10 @@ def test_our_files_and_v06_dumps_are_recognised():
     assert detect(json.loads(V06_DUMP.read_text())).name == "v06_dump"
     assert detect({}).name == "v06_partial"
     # one A1111-looking key is not enough (a v0.6 file with a stray key stays v0.6)
-    assert detect({"W": 512, "hybrid_motion": "None"}).name == "v06_partial"
+    assert detect({"W": 512, "motion_preview_mode": False}).name == "v06_partial"
     # a web-UI sampler name alone may be a typo; with one A1111-only key it names the dialect
     assert detect({"sampler": "Euler a"}).name == "v06_partial"
-    assert detect({"sampler": "Euler a", "hybrid_motion": "None"}).name == "a1111"
+    assert detect({"sampler": "Euler a", "motion_preview_mode": False}).name == "a1111"
 
 
 def test_a1111_evidence_names_what_was_found():
@@ -148,7 +148,7 @@ def test_the_v06_dump_of_this_repo_still_loads_without_notes():
 
 @pytest.mark.parametrize("name", ["a1111_unedited.txt", "a1111_edited_to_v06_names.txt"])
 def test_the_a1111_fixtures_of_issue_26_load_now(name):
-    with pytest.warns(UserWarning, match="ignoring .* A1111 / Forge Deforum keys with no meaning here: "):
+    with pytest.warns(UserWarning, match="ignoring .* A1111 / Forge Deforum keys? with no meaning here: "):
         loaded = S.load_settings(DATA / name)
     assert loaded.dialect.name == "a1111" and loaded.anim_args.animation_mode == "3D"
     assert loaded.args.sampler == "euler_ancestral" and loaded.anim_args.color_coherence == "Match Frame 0 LAB"

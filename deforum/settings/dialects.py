@@ -279,20 +279,6 @@ def _scheduler(value: Any, data: Mapping[str, Any]) -> Mapped:
                        "over the model's noise levels), close to but not the same as A1111's")
 
 
-def _seed_behavior(value: Any, data: Mapping[str, Any]) -> Mapped:
-    ours = FIELDS["args"]["seed_behavior"].choices
-    if value not in ours:
-        raise NoEquivalent(f"seed_behavior={short_repr(value)}: no such seed mode here; allowed: {_choices(ours)}")
-    return Mapped({("args", "seed_behavior"): value})
-
-
-def _seed_iter_n(value: Any, data: Mapping[str, Any]) -> Mapped:
-    if data.get("seed_behavior", "iter") != "iter" or value in (1, "1"):
-        return Mapped({})  # the seed steps by 1 a frame here, as A1111's default
-    raise NoEquivalent(f"seed_iter_N={short_repr(value)}: the seed goes up by 1 every frame here; allowed: 1 "
-                       "(or seed_behavior 'fixed' / 'random')")
-
-
 def _color_coherence(value: Any, data: Mapping[str, Any]) -> Mapped:
     ours = FIELDS["anim_args"]["color_coherence"].choices
     if value in ours:
@@ -352,8 +338,6 @@ def _video(name: str) -> Callable[[Any, Mapping[str, Any]], Mapped]:
 A1111_TABLE: dict[str, Callable[[Any, Mapping[str, Any]], Mapped]] = {
     "sampler": _sampler,
     "scheduler": _scheduler,
-    "seed_behavior": _seed_behavior,
-    "seed_iter_N": _seed_iter_n,
     "cfg_scale": _renamed("cfg_scale", "args", "scale"),
     **{key: _one_value(key) for key in A1111_ONE_VALUE},
     "positive_prompts": _renamed("positive_prompts", "anim_args", "animation_prompts_positive",

@@ -98,8 +98,8 @@ def _section(group: str, title: str, *fields: Field, concern: str) -> tuple[Fiel
     return tuple(placed(f) for f in fields)
 
 
-def _schedule(name: str, default: str, help: str, concern: str = "") -> Field:
-    return Field(name, "schedule", default, help, widget="string", kind="schedule", concern=concern)
+def _schedule(name: str, default: str, help: str, concern: str = "", new: bool = False) -> Field:
+    return Field(name, "schedule", default, help, widget="string", kind="schedule", concern=concern, new=new)
 
 
 _URL_BEETLE = "https://cdn.pixabay.com/photo/2022/07/30/13/10/green-longhorn-beetle-7353749_1280.jpg"
@@ -126,6 +126,17 @@ FILENAME_FORMATS = ("{timestring}_{index}_{seed}.png", "{timestring}_{index}_{pr
 DEPTH_MODELS = ("midas", "depth_anything")
 VAES = ("default", "taesd")
 SOUNDTRACKS = ("None", "File", "Init Video")
+# A1111 Deforum's names for the motion tools beyond v0.6 (deforum/motion/flow.py, hybrid.py; image/noise.py).
+SEED_BEHAVIORS = ("iter", "fixed", "random", "ladder", "alternate", "schedule")
+FLOW_METHODS = ("RAFT", "DIS Medium", "DIS Fine", "Farneback")
+FLOW_CADENCES = ("None", *FLOW_METHODS)
+HYBRID_MOTIONS = ("None", "Optical Flow", "Perspective", "Affine")
+HYBRID_COMPOSITES = ("None", "Normal", "Before Motion", "After Generation")
+HYBRID_MASK_TYPES = ("None", "Depth", "Video Depth", "Blend", "Difference")
+NOISE_TYPES = ("uniform", "perlin")
+FRAME_LOOPS = ("auto", "device", "host")
+MAX_PERLIN_OCTAVES = 8
+MAX_BLUR_KERNEL = 255  # anti-blur kernel_schedule: pixels; far beyond any sharpening radius
 MAX_LORAS = 16  # LoRA files applied at once
 LORA_WEIGHT_LIMIT = 10.0  # |weight|: LoRAs are used at -2..2; far beyond, the UNet's activations overflow
 
@@ -243,8 +254,10 @@ ARGS_FIELDS: tuple[Field, ...] = (
               widget="string", shapes_image=False),
         Field("filename_format", "str", "{timestring}_{index}_{prompt}.png", "Still image file names.",
               widget="dropdown", choices=FILENAME_FORMATS, shapes_image=False),
-        Field("seed_behavior", "str", "iter", "How the seed changes after each image.", widget="dropdown",
-              choices=("iter", "fixed", "random"), concern="image"),
+        Field("seed_behavior", "str", "iter",
+              "How the seed changes after each image: iter +1 (every seed_iter_N images), fixed, random, "
+              "ladder (+2, -1), alternate (+1, -1) or schedule (seed_schedule).", widget="dropdown",
+              choices=SEED_BEHAVIORS, concern="image"),
         Field("make_grid", "bool", False, "Save a grid of each prompt's images (None mode).",
               widget="boolean", shapes_image=False),
         Field("grid_rows", "int", 2, "Grid layout: images per row = count // grid_rows.", widget="raw",
@@ -371,6 +384,8 @@ ARGS_FIELDS: tuple[Field, ...] = (
         "args", "New in this version",
         Field("karras_schedule", "bool", False, "Use the Karras et al. sigma spacing instead of v0.6's.",
               widget="boolean", new=True),
+        Field("seed_iter_N", "int", 1, "seed_behavior 'iter': the seed goes up by 1 every N images (A1111's "
+              "field).", widget="number", minimum=1, maximum=MAX_FRAMES_LIMIT, new=True),
         concern="image",
     ),
 )
@@ -468,7 +483,88 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
         concern="resume",
     ),
     *_section(
+        "anim_args", "Anti Blur",
+        _schedule("amount_schedule", "0: (0)", "Unsharp-mask amount applied to the warped frame before "
+                  "diffusion (0 = off; A1111's field).", concern="coherence", new=True),
+        _schedule("kernel_schedule", "0: (5)", "Unsharp-mask blur kernel in pixels (made odd).",
+                  concern="coherence", new=True),
+        _schedule("sigma_schedule", "0: (1.0)", "Unsharp-mask blur sigma (0: from the kernel).",
+                  concern="coherence", new=True),
+        _schedule("threshold_schedule", "0: (0.0)", "Unsharp mask: pixels that differ from the blur by less "
+                  "(0..255) are left as they are.", concern="coherence", new=True),
+        concern="coherence",
+    ),
+    *_section(
+        "anim_args", "Noise",
+        Field("noise_type", "str", "uniform", "Noise added to each init: 'uniform' (v0.6's Gaussian noise) or "
+              "'perlin' (Gaussian noise shaped by Perlin noise).", widget="dropdown", choices=NOISE_TYPES,
+              new=True),
+        Field("perlin_w", "float", 8, "Perlin noise: lattice cells across the width.", widget="number",
+              minimum=0.1, maximum=MAX_IMAGE_SIZE, new=True),
+        Field("perlin_h", "float", 8, "Perlin noise: lattice cells down the height.", widget="number",
+              minimum=0.1, maximum=MAX_IMAGE_SIZE, new=True),
+        Field("perlin_octaves", "int", 4, "Perlin noise: octaves (each twice the frequency of the last).",
+              widget="number", minimum=1, maximum=MAX_PERLIN_OCTAVES, new=True),
+        Field("perlin_persistence", "float", 0.5, "Perlin noise: amplitude of each octave relative to the last.",
+              widget="number", minimum=0, maximum=1, new=True),
+        concern="coherence",
+    ),
+    *_section(
+        "anim_args", "Optical Flow Cadence",
+        Field("optical_flow_cadence", "str", "None", "Make the frames between diffused frames by warping both "
+              "along the optical flow between them (with diffusion_cadence > 1), not only cross-fading.",
+              widget="dropdown", choices=FLOW_CADENCES, new=True),
+        _schedule("cadence_flow_factor_schedule", "0: (1)", "How far along the flow the in-between frames "
+                  "move (1 = all the way).", concern="coherence", new=True),
+        Field("optical_flow_redo_generation", "str", "None", "Generate each frame twice: the flow from the "
+              "previous frame to the first generation moves the init of the second (twice as slow).",
+              widget="dropdown", choices=FLOW_CADENCES, new=True),
+        _schedule("redo_flow_factor_schedule", "0: (1)", "How far along that flow the second init moves.",
+                  concern="coherence", new=True),
+        concern="coherence",
+    ),
+    *_section(
+        "anim_args", "Hybrid Video",
+        Field("hybrid_motion", "str", "None", "Move each frame with the motion of video_init_path: its optical "
+              "flow, or a perspective / affine fit of matched features (2D, 3D, Video Input).",
+              widget="dropdown", choices=HYBRID_MOTIONS, new=True),
+        Field("hybrid_motion_use_prev_img", "bool", False, "Optical Flow: take the flow between the previous "
+              "image and the video frame instead of between two video frames.", widget="boolean", new=True),
+        Field("hybrid_flow_method", "str", "RAFT", "Optical-flow method of hybrid_motion 'Optical Flow'.",
+              widget="dropdown", choices=FLOW_METHODS, new=True),
+        _schedule("hybrid_flow_factor_schedule", "0: (1)", "Scale of the hybrid optical flow (1 = as measured).",
+                  new=True),
+        Field("hybrid_composite", "str", "None", "Blend the video frame into each init: 'Normal' (after the "
+              "motion), 'Before Motion', or 'After Generation' (into the generated image).", widget="dropdown",
+              choices=HYBRID_COMPOSITES, new=True),
+        Field("hybrid_use_first_frame_as_init_image", "bool", True, "With hybrid_composite, start frame 0 "
+              "from the video's first frame.", widget="boolean", new=True),
+        _schedule("hybrid_comp_alpha_schedule", "0:(0.5)", "How much of the video frame is blended in, 0..1.",
+                  new=True),
+        Field("hybrid_comp_mask_type", "str", "None", "Where the video frame is blended: everywhere (None), by "
+              "the depth of the image or of the video frame, by their blend, or by their difference.",
+              widget="dropdown", choices=HYBRID_MASK_TYPES, new=True),
+        Field("hybrid_comp_mask_inverse", "bool", False, "Invert the composite mask.", widget="boolean",
+              new=True),
+        _schedule("hybrid_comp_mask_blend_alpha_schedule", "0:(0.5)", "Mask type 'Blend': weight of the video "
+                  "frame against the image, 0..1.", new=True),
+        _schedule("hybrid_comp_mask_contrast_schedule", "0:(1)", "Contrast gain of the composite mask "
+                  "(1 = unchanged).", new=True),
+        Field("hybrid_comp_mask_auto_contrast", "bool", False, "Stretch the composite mask to 0..255.",
+              widget="boolean", new=True),
+        concern="hybrid",
+    ),
+    *_section(
         "anim_args", "New in this version",
+        Field("seed_schedule", "schedule", '0:(s), 1:(-1), "max_f-2":(-1), "max_f-1":(s)',
+              "seed_behavior 'schedule': the seed of each frame; s is the run's seed, -1 a random one "
+              "(A1111's field).", widget="string", new=True, concern="image"),
+        Field("frame_loop", "str", "auto", "Where a frame's warp, colour match and noise run: 'device' keeps "
+              "the frame on the GPU, 'host' is the CPU loop, 'auto' picks the device loop on CUDA.",
+              widget="dropdown", choices=FRAME_LOOPS, new=True, concern="animation", shapes_image=False),
+        Field("depth_every", "int", 1, "3D: predict depth every N-th diffused frame and reuse it in between "
+              "(1 = every one).", widget="number", minimum=1, maximum=MAX_FRAMES_LIMIT, new=True,
+              concern="depth"),
         Field("depth_model", "str", "midas",
               "3D depth: 'midas' (DPT-Large, v0.6), 'depth_anything' (V2 small) or a local model folder.",
               widget="dropdown", choices=DEPTH_MODELS, open_choices=True, new=True, concern="depth"),
@@ -579,5 +675,6 @@ def concern_fields(concern: str) -> tuple[Field, ...]:
 
 
 def schedule_fields() -> tuple[str, ...]:
-    """The 15 keyframe-schedule fields of DeforumAnimArgs, in v0.6 order."""
+    """The keyframe-schedule fields of DeforumAnimArgs: v0.6's 15 in its order, then the new ones (anti-blur,
+    flow cadence, hybrid video) in table order."""
     return tuple(f.name for f in ANIM_ARGS_FIELDS if f.kind == "schedule")

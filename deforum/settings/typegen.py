@@ -24,6 +24,7 @@ CONCERNS = {
     "animation": "The animation mode and its length.",
     "motion": "The camera: 2D and 3D motion schedules, border, perspective flip.",
     "coherence": "Frame to frame: noise, strength and contrast schedules, colour coherence, cadence.",
+    "hybrid": "Hybrid video: the motion and colours of video_init_path blended into an animation.",
     "depth": "3D depth: the depth model and the warp's planes, field of view and sampling.",
     "video_input": "Video Input: the video, frame extraction and the mask video.",
     "interpolation": "Interpolation mode: frames between key prompts.",

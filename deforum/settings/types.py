@@ -70,6 +70,8 @@ class ImageSettings:
     cond_uncond_sync: bool  # args
     n_samples: int  # args
     karras_schedule: bool  # args
+    seed_iter_N: int  # args
+    seed_schedule: str  # anim_args
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class AnimationSettings:
 
     animation_mode: str  # anim_args
     max_frames: int  # anim_args
+    frame_loop: str  # anim_args
     parseq_manifest: str  # anim_args
     parseq_use_deltas: bool  # anim_args
 
@@ -174,6 +177,37 @@ class CoherenceSettings:
     contrast_schedule: str  # anim_args
     color_coherence: str  # anim_args
     diffusion_cadence: int  # anim_args
+    amount_schedule: str  # anim_args
+    kernel_schedule: str  # anim_args
+    sigma_schedule: str  # anim_args
+    threshold_schedule: str  # anim_args
+    noise_type: str  # anim_args
+    perlin_w: float  # anim_args
+    perlin_h: float  # anim_args
+    perlin_octaves: int  # anim_args
+    perlin_persistence: float  # anim_args
+    optical_flow_cadence: str  # anim_args
+    cadence_flow_factor_schedule: str  # anim_args
+    optical_flow_redo_generation: str  # anim_args
+    redo_flow_factor_schedule: str  # anim_args
+
+
+@dataclass(frozen=True)
+class HybridSettings:
+    """Hybrid video: the motion and colours of video_init_path blended into an animation."""
+
+    hybrid_motion: str  # anim_args
+    hybrid_motion_use_prev_img: bool  # anim_args
+    hybrid_flow_method: str  # anim_args
+    hybrid_flow_factor_schedule: str  # anim_args
+    hybrid_composite: str  # anim_args
+    hybrid_use_first_frame_as_init_image: bool  # anim_args
+    hybrid_comp_alpha_schedule: str  # anim_args
+    hybrid_comp_mask_type: str  # anim_args
+    hybrid_comp_mask_inverse: bool  # anim_args
+    hybrid_comp_mask_blend_alpha_schedule: str  # anim_args
+    hybrid_comp_mask_contrast_schedule: str  # anim_args
+    hybrid_comp_mask_auto_contrast: bool  # anim_args
 
 
 @dataclass(frozen=True)
@@ -189,6 +223,7 @@ class DepthSettings:
     padding_mode: str  # anim_args
     sampling_mode: str  # anim_args
     save_depth_maps: bool  # anim_args
+    depth_every: int  # anim_args
     depth_model: str  # anim_args
 
 
@@ -259,6 +294,7 @@ class Settings:
     animation: AnimationSettings
     motion: MotionSettings
     coherence: CoherenceSettings
+    hybrid: HybridSettings
     depth: DepthSettings
     video_input: VideoInputSettings
     interpolation: InterpolationSettings
@@ -287,6 +323,16 @@ class FrameValues:
     noise_schedule: float
     strength_schedule: float
     contrast_schedule: float
+    amount_schedule: float
+    kernel_schedule: float
+    sigma_schedule: float
+    threshold_schedule: float
+    cadence_flow_factor_schedule: float
+    redo_flow_factor_schedule: float
+    hybrid_flow_factor_schedule: float
+    hybrid_comp_alpha_schedule: float
+    hybrid_comp_mask_blend_alpha_schedule: float
+    hybrid_comp_mask_contrast_schedule: float
 
 
 CONCERN_TYPES = {
@@ -299,6 +345,7 @@ CONCERN_TYPES = {
     "animation": AnimationSettings,
     "motion": MotionSettings,
     "coherence": CoherenceSettings,
+    "hybrid": HybridSettings,
     "depth": DepthSettings,
     "video_input": VideoInputSettings,
     "interpolation": InterpolationSettings,
@@ -314,6 +361,7 @@ __all__ = [
     "DepthSettings",
     "FrameValues",
     "GuidanceSettings",
+    "HybridSettings",
     "ImageSettings",
     "InitSettings",
     "InterpolationSettings",
