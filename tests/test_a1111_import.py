@@ -116,12 +116,15 @@ def test_the_ignored_keys_are_listed_once_in_one_line():
     assert len(lines) == 1 and "\n" not in lines[0]
     line = lines[0]
     assert line.startswith(f"{A1111}: ignoring 32 A1111 / Forge Deforum keys with no meaning here: show_info_on_ui, ")
-    for key in ("hybrid_motion", "optical_flow_cadence", "cn_1_enabled", "seed_schedule", "sd_model_name"):
+    for key in ("cn_1_enabled", "sd_model_name", "motion_preview_mode"):
         assert key in line
+    listed = line.split(": ", 2)[-1].split(", ")
+    for key in ("hybrid_motion", "optical_flow_cadence", "seed_schedule", "noise_type"):
+        assert key not in listed  # fields here too: read by name
     for key in ("sampler", "cfg_scale_schedule", "fov_schedule", "positive_prompts", "fps", "W", "prompts",
                 "parseq_manifest", "add_soundtrack"):  # read by name or mapped: not ignored
         assert f" {key}," not in line and not line.endswith(f" {key}")
-    assert loaded.unknown_keys == [] and "hybrid_motion" in loaded.dialect.ignored
+    assert loaded.unknown_keys == [] and "motion_preview_mode" in loaded.dialect.ignored
 
 
 def test_settings_check_prints_the_mappings_and_the_ignored_keys(capsys):
