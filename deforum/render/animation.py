@@ -127,7 +127,7 @@ class AnimationLoop:
         if warp_next:
             state.next_img = self._warp(state.next_img, row.values, depth, j)
             state.next_idx = j
-        blended = self.tweener(state.prev_img if role.blended else None, state.next_img, role)
+        blended = self.tweener(state.prev_img if role.blended else None, state.next_img, role, row.values)
         steps.check_finite(blended, j, "warped frame", row.values)
         image = steps.to_uint8(blended)
         depth_map = None

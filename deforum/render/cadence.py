@@ -16,7 +16,7 @@ from deforum.render import steps
 
 if TYPE_CHECKING:
     from deforum.plan import CadenceRole
-    from deforum.settings import Settings
+    from deforum.settings import FrameValues, Settings
 
 
 class Tweener(Protocol):
@@ -24,13 +24,16 @@ class Tweener(Protocol):
 
     ``prev`` is the older key (None in the first segment, or when it is no longer shown: ``role.blended`` is
     False), ``next_`` the newer one; both are float32 H x W x 3 in 0..255, and so is the frame returned (the
-    loop checks it is finite and truncates it to uint8). A Tweener must not change its arguments.
+    loop checks it is finite and truncates it to uint8). ``values`` are the frame's schedule values (the plan
+    row's; e.g. ``cadence_flow_factor_schedule``). A Tweener must not change its arguments.
     """
 
-    def __call__(self, prev: np.ndarray | None, next_: np.ndarray, role: CadenceRole) -> np.ndarray: ...
+    def __call__(self, prev: np.ndarray | None, next_: np.ndarray, role: CadenceRole,
+                 values: FrameValues | None = None) -> np.ndarray: ...
 
 
-def crossfade(prev: np.ndarray | None, next_: np.ndarray, role: CadenceRole) -> np.ndarray:
+def crossfade(prev: np.ndarray | None, next_: np.ndarray, role: CadenceRole,
+              values: FrameValues | None = None) -> np.ndarray:
     """v0.6's cadence: the newer key cross-faded over the older one with weight ``role.tween``."""
     return steps.blend(prev if role.blended else None, next_, role.tween)
 
