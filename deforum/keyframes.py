@@ -563,12 +563,17 @@ def evaluate_expression(expr: str, t, *, max_frames: int | None = None, field: s
 
 @dataclass(frozen=True)
 class Keyframe:
-    """One ``FRAME:(VALUE)`` entry. ``position`` is where VALUE starts in the schedule text."""
+    """One ``FRAME:(VALUE)`` entry. ``position`` is where VALUE starts in the schedule text.
 
-    frame: int
+    ``frame_expr``: the frame given as a quoted expression of ``max_f`` (A1111 Deforum's ``"max_f-1":(...)``);
+    ``frame`` is then None until ``parse_schedule`` knows the run's length (``frame_of``).
+    """
+
+    frame: int | None
     value: str
     position: int
     frame_position: int
+    frame_expr: str | None = None
 
     @property
     def is_number(self) -> bool:
@@ -580,7 +585,8 @@ def parse_keyframes(text: str, *, field: str | None = None) -> list[Keyframe]:
 
     Grammar (whitespace allowed between any two parts):
         schedule := entry (',' entry)* [',']
-        entry    := DIGITS ':' '(' VALUE ')'      VALUE: any text with balanced parentheses
+        entry    := FRAME ':' '(' VALUE ')'       VALUE: any text with balanced parentheses
+        FRAME    := DIGITS | '"' EXPR '"' | "'" EXPR "'"   EXPR: an expression of max_f (A1111's keys)
     """
     if not isinstance(text, str):
         raise ScheduleError(f"a schedule must be a string like \"0:(1.0)\", got {text!r}", field=field)
@@ -600,26 +606,38 @@ def parse_keyframes(text: str, *, field: str | None = None) -> list[Keyframe]:
         raise err('empty schedule; write at least one entry such as "0:(0)"', 0)
     while True:
         frame_pos = k
-        if k < n and text[k] in "+-":
-            raise err("a frame number cannot have a sign", k)
-        start = k
-        while k < n and text[k] in _DIGITS:
-            k += 1
-        if k == start:
-            found = repr(text[k]) if k < n else "the end"
-            raise err(f'expected a frame number (as in "10:(0.5)"), found {found}', k)
-        if k < n and text[k] == ".":
-            raise err("a frame number must be a whole number", start)
-        digits = text[start:k].lstrip("0") or "0"
-        if len(digits) > MAX_FRAME_DIGITS:
-            raise err(f"frame number {text[start:k]} is too large", start)
-        frame = int(digits)
+        frame: int | None = None
+        frame_expr: str | None = None
+        if k < n and text[k] in "\"'":
+            close = text.find(text[k], k + 1)
+            if close < 0:
+                raise err(f"this {text[k]} is never closed", k)
+            frame_expr = text[k + 1:close]
+            check_expression(frame_expr, ("max_f", "max_frames"), field=field, source=text, offset=k + 1)
+            k = close + 1
+            shown = text[frame_pos:k]
+        else:
+            if k < n and text[k] in "+-":
+                raise err("a frame number cannot have a sign", k)
+            start = k
+            while k < n and text[k] in _DIGITS:
+                k += 1
+            if k == start:
+                found = repr(text[k]) if k < n else "the end"
+                raise err(f'expected a frame number (as in "10:(0.5)"), found {found}', k)
+            if k < n and text[k] == ".":
+                raise err("a frame number must be a whole number", start)
+            digits = text[start:k].lstrip("0") or "0"
+            if len(digits) > MAX_FRAME_DIGITS:
+                raise err(f"frame number {text[start:k]} is too large", start)
+            frame = int(digits)
+            shown = str(frame)
         k = skip_space(k)
         if k >= n or text[k] != ":":
-            raise err(f"expected ':' after frame number {frame}", k)
+            raise err(f"expected ':' after frame number {shown}", k)
         k = skip_space(k + 1)
         if k >= n or text[k] != "(":
-            raise err(f"expected '(' after '{frame}:' (values go in parentheses)", k)
+            raise err(f"expected '(' after '{shown}:' (values go in parentheses)", k)
         open_pos = k
         depth = 0
         while True:
@@ -632,7 +650,7 @@ def parse_keyframes(text: str, *, field: str | None = None) -> list[Keyframe]:
                 if depth == 0:
                     break
             k += 1
-        entries.append(Keyframe(frame, text[open_pos + 1:k], open_pos + 1, frame_pos))
+        entries.append(Keyframe(frame, text[open_pos + 1:k], open_pos + 1, frame_pos, frame_expr))
         k = skip_space(k + 1)
         if k == n:
             return entries
@@ -645,8 +663,21 @@ def parse_keyframes(text: str, *, field: str | None = None) -> list[Keyframe]:
             return entries
 
 
+def frame_of(key: Keyframe, max_frames: int, *, field: str | None = None, text: str = "") -> int:
+    """The frame of ``key``: its number, or its quoted ``max_f`` expression evaluated for this run (truncated
+    to a whole frame, as A1111 Deforum does); a negative or non-finite frame is a ScheduleError."""
+    if key.frame_expr is None:
+        return int(key.frame)
+    value = float(evaluate_expression(key.frame_expr, np.array(0), max_frames=max_frames, field=field,
+                                      source=text or None, offset=key.frame_position + 1))
+    if not math.isfinite(value) or value < 0 or value > 10**MAX_FRAME_DIGITS:
+        raise _Errors(text, field)(f"frame {key.frame_expr!r} is {value:g} for max_f={max_frames}; a frame must "
+                                   "be a whole number >= 0", key.frame_position)
+    return int(value)
+
+
 def _keyframe_value(key: Keyframe, frames: np.ndarray, max_frames: int, err: _Errors,
-                    field: str | None, text: str) -> np.ndarray:
+                    field: str | None, text: str, variables: Mapping[str, float] | None = None) -> np.ndarray:
     """Values of one key over ``frames`` (a number is the same everywhere)."""
     if key.is_number:
         try:
@@ -657,11 +688,11 @@ def _keyframe_value(key: Keyframe, frames: np.ndarray, max_frames: int, err: _Er
             raise err(f"{key.value!r} is not a finite number", key.position)
         return np.full(frames.shape, value)
     return evaluate_expression(key.value, frames, max_frames=max_frames, field=field, source=text,
-                               offset=key.position)
+                               offset=key.position, variables=variables)
 
 
 def parse_schedule(text: str, max_frames: int, *, field: str | None = None,
-                   frame_limit: int = MAX_FRAMES) -> np.ndarray:
+                   frame_limit: int = MAX_FRAMES, variables: Mapping[str, float] | None = None) -> np.ndarray:
     """The per-frame values of a schedule string: float64 array of length ``max_frames``.
 
     v0.6 rules (spec §2.3): a number key is tweened linearly to the next key; an expression key is
@@ -670,28 +701,30 @@ def parse_schedule(text: str, max_frames: int, *, field: str | None = None,
     duplicate key wins; keys >= max_frames are ignored. Fixed: frames before the first key hold the
     first key's value (v0.6 required key 0), and when every key is >= max_frames the first key's
     value is used for all frames. ``max_frames`` must be a whole number from 1 to ``frame_limit``.
+    A frame may be a quoted expression of ``max_f`` (``"max_f-1":(0)``, A1111 Deforum's keys);
+    ``variables`` are extra names the values may use (the seed ``s`` of ``seed_schedule``).
     """
     _check_max_frames(max_frames, frame_limit)
     err = _Errors(text if isinstance(text, str) else "", field)
     latest: dict[int, Keyframe] = {}
     for key in parse_keyframes(text, field=field):
-        latest[key.frame] = key
+        latest[frame_of(key, max_frames, field=field, text=text)] = key
     keys = sorted(latest)
     inside = [k for k in keys if k < max_frames]
     if not inside:
         first = latest[keys[0]]
-        value = _keyframe_value(first, np.array(first.frame), max_frames, err, field, text)
+        value = _keyframe_value(first, np.array(keys[0]), max_frames, err, field, text, variables)
         return np.full(max_frames, float(value))
 
     values = np.full(max_frames, np.nan)
     for index, frame in enumerate(inside):
         key = latest[frame]
         if key.is_number:
-            values[frame] = _keyframe_value(key, np.array(frame), max_frames, err, field, text)
+            values[frame] = _keyframe_value(key, np.array(frame), max_frames, err, field, text, variables)
         else:
             end = inside[index + 1] if index + 1 < len(inside) else max_frames
             frames = np.arange(frame, end, dtype=np.int64)
-            values[frame:end] = _keyframe_value(key, frames, max_frames, err, field, text)
+            values[frame:end] = _keyframe_value(key, frames, max_frames, err, field, text, variables)
     defined = np.flatnonzero(~np.isnan(values))
     if len(defined) == max_frames:
         return values

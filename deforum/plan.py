@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from deforum.errors import SettingsError
-from deforum.keyframes import parse_schedules, prompt_schedule
+from deforum.keyframes import parse_schedule, parse_schedules, prompt_schedule
 from deforum.prompts import compose_prompt, split_negative
 from deforum.settings import (
     ANIMATION_MODES,
     FIELDS,
+    MAX_BLUR_KERNEL,
     MAX_FRAMES_LIMIT,
     SEED_MAX,
     FrameValues,
@@ -44,6 +45,8 @@ TRANSLATION_MAX = 1e6  # pixels (2D) or camera units (3D) per frame; float32 ove
 ROTATION_MAX = 1e5  # degrees per frame; a float32 angle near 3.4e38 is inf, and its cosine NaN
 NOISE_MAX = 100.0  # |noise_schedule|: std of the noise added to a [-1, 1] init; more is only noise
 CONTRAST_MAX = 100.0  # |contrast_schedule|: gain on 0..255 pixels before the VAE (float16 on a GPU)
+FACTOR_MAX = 100.0  # |anti-blur amount|, |flow factors|: 100 times the measured flow or the sharpening is noise
+SIGMA_MAX = 1000.0  # anti-blur sigma in pixels: beyond the largest kernel it is a box blur anyway
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class ValueBound:
 
 
 _MOTION_2D, _MOTION_3D = ("2D",), ("3D",)
+_SCHEDULED = ("2D", "3D", "Video Input")
 _FLIP = "flip"  # the perspective flip schedules matter only with flip_2d_perspective on
 SCHEDULE_BOUNDS: dict[str, ValueBound] = {
     "zoom": ValueBound(ZOOM_MIN, ZOOM_MAX, f"a zoom factor per frame with {ZOOM_MIN:g} <= |zoom| <= "
@@ -91,6 +95,21 @@ SCHEDULE_BOUNDS: dict[str, ValueBound] = {
                                  magnitude=True),
     "contrast_schedule": ValueBound(None, CONTRAST_MAX, f"from -{CONTRAST_MAX:g} to {CONTRAST_MAX:g} (1 = "
                                                         "unchanged)", ("2D", "3D"), magnitude=True),
+    # motion beyond v0.6: anti-blur, flow factors, hybrid composite (finite, and far beyond any use)
+    "amount_schedule": ValueBound(None, FACTOR_MAX, f"from -{FACTOR_MAX:g} to {FACTOR_MAX:g} (0 = no sharpening)",
+                                  _SCHEDULED, magnitude=True),
+    "kernel_schedule": ValueBound(0, MAX_BLUR_KERNEL, f"a blur kernel from 0 to {MAX_BLUR_KERNEL} pixels (made odd)",
+                                  _SCHEDULED),
+    "sigma_schedule": ValueBound(0, SIGMA_MAX, f"a blur sigma from 0 to {SIGMA_MAX:g} (0: from the kernel)",
+                                 _SCHEDULED),
+    "threshold_schedule": ValueBound(0, 255, "from 0 to 255", _SCHEDULED),
+    **{name: ValueBound(None, FACTOR_MAX, f"from -{FACTOR_MAX:g} to {FACTOR_MAX:g} (1 = the measured flow)",
+                        _SCHEDULED, magnitude=True)
+       for name in ("cadence_flow_factor_schedule", "redo_flow_factor_schedule", "hybrid_flow_factor_schedule")},
+    **{name: ValueBound(None, None, "a finite number (clamped to 0..1)", _SCHEDULED)
+       for name in ("hybrid_comp_alpha_schedule", "hybrid_comp_mask_blend_alpha_schedule")},
+    "hybrid_comp_mask_contrast_schedule": ValueBound(None, CONTRAST_MAX, f"from -{CONTRAST_MAX:g} to "
+                                                     f"{CONTRAST_MAX:g} (1 = unchanged)", _SCHEDULED, magnitude=True),
 }
 SETTING_BOUNDS: dict[str, ValueBound] = {
     "scale": ValueBound(None, SCALE_MAX, f"a guidance scale from -{SCALE_MAX:g} to {SCALE_MAX:g}",
@@ -150,7 +169,7 @@ def check_values(settings: Settings, schedules: Mapping[str, np.ndarray] | None 
 
 
 def next_seed(seed: int, seed_behavior: str) -> int:
-    """The seed of the next generated image (spec 6.6): iter +1, fixed unchanged, random chained.
+    """The seed after ``seed`` for v0.6's modes (spec 6.6): iter +1, fixed unchanged, random chained.
 
     v0.6 re-seeded Python's ``random`` with the current seed before drawing, so "random" seeds form a
     deterministic chain from the start seed; ``random.Random(seed)`` reproduces that chain exactly.
@@ -162,8 +181,48 @@ def next_seed(seed: int, seed_behavior: str) -> int:
     if seed_behavior == "random":
         return random.Random(seed).randint(0, SEED_LIMIT - 1)
     raise SettingsError(
-        f"seed_behavior: {seed_behavior!r} is not allowed; choose one of {', '.join(SEED_BEHAVIORS)}"
+        f"seed_behavior: {seed_behavior!r} is not allowed here; choose one of iter, fixed, random"
     )
+
+
+def seed_sequence(start_seed: int, seed_behavior: str, frames: Sequence[int], *, seed_iter_n: int = 1,
+                  scheduled: np.ndarray | None = None) -> list[int]:
+    """The seed of each generated image, the k-th of which is output frame ``frames[k]`` (A1111 Deforum's modes
+    beside v0.6's):
+
+    - iter: up by 1 every ``seed_iter_n`` images (s, s+1, ... for 1; s, s, s+1, s+1, ... for 2);
+    - fixed, random: v0.6's (``next_seed``);
+    - ladder: +2, -1, +2, -1, ... (s, s+2, s+1, s+3, s+2, ...);
+    - alternate: +1, -1, ... (s, s+1, s, s+1, ...);
+    - schedule: ``scheduled[frame]`` (``seed_schedule``, whose ``s`` is the start seed), truncated to a whole
+      number; -1 is a random seed drawn from the start seed and the frame, so a run stays reproducible.
+    """
+    start = int(start_seed)
+    if seed_behavior == "schedule":
+        if scheduled is None:
+            raise SettingsError("seed_behavior 'schedule' needs the parsed seed_schedule")
+        return [_scheduled_seed(float(scheduled[frame]), start, frame) for frame in frames]
+    seeds, seed = [], start
+    for k in range(len(frames)):
+        seeds.append(seed)
+        if seed_behavior == "iter":
+            seed = start + (k + 1) // max(1, int(seed_iter_n))
+        elif seed_behavior == "ladder":
+            seed += 2 if k % 2 == 0 else -1
+        elif seed_behavior == "alternate":
+            seed += 1 if k % 2 == 0 else -1
+        else:
+            seed = next_seed(seed, seed_behavior)
+    return seeds
+
+
+def _scheduled_seed(value: float, start_seed: int, frame: int) -> int:
+    if not np.isfinite(value) or value < -1 or value > SEED_MAX:
+        raise SettingsError(f"seed_schedule: {value!r} at frame {frame} is not allowed; a seed must be from 0 to "
+                            f"{SEED_MAX}, or -1 for a random one")
+    if int(value) == -1:
+        return random.Random(f"{start_seed}/{frame}").randint(0, SEED_LIMIT - 1)
+    return int(value)
 
 
 def rng_seed(seed: int) -> int:
@@ -285,12 +344,15 @@ class RenderPlan:
 
 
 
-def _seeds(start_seed: int, seed_behavior: str, count: int) -> list[int]:
-    seeds, seed = [], int(start_seed)
-    for _ in range(count):
-        seeds.append(seed)
-        seed = next_seed(seed, seed_behavior)
-    return seeds
+def _seeds(settings: Settings, start_seed: int, frames: Sequence[int], length: int) -> list[int]:
+    """``seed_sequence`` for a run's generated ``frames`` (``length``: the frames ``seed_schedule`` covers)."""
+    image = settings.image
+    scheduled = None
+    if image.seed_behavior == "schedule":
+        scheduled = parse_schedule(image.seed_schedule, length, field="seed_schedule", frame_limit=MAX_FRAMES_LIMIT,
+                                   variables={"s": float(start_seed)})
+    return seed_sequence(start_seed, image.seed_behavior, frames, seed_iter_n=image.seed_iter_N,
+                         scheduled=scheduled)
 
 
 def interpolation_frames(n_prompts: int, keys: list[int], interpolate_x_frames: int,
@@ -358,7 +420,7 @@ def make_plan(settings: Settings, seed: int, *, init_images: Sequence[str] | Non
     cadence = 1 if mode == "Video Input" else max(1, settings.coherence.diffusion_cadence)
 
     keys = list(range(0, max_frames, cadence))
-    seed_of_key = dict(zip(keys, _seeds(seed, seed_behavior, len(keys)), strict=True))
+    seed_of_key = dict(zip(keys, _seeds(settings, seed, keys, max_frames), strict=True))
     rows = []
     for frame in range(max_frames):
         values = FrameValues(**{name: float(series[frame]) for name, series in schedules.items()})
@@ -380,7 +442,7 @@ def _plan_stills(settings: Settings, seed: int, init_images: Sequence[str] | Non
         split_negative(prompt, field=f"prompts[{index}]")  # two --neg: a SettingsError before any model loads
     combos = [(prompt, init) for prompt in settings.prompts.prompts for _ in range(settings.output.n_batch)
               for init in inits]
-    seeds = _seeds(seed, seed_behavior, len(combos))
+    seeds = _seeds(settings, seed, range(len(combos)), len(combos))
     rows = [FrameRow(index, prompt, image_seed, "still", init_image=init)
             for index, ((prompt, init), image_seed) in enumerate(zip(combos, seeds, strict=True))]
     return RenderPlan("None", 1, rows, {}, seed, seed_behavior)

@@ -35,6 +35,7 @@ from deforum.settings.fields import (  # noqa: F401
     GROUP_TITLES,
     GROUPS,
     LOAD_FIELDS,
+    MAX_BLUR_KERNEL,
     MAX_CUTOUTS,
     MAX_FPS,
     MAX_FRAMES_LIMIT,
