@@ -564,3 +564,20 @@ def test_a_schedule_with_a_keyframe_on_every_frame_of_a_long_music_video_parses(
     text = ", ".join(f"{i}:({v})" for i, v in enumerate(written))
     assert len(text) > 100_000
     np.testing.assert_array_equal(parse_schedule(text, 6000), np.array([float(v) for v in written]))
+
+
+# --- A1111 Deforum's quoted frame expressions ------------------------------------------------------
+
+def test_a_quoted_frame_is_an_expression_of_max_f():
+    np.testing.assert_array_equal(parse_schedule('0:(0), "max_f/2":(10)', 11), [0, 2, 4, 6, 8, 10, 10, 10, 10, 10, 10])
+    np.testing.assert_array_equal(parse_schedule("0:(1), 'max_f-1':(3)", 3), [1, 2, 3])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('0:(0), "max_f-9":(1)', "frame 'max_f-9' is -4 for max_f=5"),
+    ('0:(0), "max_f:(1)', "never closed"),
+    ('0:(0), "t+1":(1)', "t"),
+])
+def test_a_bad_quoted_frame_is_a_schedule_error(text, message):
+    with pytest.raises(ScheduleError, match=message):
+        parse_schedule(text, 5, field="zoom")
