@@ -1,4 +1,5 @@
-"""The per-frame steps of a 2D/3D animation, in v0.6 order (spec 6.2): warp -> colour -> contrast -> noise.
+"""The per-frame steps of a 2D/3D animation, in v0.6 order (spec 6.2): warp -> colour -> contrast -> noise
+(A1111's anti-blur, an unsharp mask, goes between colour and contrast).
 
 Each step is a plain function of (image, the frame's plan values, state) so it can be tested alone; the
 render loop in ``deforum.render.animation`` only sequences them.
@@ -14,7 +15,8 @@ import torch
 from deforum.errors import FrameError
 from deforum.image.colors import maintain_colors
 from deforum.image.convert import image_to_sample
-from deforum.image.noise import add_noise, apply_contrast
+from deforum.image.noise import PerlinParams, add_noise, apply_contrast
+from deforum.image.sharpen import unsharp_mask
 from deforum.motion import warp2d, warp3d
 
 if TYPE_CHECKING:
@@ -82,9 +84,21 @@ def match_colors(image: np.ndarray, reference: np.ndarray | None,
     return maintain_colors(image, reference, color_coherence), reference
 
 
-def init_sample(image: np.ndarray, contrast: float, noise: float, generator: torch.Generator) -> torch.Tensor:
-    """Contrast gain, then [-1,1] and Gaussian noise (spec 6.4): the init sample of a diffused frame."""
-    return add_noise(image_to_sample(apply_contrast(image, contrast)), noise, generator)
+def anti_blur(image: np.ndarray, values: FrameValues) -> np.ndarray:
+    """Anti-blur: the unsharp mask of the warped, colour-matched frame with this frame's ``amount_schedule``,
+    ``kernel_schedule``, ``sigma_schedule`` and ``threshold_schedule``; ``image`` itself when the amount is 0."""
+    return unsharp_mask(image, values.amount_schedule, values.kernel_schedule, values.sigma_schedule,
+                        values.threshold_schedule)
+
+
+def init_sample(image: np.ndarray, contrast: float, noise: float, generator: torch.Generator,
+                noise_type: str = "uniform", perlin: PerlinParams | None = None) -> torch.Tensor:
+    """Contrast gain, then [-1,1] and Gaussian noise (spec 6.4): the init sample of a diffused frame.
+
+    ``noise_type`` "perlin" shapes the noise with ``perlin``'s Perlin noise (``deforum.image.noise.add_noise``);
+    the default "uniform" is v0.6's noise.
+    """
+    return add_noise(image_to_sample(apply_contrast(image, contrast)), noise, generator, noise_type, perlin)
 
 
 def blend(prev: np.ndarray | None, next_: np.ndarray, tween: float) -> np.ndarray:
