@@ -1,5 +1,6 @@
 """Helpers shared by several test modules: a local HTTP server and its quiet handler, a fake Hugging Face
-hub with a catalogue entry it serves, a call recorder, the Root of a run on the tiny model."""
+hub with a catalogue entry it serves, a call recorder, the Root of a run on the tiny model, and the textures
+and shift measures of the optical-flow and hybrid-video tests."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 
 @contextmanager
@@ -158,3 +162,32 @@ class CountingDenoiser:
     def __call__(self, x, sigma):
         self.sigmas.append(float(sigma.reshape(-1)[0]))
         return x / (1 + sigma.reshape(-1, 1, 1, 1) ** 2)
+
+
+# --- moving textures (optical flow, hybrid video) ----------------------------------------------------------------
+
+
+def texture(size: int, seed: int = 0, sigma: float = 2.0) -> np.ndarray:
+    """A random smooth RGB texture: blurred noise stretched to 0..255."""
+    noise = np.random.default_rng(seed).random((size, size, 3)).astype(np.float32)
+    img = cv2.GaussianBlur(noise, (0, 0), sigma)
+    img = (img - img.min()) / (img.max() - img.min())
+    return (img * 255).round().astype(np.uint8)
+
+
+def shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``image`` moved by (dx, dy): out[y + dy, x + dx] = image[y, x], so the flow image -> out is (dx, dy)."""
+    h, w = image.shape[:2]
+    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+
+def measured_shift(before: np.ndarray, after: np.ndarray, crop: int = 8) -> tuple[float, float]:
+    """How far ``after`` is moved from ``before`` (cv2.phaseCorrelate on the grey inner part, Hann window)."""
+
+    def grey(a):
+        return cv2.cvtColor(a.astype(np.float32), cv2.COLOR_RGB2GRAY).astype(np.float64)[crop:-crop, crop:-crop]
+
+    a, b = grey(before), grey(after)
+    (sx, sy), _response = cv2.phaseCorrelate(a, b, cv2.createHanningWindow(a.shape[::-1], cv2.CV_64F))
+    return sx, sy

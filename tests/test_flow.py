@@ -3,31 +3,20 @@
 import http.server
 import threading
 
-import cv2
 import numpy as np
 import pytest
 
 from deforum.errors import DeforumError, ModelError, SettingsError
 from deforum.motion import flow as flowmod
 from deforum.motion.flow import CV2_METHODS, METHODS, consistency_mask, estimate_flow, warp_by_flow
+from tests.helpers import shifted, texture
 
 CROP = 16
 SHIFTS = [(2.3, -1.6), (0.4, 0.7), (-3.5, 2.25)]
 
 
-def texture(size: int, seed: int = 0, sigma: float = 2.0) -> np.ndarray:
-    """A random smooth RGB texture: blurred noise stretched to 0..255."""
-    noise = np.random.default_rng(seed).random((size, size, 3)).astype(np.float32)
-    img = cv2.GaussianBlur(noise, (0, 0), sigma)
-    img = (img - img.min()) / (img.max() - img.min())
-    return (img * 255).round().astype(np.uint8)
 
 
-def shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """``image`` moved by (dx, dy): out[y + dy, x + dx] = image[y, x], so the flow image -> out is (dx, dy)."""
-    h, w = image.shape[:2]
-    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
