@@ -755,3 +755,114 @@ def video_html(mp4_path: str | Path, width: int | None = None) -> str:
         raise MediaError(f"cannot read video {str(mp4_path)!r}: {exc.strerror or exc}") from exc
     size = f' width="{int(width)}"' if width else ""
     return f'<video{size} controls loop><source src="data:video/mp4;base64,{data}" type="video/mp4"></video>'
+
+
+# --------------------------------------------------------------------------------------------------
+# Flow interpolation of a frame folder (``deforum video FOLDER --interpolate N``)
+
+INTERPOLATE_MAX = 16
+"""The most frames ``--interpolate`` makes of each frame (a frame and 15 made between it and the next)."""
+INTERPOLATED_PATTERN = "%05d.png"
+
+
+def check_interpolate(n: object, field: str = "--interpolate") -> int:
+    """``n`` if it is a whole number from 2 to ``INTERPOLATE_MAX``; a SettingsError naming ``field`` otherwise."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= INTERPOLATE_MAX:
+        raise SettingsError(f"{field} must be a whole number from 2 to {INTERPOLATE_MAX} (the frames made of "
+                            f"each frame: N - 1 are put between it and the next), got {n!r}")
+    return int(n)
+
+
+def interpolated_path(out_folder: str | Path, index: int) -> Path:
+    """The file of output frame ``index`` (0-based) of ``interpolate_folder``: ``00000.png``, ``00001.png``, ..."""
+    return Path(out_folder) / (INTERPOLATED_PATTERN % index)
+
+
+def interpolate_folder(frames: str | Path | Iterable[str | Path], out_folder: str | Path, n: int,
+                       method: str = "DIS Medium", *, pattern: str | None = None, models_path: str | Path = "models",
+                       field: str = "--interpolate") -> list[Path]:
+    """Write the frames with ``n - 1`` frames made between each two, along their optical flow, into ``out_folder``.
+
+    ``frames`` as ``make_video`` takes them (a numbered pattern, a folder plus ``pattern``, or a list of paths).
+    The made frames are ``deforum.render.cadence.flow_tween`` of the two frames around them at t = k / n (the
+    optical-flow cadence's warp and blend, flow factor 1). The output is ``(F - 1) * n + 1`` PNGs named
+    ``00000.png`` ... in order (``INTERPOLATED_PATTERN``), each written atomically; none overwrites a file
+    deforum did not write, and frames a longer earlier interpolation left after the last are removed. ``method``
+    is a ``deforum.motion.flow`` method. Returns the paths in order.
+    """
+    from deforum.image.io import write_atomic
+    from deforum.outputs import is_ours, png_info
+    from deforum.render.cadence import FlowTweener, flow_tween
+
+    n = check_interpolate(n, field)
+    paths = _frame_list(frames, pattern)
+    if not paths:
+        raise MediaError("no frames to interpolate")
+    total = (len(paths) - 1) * n + 1
+    out_folder = Path(out_folder)
+    if out_folder.exists() and not out_folder.is_dir():
+        raise MediaError(f"{field}: {str(out_folder)!r} is a file, not a folder for the interpolated frames")
+    for index in range(total):  # every refusal before the first frame is written
+        check_output_path(interpolated_path(out_folder, index), "png", field)
+    flow = FlowTweener(method, str(models_path)).flow
+    written: list[Path] = []
+
+    def save(image: np.ndarray) -> None:
+        path = interpolated_path(out_folder, len(written))
+        frame = Image.fromarray(np.asarray(image, np.uint8))
+        write_atomic(path, lambda stream: frame.save(stream, format="PNG", pnginfo=png_info()))
+        written.append(path)
+
+    before = _rgb_frame(paths[0])
+    save(before)
+    for path in paths[1:]:
+        after = _rgb_frame(path)
+        if after.shape != before.shape:
+            raise MediaError(f"frame {str(path)!r} is {after.shape[1]}x{after.shape[0]}, the frame before it "
+                             f"{before.shape[1]}x{before.shape[0]}; all frames need one size")
+        a, b = before.astype(np.float32), after.astype(np.float32)
+        for k in range(1, n):
+            save(np.clip(np.rint(flow_tween(a, b, k / n, 1.0, flow)), 0, 255))
+        save(after)
+        before = after
+    index = total
+    while is_ours(stale := interpolated_path(out_folder, index), "png"):
+        stale.unlink()
+        index += 1
+    return written
+
+
+def interpolated_video(frames: str | Path | Iterable[str | Path], mp4_path: str | Path, fps: float, n: int, *,
+                       out_folder: str | Path | None = None, keep_fps: bool = False, method: str = "DIS Medium",
+                       pattern: str | None = None, models_path: str | Path = "models", make_gif: bool = False,
+                       max_frames: int | str | None = None, field: str = "mp4_path", gif_field: str = "gif_path",
+                       audio: str | Path | None = None, audio_field: str = "--audio") -> VideoResult:
+    """``interpolate_folder`` into ``out_folder`` (default: beside the mp4, ``<mp4 name>_x<n>/``), then the mp4.
+
+    The video plays at ``fps * n`` so it lasts as long as the frames at ``fps`` did (slow motion with
+    ``keep_fps``: it stays at ``fps``, n times longer). ``max_frames`` keeps only the first source frames.
+    Every argument is checked before a frame is made.
+    """
+    n = check_interpolate(n)
+    fps = _check_fps(fps)
+    out_fps = fps if keep_fps else fps * n
+    if not keep_fps:
+        from deforum.settings import FIELDS
+
+        high = FIELDS["video"]["fps"].maximum
+        if out_fps > high:
+            raise SettingsError(f"--interpolate {n} at --fps {fps:g} makes {out_fps:g} fps, more than the {high:g} "
+                                "a video may have; use a smaller --interpolate or --fps, or --keep-fps")
+    limit = _check_max_frames(max_frames)
+    mp4_path = check_output_path(mp4_path, "mp4", field)
+    gif = check_output_path(mp4_path.with_suffix(".gif"), "gif", gif_field) if make_gif else None
+    if audio is not None:
+        check_audio(audio, audio_field)
+    paths = _frame_list(frames, pattern)
+    if limit is not None:
+        paths = paths[:limit]
+    folder = Path(out_folder) if out_folder is not None else mp4_path.with_name(f"{mp4_path.stem}_x{n}")
+    made = interpolate_folder(paths, folder, n, method, models_path=models_path)
+    make_video(made, mp4_path, out_fps, make_gif=make_gif, gif_path=gif, field=field, gif_field=gif_field,
+               audio=audio, audio_field=audio_field)
+    return VideoResult(mp4_path=mp4_path, gif_path=gif, frame_count=len(made), fps=out_fps)

@@ -66,7 +66,7 @@ def test_a_custom_tweener_makes_every_written_frame(tmp_path):
 def test_the_loop_asks_tweener_for_for_its_strategy(tmp_path, monkeypatch):
     custom = Recording()
     asked = []
-    monkeypatch.setattr(animation, "tweener_for", lambda settings: asked.append(settings) or custom)
+    monkeypatch.setattr(animation, "tweener_for", lambda settings, device=None: asked.append(settings) or custom)
     tiny_render(tmp_path / "asked")
     assert len(asked) == 1 and asked[0].coherence.diffusion_cadence == 3
     assert len(custom.calls) == 7

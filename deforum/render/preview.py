@@ -2,8 +2,10 @@
 
 Frame 0 is the start image; frame j is frame j-1 warped with frame j's schedule values, exactly the warp a
 render applies before diffusing (``deforum.render.steps.warp_image``). Colour coherence, contrast, noise
-and cadence blending are left out: they change the look, not the camera path. Frames stay uint8 arrays
-and go straight into ffmpeg's stdin, so a 1000-frame 512x512 preview takes seconds on a CPU.
+and the cadence cross-fade are left out: they change the look, not the camera path. With optical-flow
+cadence on, the frames between keys are made along the flow between the keys (``flow_cadence_frames``).
+Frames stay uint8 arrays and go straight into ffmpeg's stdin, so a 1000-frame 512x512 preview takes seconds
+on a CPU.
 
 Depth for the 3D warp: the configured depth model when its files are already on disk (or one named
 explicitly), otherwise a flat plane; ``synthetic`` is a tilted ground plane (near at the bottom, far at
@@ -145,7 +147,24 @@ def choose_depth(settings: Settings, width: int, height: int, depth: str | None 
 
 def preview_frames(first: np.ndarray, plan: Any, settings: Settings, depth: DepthFn | None = None,
                    device: str = "cpu") -> Iterator[np.ndarray]:
-    """Yield every frame of the plan: ``first``, then each frame warped from the one before it."""
+    """Yield every frame of the plan: ``first``, then each frame warped from the one before it.
+
+    With ``optical_flow_cadence`` on and ``diffusion_cadence`` N > 1 the frames between two keys (frames 0, N,
+    2N, ... warped as above) are made from those two keys by the run's ``FlowTweener`` instead (see
+    ``flow_cadence_frames``), so the preview shows what the flow makes of the motion between keys.
+    """
+    from deforum.render.cadence import FlowTweener, tweener_for
+
+    warped = warped_frames(first, plan, settings, depth, device)
+    tweener = tweener_for(settings, device)
+    if isinstance(tweener, FlowTweener) and plan.cadence > 1:
+        return flow_cadence_frames(warped, plan, tweener)
+    return warped
+
+
+def warped_frames(first: np.ndarray, plan: Any, settings: Settings, depth: DepthFn | None = None,
+                  device: str = "cpu") -> Iterator[np.ndarray]:
+    """``first``, then each frame of the plan warped from the one before it (the camera path alone)."""
     from deforum.render.steps import warp_image
 
     mode = settings.animation.animation_mode
@@ -158,6 +177,34 @@ def preview_frames(first: np.ndarray, plan: Any, settings: Settings, depth: Dept
         image = warp_image(image, row.values, settings, None if depth is None else depth(image), device,
                            frame=row.frame)
         yield image
+
+
+def flow_cadence_frames(warped: Iterator[np.ndarray], plan: Any, tweener: Any) -> Iterator[np.ndarray]:
+    """The warped frames with each frame j between keys K and K + N replaced by ``tweener`` of those two keys
+    at tween ``(j - K) / N`` (the frame's ``cadence_flow_factor_schedule``).
+
+    A render has diffused keys that differ in content; the preview has no model, so its keys are the warped
+    card at frames K and K + N, and the flow between them stands in for the motion: where the flow is right
+    the frame matches the plain preview, where it fails it shows. Keys and the frames after the last key
+    (no next key) are the warped frames. N frames are held at a time.
+    """
+    from deforum.plan import CadenceRole
+    from deforum.render.steps import to_uint8
+
+    n = plan.cadence
+    held: list[np.ndarray] = []
+    for j, frame in enumerate(warped):
+        held.append(frame)
+        if j % n:
+            continue
+        if len(held) > 1:  # held: key j - n, the frames between, key j
+            before, after = held[0].astype(np.float32), frame.astype(np.float32)
+            for k in range(1, n):
+                role = CadenceRole(diffused=False, next_key=j, prev_key=j - n, tween=k / n)
+                yield to_uint8(tweener(before, after, role, plan.rows[j - n + k].values))
+        yield frame
+        held = [frame]
+    yield from held[1:]  # the tail after the last key
 
 
 def write_png(frame: np.ndarray, path: Path) -> None:
