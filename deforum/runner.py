@@ -150,15 +150,18 @@ def _resumed_identity(settings: Settings, new: RunIdentity) -> RunIdentity:
 
 def preflight(settings: Settings, identity: RunIdentity) -> RunInputs:
     """The I/O checks of a run before its model loads, with what they read: the LoRA files are there, the
-    init images and the mask (``deforum.render.inputs.read_inputs``) and, for Video Input, the video probed
-    and its frames extracted into the run's folder (held until ``RunInputs.video.release()``). A missing or
+    init images and the mask (``deforum.render.inputs.read_inputs``) and, for Video Input and hybrid video (2D,
+    3D), the video probed and its frames extracted into the run's folder (held until
+    ``RunInputs.video.release()``). A missing or
     unreadable input is a DeforumError naming the field; nothing is generated yet."""
     from deforum.models.lora import check_lora_files
+    from deforum.render.hybrid_video import hybrid_on
     from deforum.render.inputs import read_inputs
 
     check_lora_files(settings.model.lora, settings.model.models_path)  # each LoRA file is there
     inputs = read_inputs(settings)
-    if settings.animation.animation_mode == "Video Input":
+    if settings.animation.animation_mode == "Video Input" or (
+            settings.animation.animation_mode in ("2D", "3D") and hybrid_on(settings)):
         from deforum.render.video_input import prepare_video_input
 
         inputs = replace(inputs, video=prepare_video_input(settings, identity, hold=True))

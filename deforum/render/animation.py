@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from deforum.image.noise import PerlinParams
 from deforum.plan import FrameRow, RenderPlan, rng_seed
 from deforum.render import steps
 from deforum.render.cadence import Tweener, tweener_for
+from deforum.render.hybrid_video import HybridVideo, first_frame_init, hybrid_on
 from deforum.render.output import FrameSink, depth_name, frame_name
 from deforum.render.resume import (
     AnimationState,
@@ -74,18 +77,20 @@ def sample_to_float_image(sample: torch.Tensor) -> np.ndarray:
 class AnimationLoop:
     """One 2D/3D run: the plan, its settings and identity (where frames go), and the callables that
     generate keys, predict depth and make the frames between keys (``tweener``: ``tweener_for(settings)``
-    unless given)."""
+    unless given); ``hybrid``: the run's hybrid video (``HybridVideo``), when it uses one."""
 
     def __init__(self, plan: RenderPlan, settings: Settings, identity: RunIdentity, generate: KeyGenerator,
                  depth: DepthFn | None = None, save_depth: DepthWriter | None = None, device: str = "cpu",
                  on_frame: Callable[[int, Path], None] | None = None, mask: np.ndarray | None = None,
-                 background_writes: bool = True, tweener: Tweener | None = None):
+                 background_writes: bool = True, tweener: Tweener | None = None,
+                 hybrid: HybridVideo | None = None):
         self.plan, self.settings, self.identity = plan, settings, identity
         self.outdir, self.timestring = Path(identity.outdir), identity.timestring
         self.generate, self.depth, self.save_depth = generate, depth, save_depth
         self.device, self.on_frame = device, on_frame
         self.mask = mask  # use_mask: uint8 HxW, white keeps the init (frame 0) and what it became
-        self.tweener = tweener if tweener is not None else tweener_for(settings)
+        self.tweener = tweener if tweener is not None else tweener_for(settings, device)
+        self.hybrid = hybrid
         self.cadence = plan.cadence
         self.shaping = shaping_settings(settings, identity)  # state.json's settings: what a resume must keep
         self.state_folder = state_dir(self.outdir, self.timestring)
@@ -110,9 +115,14 @@ class AnimationLoop:
     def _warps_with_depth(self) -> bool:
         return self.settings.animation.animation_mode == "3D" and self.settings.depth.use_depth_warping
 
-    def _warp(self, image: np.ndarray, values, depth: torch.Tensor | None, frame: int) -> np.ndarray:
+    def _camera(self, image: np.ndarray, values, depth: torch.Tensor | None, frame: int) -> np.ndarray:
         """``steps.warp_image`` with this run's settings; a non-finite warp is a FrameError naming ``frame``."""
         return steps.warp_image(image, values, self.settings, depth, self.device, frame)
+
+    def _warp(self, image: np.ndarray, values, depth: torch.Tensor | None, frame: int) -> np.ndarray:
+        """One frame of motion: the camera, then the hybrid video's motion into ``frame`` (when on)."""
+        warped = self._camera(image, values, depth, frame)
+        return warped if self.hybrid is None else self.hybrid.move(warped, frame, values)
 
     def _write_frame(self, state: AnimationState, j: int) -> None:
         row = self.plan.rows[j]
@@ -141,20 +151,48 @@ class AnimationLoop:
         save_state(self.state_folder, state, self.shaping)
 
     # -- one key frame ----------------------------------------------------------------------------------
-    def _key_init(self, state: AnimationState, row: FrameRow):
-        """Init sample, strength and the depth used for the warp of key frame ``row.frame`` (spec 6.2 1-6)."""
-        if row.frame == 0 or state.next_img is None:
-            return None, 0.0, None
+    def _key_image(self, state: AnimationState, row: FrameRow):
+        """The image key frame ``row.frame`` starts from, and the depth of its warp (spec 6.2 1-3): the newest
+        key warped by the camera, the hybrid video's composites and motion, colour coherence and anti-blur."""
         source = steps.to_uint8(state.next_img)
         depth = self._depth_of_next(state) if self._warps_with_depth() else None
-        warped = self._warp(source, row.values, depth, row.frame)
+        warped = self._camera(source, row.values, depth, row.frame)
+        if self.hybrid is not None:
+            warped = self.hybrid.key_init(warped, row.frame, row.values)
         warped, state.color_ref = steps.match_colors(warped, state.color_ref,
                                                      self.settings.coherence.color_coherence)
+        return steps.anti_blur(warped, row.values), depth
+
+    def _init_sample(self, image: np.ndarray, row: FrameRow) -> torch.Tensor:
+        """Contrast and noise (spec 6.2 4-6): the init sample of key frame ``row.frame`` from its image."""
         generator = torch.Generator().manual_seed(rng_seed(row.seed))
-        init = steps.init_sample(warped, row.values.contrast_schedule, row.values.noise_schedule, generator)
+        init = steps.init_sample(image, row.values.contrast_schedule, row.values.noise_schedule, generator,
+                                 *noise_settings(self.settings))
         steps.check_finite(init, row.frame, "init (warped, contrast, noise)", row.values)
+        return init
+
+    def _key_init(self, state: AnimationState, row: FrameRow):
+        """Init sample, strength, the depth used for the warp of key frame ``row.frame`` and the image the
+        init was made from (spec 6.2 1-6)."""
+        if row.frame == 0 or state.next_img is None:
+            return None, 0.0, None, None
+        image, depth = self._key_image(state, row)
         strength = min(max(row.values.strength_schedule, 0.0), 1.0)
-        return init, strength, depth
+        return self._init_sample(image, row), strength, depth, image
+
+    def _redo_init(self, row: FrameRow, image: np.ndarray, init: torch.Tensor, strength: float, mask, overlay):
+        """``optical_flow_redo_generation``: generate once from ``init`` (with a seed drawn from the row's), take
+        the flow from that image back to the init's ``image`` and move ``image`` along it by
+        ``redo_flow_factor_schedule``; the init of the real generation is made from the moved image."""
+        from deforum.motion.flow import estimate_flow, warp_by_flow
+
+        method = self.settings.coherence.optical_flow_redo_generation
+        scratch = dataclasses.replace(row, seed=redo_seed(row.seed))
+        first = steps.to_uint8(sample_to_float_image(self.generate(scratch, init, strength, mask, overlay)))
+        flow = estimate_flow(first, steps.to_uint8(image), method, models_path=self.settings.model.models_path,
+                             device=self.device)
+        moved = warp_by_flow(image, flow * np.float32(row.values.redo_flow_factor_schedule))
+        return self._init_sample(moved, row)
 
     def _key_masks(self, state: AnimationState, key: int, depth: torch.Tensor | None):
         """The mask and kept image of key ``key``, moved with the camera through every frame since the last
@@ -203,11 +241,15 @@ class AnimationLoop:
             for j in range(max(0, key - n), key):
                 self._write_frame(state, j)
             row = self.plan.rows[key]
-            init, strength, depth = self._key_init(state, row)
+            init, strength, depth, init_image = self._key_init(state, row)
             mask, overlay = self._key_masks(state, key, depth)
+            if init is not None and self.settings.coherence.optical_flow_redo_generation != "None":
+                init = self._redo_init(row, init_image, init, strength, mask, overlay)
             sample = self.generate(row, init, strength, mask, overlay)
             steps.check_finite(sample, key, "generated image", row.values)
             image = sample_to_float_image(sample)
+            if self.hybrid is not None:
+                image = self.hybrid.after_generation(image, key, row.values)
             if self.mask is not None and key == 0:
                 state.overlay_img = image.copy()  # what frame 0 became is kept under the mask from now on
             state.prev_img, state.prev_idx = state.next_img, state.next_idx
@@ -223,6 +265,21 @@ class AnimationLoop:
 
     def _all_frames(self) -> list[Path]:
         return self.sink.frame_paths(self.plan.max_frames)
+
+
+def noise_settings(settings: Settings) -> tuple[str, PerlinParams | None]:
+    """``noise_type`` and, for "perlin", its lattice (``perlin_w``, ``perlin_h``, octaves, persistence)."""
+    c = settings.coherence
+    if c.noise_type != "perlin":
+        return c.noise_type, None
+    return c.noise_type, PerlinParams(float(c.perlin_w), float(c.perlin_h), int(c.perlin_octaves),
+                                      float(c.perlin_persistence))
+
+
+def redo_seed(seed: int) -> int:
+    """The seed of ``optical_flow_redo_generation``'s first, discarded image: drawn from the frame's seed, so a
+    run stays reproducible and the two generations differ."""
+    return random.Random(f"redo/{seed}").randint(0, 2**32 - 1)
 
 
 def key_generator(generator: Any, settings: Settings, first_init: Image.Image | None = None) -> KeyGenerator:
@@ -276,7 +333,9 @@ def frame0_mask(settings: Settings, inputs: RunInputs) -> np.ndarray | None:
 def depth_functions(settings: Settings, device: str) -> tuple[DepthFn | None, DepthWriter | None]:
     """The depth predictor (3D with depth warping, or ``save_depth_maps``) and the depth-map writer."""
     d = settings.depth
-    needed = (settings.animation.animation_mode == "3D" and d.use_depth_warping) or d.save_depth_maps
+    needed = (settings.animation.animation_mode == "3D" and d.use_depth_warping) or d.save_depth_maps or (
+        hybrid_on(settings) and settings.hybrid.hybrid_composite != "None"
+        and settings.hybrid.hybrid_comp_mask_type in ("Depth", "Video Depth"))
     if not needed:
         return None, None
     from deforum.motion.depth import DepthModel, save_depth_map
@@ -304,10 +363,28 @@ def render_animation(settings: Settings, identity: RunIdentity, generator: Any, 
         device = str(getattr(getattr(generator, "model", None), "device", "cpu"))
     depth_fn, save_depth = depth if depth is not None else depth_functions(settings, device)
     first_init = inputs.init.image if inputs.init is not None else None
+    video = None
+    if hybrid_on(settings):
+        video = hybrid_video(settings, inputs, device, depth_fn)
+        if first_frame_init(settings):
+            from PIL import Image
+
+            first_init = Image.fromarray(video.frame(0))
     loop = AnimationLoop(plan, settings, identity, key_generator(generator, settings, first_init),
                          depth=depth_fn, save_depth=save_depth, device=device, on_frame=on_frame,
-                         mask=frame0_mask(settings, inputs))
+                         mask=frame0_mask(settings, inputs), hybrid=video)
     return loop.run(resume=resume, state=state)
+
+
+def hybrid_video(settings: Settings, inputs: RunInputs, device: str | None = None,
+                 depth: DepthFn | None = None) -> HybridVideo:
+    """The run's hybrid video from its extracted frames (``inputs.video``, extracted by ``runner.preflight``)."""
+    from deforum.errors import MediaError
+
+    if inputs.video is None:
+        raise MediaError("video_init_path: hybrid video needs the video's frames; they are extracted before the "
+                         "render (deforum.runner.preflight puts them in RunInputs.video)")
+    return HybridVideo(inputs.video.frames, settings, device, depth)
 
 
 def resume_state(settings: Settings, identity: RunIdentity, plan: RenderPlan) -> AnimationState:

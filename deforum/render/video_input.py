@@ -123,7 +123,8 @@ def prepare_video_input(settings: Settings, identity: RunIdentity, *, hold: bool
     use_mask_video = bool(video_settings.use_mask_video)
     mask_path = str(video_settings.video_mask_path or "")
     if not video_path:
-        raise MediaError("video_init_path: is empty; give the path of the video to use in Video Input mode")
+        raise MediaError("video_init_path: is empty; give the path of the video to use (Video Input mode, hybrid "
+                         "video)")
     if use_mask_video and not mask_path:
         raise MediaError("video_mask_path: is empty but use_mask_video is on; give the mask video's path")
 
