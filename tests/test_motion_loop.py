@@ -14,9 +14,10 @@ from deforum.errors import MediaError
 from deforum.image.convert import image_to_sample
 from deforum.plan import make_plan
 from deforum.render import animation
-from deforum.render.animation import AnimationLoop, redo_seed, sample_to_float_image
+from deforum.render.animation import AnimationLoop, redo_seed
 from deforum.render.hybrid_video import HybridVideo
 from deforum.render.inputs import RunInputs
+from deforum.render.steps import sample_to_float_image
 from deforum.runner import preflight
 from deforum.settings import RunIdentity
 from deforum.testing import settings_for_test
@@ -248,3 +249,28 @@ def test_anti_blur_sharpens_each_init(tmp_path):
     sharp = inits(tmp_path / "sharp", amount_schedule="0:(1)", kernel_schedule="0:(5)", sigma_schedule="0:(1)")
     assert all(torch.equal(a, b) for a, b in zip(plain, off, strict=True))
     assert all(sharpness(s) > 1.5 * sharpness(p) for s, p in zip(sharp, plain, strict=True))
+
+
+# -- Video Input ----------------------------------------------------------------------------------------------
+
+
+def test_video_input_with_hybrid_video_starts_each_frame_from_the_last_one(tmp_path, video):
+    from deforum.render.video_input import VideoFrames, render_input_video
+
+    def run(folder, **overrides):
+        settings = settings_of(animation_mode="Video Input", strength=0.5, **overrides)
+        inputs = RunInputs(video=VideoFrames(frames=list(video[:4]), mask_frames=None, fps_hint=8.0))
+        paths = render_input_video(settings, RunIdentity("T", tmp_path / folder, 3), RequestGenerator(), inputs)
+        return [read(p).astype(np.float32) for p in paths]
+
+    plain = run("plain")
+    assert all(np.abs(frame - read(video[k])).max() <= 1 for k, frame in enumerate(plain))  # each its video frame
+    blended = run("hybrid", hybrid_composite="Normal", hybrid_comp_alpha_schedule="0:(0.5)")
+    assert np.abs(blended[0] - read(video[0])).max() <= 1
+    for k in range(1, 4):
+        expected = 0.5 * blended[k - 1] + 0.5 * read(video[k]).astype(np.float32)
+        assert np.abs(blended[k] - expected).max() <= 1.5, k
+    moved = run("moved", hybrid_motion="Affine")  # no composite: the first frame, moved as the video moves
+    for k in range(1, 4):
+        sx, sy = measured_shift(moved[k - 1], moved[k])
+        assert abs(sx - DX) < 1 and abs(sy - DY) < 1, (k, sx, sy)

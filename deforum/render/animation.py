@@ -68,12 +68,6 @@ def depth_path(outdir: Path, timestring: str, frame: int) -> Path:
     return Path(outdir) / depth_name(timestring, frame)
 
 
-def sample_to_float_image(sample: torch.Tensor) -> np.ndarray:
-    """A decoded [-1,1] 1x3xHxW sample as a float32 HxWx3 image in 0..255 (spec 10.2, before truncation)."""
-    x = sample.detach().float().cpu()[0].permute(1, 2, 0).numpy()
-    return (np.clip(x * 0.5 + 0.5, 0.0, 1.0) * 255.0).astype(np.float32)
-
-
 class AnimationLoop:
     """One 2D/3D run: the plan, its settings and identity (where frames go), and the callables that
     generate keys, predict depth and make the frames between keys (``tweener``: ``tweener_for(settings)``
@@ -188,7 +182,7 @@ class AnimationLoop:
 
         method = self.settings.coherence.optical_flow_redo_generation
         scratch = dataclasses.replace(row, seed=redo_seed(row.seed))
-        first = steps.to_uint8(sample_to_float_image(self.generate(scratch, init, strength, mask, overlay)))
+        first = steps.to_uint8(steps.sample_to_float_image(self.generate(scratch, init, strength, mask, overlay)))
         flow = estimate_flow(first, steps.to_uint8(image), method, models_path=self.settings.model.models_path,
                              device=self.device)
         moved = warp_by_flow(image, flow * np.float32(row.values.redo_flow_factor_schedule))
@@ -247,7 +241,7 @@ class AnimationLoop:
                 init = self._redo_init(row, init_image, init, strength, mask, overlay)
             sample = self.generate(row, init, strength, mask, overlay)
             steps.check_finite(sample, key, "generated image", row.values)
-            image = sample_to_float_image(sample)
+            image = steps.sample_to_float_image(sample)
             if self.hybrid is not None:
                 image = self.hybrid.after_generation(image, key, row.values)
             if self.mask is not None and key == 0:

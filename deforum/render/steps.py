@@ -108,6 +108,12 @@ def blend(prev: np.ndarray | None, next_: np.ndarray, tween: float) -> np.ndarra
     return prev * (1.0 - tween) + next_ * tween
 
 
+def sample_to_float_image(sample: torch.Tensor) -> np.ndarray:
+    """A decoded [-1,1] 1x3xHxW sample as a float32 HxWx3 image in 0..255 (spec 10.2, before truncation)."""
+    x = sample.detach().float().cpu()[0].permute(1, 2, 0).numpy()
+    return (np.clip(x * 0.5 + 0.5, 0.0, 1.0) * 255.0).astype(np.float32)
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """A float 0..255 image to the uint8 frame that is written (truncation, as v0.6's ``astype``)."""
     return np.clip(image, 0, 255).astype(np.uint8)

@@ -14,6 +14,11 @@ away completely. Here ``strength`` > 0 is used as in v0.6 (the guide: "strength 
 init_image/video"); ``strength`` 0 means "not set" and the per-frame ``strength_schedule`` is used instead,
 so the default settings follow the video. Which one applies is logged.
 
+Hybrid video (``hybrid_motion`` / ``hybrid_composite``, A1111 Deforum's fields): frame 0 starts from video
+frame 0 as above; every later frame starts from the frame made before it, moved by the video's motion, with
+video frame k composited in as the 2D/3D loop does (``deforum.render.hybrid_video``), so the output follows the
+video without flickering from frame to frame; "After Generation" blends video frame k into the frame made.
+
 Masks: with ``use_mask_video`` mask frame k is both the latent mask and the overlay mask of frame k, and the
 overlay original is video frame k (v0.6 froze the overlay mask at the first mask frame, spec 12.1 #9).
 """
@@ -29,12 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from PIL import Image
+
 from deforum.errors import MediaError, SettingsError
 from deforum.image.convert import sample_to_uint8
 from deforum.image.io import ensure_output_folder, load_init_image, open_image
 from deforum.plan import FrameRow, make_plan
+from deforum.render.hybrid_video import HybridVideo, hybrid_on
 from deforum.render.output import FrameSink
-from deforum.render.steps import check_finite, generation_request
+from deforum.render.steps import check_finite, generation_request, sample_to_float_image, to_uint8
 from deforum.settings import MAX_FRAMES_LIMIT
 from deforum.video import count_packets, extract_frames, probe_video
 
@@ -243,6 +252,9 @@ def render_input_video(settings: Settings, identity: RunIdentity, generator: Any
     still_mask = inputs.mask_image if video.mask_frames is None else None
     use_any_mask = video.mask_frames is not None or still_mask is not None
 
+    hybrid = HybridVideo(video.frames, settings) if hybrid_on(settings) else None
+    previous: np.ndarray | None = None  # hybrid video: the last frame made, float H x W x 3
+
     base = generation_request(settings, identity.seed)
     if video.mask_frames is not None:
         base = dataclasses.replace(base, overlay_mask=True)  # v0.6 forced it on with a mask video (spec 5.7)
@@ -250,6 +262,9 @@ def render_input_video(settings: Settings, identity: RunIdentity, generator: Any
     sink = FrameSink(outdir, identity.timestring, on_frame=on_frame)
     for row, strength in zip(plan.rows, strengths, strict=True):
         init, _alpha = load_init_image(row.init_image, W, H, field="video_init_path")
+        if hybrid is not None and previous is not None:
+            # the last frame made, moved by the video's motion, with this video frame composited in
+            init = Image.fromarray(to_uint8(hybrid.key_init(previous, row.frame, row.values)))
         mask = still_mask
         if video.mask_frames is not None:
             mask = open_image(video.mask_frames[row.frame], field="video_mask_path")
@@ -259,7 +274,11 @@ def render_input_video(settings: Settings, identity: RunIdentity, generator: Any
             mask=mask if use_any_mask else None, step_dir=step_dir))
         check_finite(sample, row.frame, "generated image", row.values)
         # The overlay original defaults to the init, i.e. this video frame.
-        sink.write_frame(row.frame, sample_to_uint8(sample))
+        if hybrid is None:
+            sink.write_frame(row.frame, sample_to_uint8(sample))
+            continue
+        previous = hybrid.after_generation(sample_to_float_image(sample), row.frame, row.values)
+        sink.write_frame(row.frame, to_uint8(previous))
     return sink.written
 
 
