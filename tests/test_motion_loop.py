@@ -274,3 +274,15 @@ def test_video_input_with_hybrid_video_starts_each_frame_from_the_last_one(tmp_p
     for k in range(1, 4):
         sx, sy = measured_shift(moved[k - 1], moved[k])
         assert abs(sx - DX) < 1 and abs(sy - DY) < 1, (k, sx, sy)
+
+
+def test_the_preview_shows_the_videos_motion(video):
+    from deforum.render.preview import preview_frames
+
+    settings = settings_of(hybrid_motion="Perspective", max_frames=4)
+    card = texture(SIZE, seed=0)
+    frames = list(preview_frames(card, make_plan(settings, 3), settings, hybrid=HybridVideo(video, settings)))
+    assert len(frames) == 4
+    for before, after in zip(frames, frames[1:], strict=False):
+        sx, sy = measured_shift(before, after)
+        assert abs(sx - DX) < 1 and abs(sy - DY) < 1, (sx, sy)

@@ -146,8 +146,9 @@ def choose_depth(settings: Settings, width: int, height: int, depth: str | None 
 
 
 def preview_frames(first: np.ndarray, plan: Any, settings: Settings, depth: DepthFn | None = None,
-                   device: str = "cpu") -> Iterator[np.ndarray]:
-    """Yield every frame of the plan: ``first``, then each frame warped from the one before it.
+                   device: str = "cpu", hybrid: Any = None) -> Iterator[np.ndarray]:
+    """Yield every frame of the plan: ``first``, then each frame warped from the one before it (and moved by
+    the video's motion with ``hybrid``, the run's ``deforum.render.hybrid_video.HybridVideo``).
 
     With ``optical_flow_cadence`` on and ``diffusion_cadence`` N > 1 the frames between two keys (frames 0, N,
     2N, ... warped as above) are made from those two keys by the run's ``FlowTweener`` instead (see
@@ -155,7 +156,7 @@ def preview_frames(first: np.ndarray, plan: Any, settings: Settings, depth: Dept
     """
     from deforum.render.cadence import FlowTweener, tweener_for
 
-    warped = warped_frames(first, plan, settings, depth, device)
+    warped = warped_frames(first, plan, settings, depth, device, hybrid)
     tweener = tweener_for(settings, device)
     if isinstance(tweener, FlowTweener) and plan.cadence > 1:
         return flow_cadence_frames(warped, plan, tweener)
@@ -163,8 +164,9 @@ def preview_frames(first: np.ndarray, plan: Any, settings: Settings, depth: Dept
 
 
 def warped_frames(first: np.ndarray, plan: Any, settings: Settings, depth: DepthFn | None = None,
-                  device: str = "cpu") -> Iterator[np.ndarray]:
-    """``first``, then each frame of the plan warped from the one before it (the camera path alone)."""
+                  device: str = "cpu", hybrid: Any = None) -> Iterator[np.ndarray]:
+    """``first``, then each frame of the plan warped from the one before it: the camera path, and the video's
+    motion with ``hybrid`` (``hybrid_motion``)."""
     from deforum.render.steps import warp_image
 
     mode = settings.animation.animation_mode
@@ -176,6 +178,8 @@ def warped_frames(first: np.ndarray, plan: Any, settings: Settings, depth: Depth
     for row in plan.rows[1:]:
         image = warp_image(image, row.values, settings, None if depth is None else depth(image), device,
                            frame=row.frame)
+        if hybrid is not None:
+            image = hybrid.move(image, row.frame, row.values)
         yield image
 
 
@@ -240,8 +244,9 @@ def check_preview_outputs(mp4_path: str | os.PathLike[str] | None, frames_dir: s
 def render_preview(plan: Any, settings: Settings, first: np.ndarray, *, mp4_path: str | os.PathLike[str] | None,
                    fps: float = 12, frames_dir: str | os.PathLike[str] | None = None,
                    depth: tuple[str, DepthFn | None] = (FLAT, None), device: str = "cpu",
-                   on_frame: Callable[[int], None] | None = None) -> PreviewResult:
-    """Warp ``first`` through the plan and write the frames to ``mp4_path`` and/or PNGs in ``frames_dir``.
+                   on_frame: Callable[[int], None] | None = None, hybrid: Any = None) -> PreviewResult:
+    """Warp ``first`` through the plan and write the frames to ``mp4_path`` and/or PNGs in ``frames_dir``
+    (``hybrid``: the video whose motion moves the frames too, see ``preview_frames``).
 
     PNGs are named ``preview_00000.png``... ``on_frame(index)`` is called after each frame is written.
     """
@@ -256,7 +261,7 @@ def render_preview(plan: Any, settings: Settings, first: np.ndarray, *, mp4_path
         folder.mkdir(parents=True, exist_ok=True)
     count = 0
     try:
-        for index, frame in enumerate(preview_frames(first, plan, settings, depth[1], device)):
+        for index, frame in enumerate(preview_frames(first, plan, settings, depth[1], device, hybrid)):
             if writer is not None:
                 writer.write(frame)
             if folder is not None:
