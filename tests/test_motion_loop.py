@@ -286,3 +286,22 @@ def test_the_preview_shows_the_videos_motion(video):
     for before, after in zip(frames, frames[1:], strict=False):
         sx, sy = measured_shift(before, after)
         assert abs(sx - DX) < 1 and abs(sy - DY) < 1, (sx, sy)
+
+
+def test_depth_every_n_frames_reuses_the_depth_map_in_between(tmp_path):
+    def count_depth(every):
+        calls = []
+
+        def depth(image):
+            calls.append(image)
+            return torch.ones(image.shape[:2])
+
+        settings = settings_of(animation_mode="3D", translation_z="0:(1)", max_frames=7, depth_every=every)
+        loop = AnimationLoop(make_plan(settings, 3), settings, RunIdentity("T", tmp_path / str(every), 3), Echo(),
+                             depth=depth, background_writes=False)
+        loop.run()
+        return len(calls)
+
+    assert count_depth(1) == 6  # frames 1..6 each warp a new image
+    assert count_depth(2) == 3
+    assert count_depth(6) == 1

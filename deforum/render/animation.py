@@ -95,16 +95,23 @@ class AnimationLoop:
         self.background_writes = background_writes
         self._depth_key: int | None = None  # next_idx of the image _depth_cache belongs to
         self._depth_cache: torch.Tensor | None = None
+        self._depth_frame: int | None = None  # next_idx the cached depth was predicted at (depth_every)
 
     # -- one tween/output frame -------------------------------------------------------------------------
     def _depth_of_next(self, state: AnimationState) -> torch.Tensor | None:
         """Depth of the newest key image as it is now, predicted once per image: the frame's depth map, the
-        tween warps and the next key's warp all share it (v0.6 predicted depth twice per frame)."""
+        tween warps and the next key's warp all share it (v0.6 predicted depth twice per frame). With
+        ``depth_every`` N a map is reused until the image is N frames newer than the one it was predicted from."""
         if self.depth is None:
             return None
-        if self._depth_key != state.next_idx:
-            self._depth_cache, self._depth_key = self.depth(steps.to_uint8(state.next_img)), state.next_idx
+        if self._depth_key != state.next_idx and self._depth_stale(state):
+            self._depth_cache, self._depth_frame = self.depth(steps.to_uint8(state.next_img)), state.next_idx
+        self._depth_key = state.next_idx
         return self._depth_cache
+
+    def _depth_stale(self, state: AnimationState) -> bool:
+        every = self.settings.depth.depth_every
+        return self._depth_frame is None or abs(state.next_idx - self._depth_frame) >= every
 
     def _warps_with_depth(self) -> bool:
         return self.settings.animation.animation_mode == "3D" and self.settings.depth.use_depth_warping

@@ -562,8 +562,9 @@ ANIM_ARGS_FIELDS: tuple[Field, ...] = (
         Field("frame_loop", "str", "auto", "Where a frame's warp, colour match and noise run: 'device' keeps "
               "the frame on the GPU, 'host' is the CPU loop, 'auto' picks the device loop on CUDA.",
               widget="dropdown", choices=FRAME_LOOPS, new=True, concern="animation", shapes_image=False),
-        Field("depth_every", "int", 1, "3D: predict depth every N-th diffused frame and reuse it in between "
-              "(1 = every one).", widget="number", minimum=1, maximum=MAX_FRAMES_LIMIT, new=True,
+        Field("depth_every", "int", 1, "3D: predict depth at most every N frames and reuse the last map in "
+              "between (1 = whenever the image changes, as v0.6; faster with a larger N).", widget="number",
+              minimum=1, maximum=MAX_FRAMES_LIMIT, new=True,
               concern="depth"),
         Field("depth_model", "str", "midas",
               "3D depth: 'midas' (DPT-Large, v0.6), 'depth_anything' (V2 small) or a local model folder.",
