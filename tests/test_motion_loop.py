@@ -305,3 +305,12 @@ def test_depth_every_n_frames_reuses_the_depth_map_in_between(tmp_path):
     assert count_depth(1) == 6  # frames 1..6 each warp a new image
     assert count_depth(2) == 3
     assert count_depth(6) == 1
+
+
+def test_the_field_tables_choices_are_the_ones_the_steps_take():
+    from deforum.image import noise
+    from deforum.motion import flow
+    from deforum.settings import fields
+
+    assert noise.NOISE_TYPES == fields.NOISE_TYPES
+    assert set(fields.FLOW_METHODS) <= set(flow.METHODS)
