@@ -76,6 +76,7 @@ class GenerationRequest:
     mask (default: the init). ``callback(info)`` gets the sampler's per-step dict; ``progress(step, total)``
     counts steps; ``step_dir`` receives ``x_{step:05}.png`` and ``x0_pred_{step:05}.png`` per step
     (``save_sample_per_step``); ``show_step(label, image)`` previews them (``show_sample_per_step``).
+    ``keep_on_device``: the image stays on the model's device (no copy to the host; not with a mask's overlay).
     """
 
     seed: int
@@ -112,6 +113,7 @@ class GenerationRequest:
     progress: Callable[[int, int], None] | None = None
     step_dir: str | Path | None = None
     show_step: Callable[[str, np.ndarray], None] | None = None
+    keep_on_device: bool = False  # return the image on the model's device (the device frame loop)
 
 
 class _Guided:
@@ -180,14 +182,16 @@ class Generator:
             latent = posterior.sample(generator)
         return latent.float() * float(model.scale_factor)
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+    def decode(self, latent: torch.Tensor, on_device: bool = False) -> torch.Tensor:
         with torch.no_grad():
-            return self.model.decode_first_stage(latent.to(self.model.device, self.model.dtype)).float().cpu()
+            image = self.model.decode_first_stage(latent.to(self.model.device, self.model.dtype)).float()
+        return image if on_device else image.cpu()
 
     # -- one image -----------------------------------------------------------------------------------------
 
     def generate(self, request: GenerationRequest) -> torch.Tensor:
-        """Generate one image; returns the decoded sample 1x3xHxW float32 in [-1, 1] on the CPU.
+        """Generate one image; returns the decoded sample 1x3xHxW float32 in [-1, 1] on the CPU (on the model's
+        device with ``keep_on_device``).
 
         See ``GenerationRequest`` for what each field does.
         """
@@ -275,7 +279,7 @@ class Generator:
                             mask=None if latent_mask is None else latent_mask.to(device), generator=generator,
                             extra_args=extra_args, callback=step_callback, karras=karras,
                             eta=float(ddim_eta) if sampler == "ddim" else None, device=device)
-        image = self.decode(latent)
+        image = self.decode(latent, on_device=r.keep_on_device and pixel_mask is None)
         if pixel_mask is not None:
             base = overlay_original if overlay_original is not None else original
             if base is None:  # an init latent without its pixels: decode it to have something to keep

@@ -155,10 +155,12 @@ def preflight(settings: Settings, identity: RunIdentity) -> RunInputs:
     ``RunInputs.video.release()``). A missing or
     unreadable input is a DeforumError naming the field; nothing is generated yet."""
     from deforum.models.lora import check_lora_files
+    from deforum.render.device_loop import check_frame_loop
     from deforum.render.hybrid_video import hybrid_on
     from deforum.render.inputs import read_inputs
 
     check_lora_files(settings.model.lora, settings.model.models_path)  # each LoRA file is there
+    check_frame_loop(settings)  # frame_loop 'device' with a feature only the host loop has
     inputs = read_inputs(settings)
     if settings.animation.animation_mode == "Video Input" or (
             settings.animation.animation_mode in ("2D", "3D") and hybrid_on(settings)):

@@ -110,8 +110,15 @@ class DepthModel:
         self.network.to(OFFLOAD_DEVICE if self.offload else self.device)
 
     @torch.no_grad()
-    def predict(self, image: np.ndarray) -> torch.Tensor:
-        """Depth of an HxWx3 uint8 RGB image, as an HxW float32 tensor on the model's device."""
+    def predict(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Depth of an HxWx3 uint8 RGB image, as an HxW float32 tensor on the model's device.
+
+        A uint8 tensor (the device frame loop's frame) is resized on its device (``prepare_input_tensor``)
+        and nothing is read back: a non-finite prediction is not redone in float32 here, it makes the warped
+        frame non-finite, which the loop reports as a ``FrameError``.
+        """
+        if isinstance(image, torch.Tensor):
+            return self._predict_tensor(image)
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise MediaError(
                 f"depth prediction needs an HxWx3 uint8 RGB image; got "
@@ -128,6 +135,18 @@ class DepthModel:
                                  f"{width} x {height} frame in float32")
             self._use_float32()
             inverse = self._forward(pixels)
+        inverse = F.interpolate(inverse.unsqueeze(1), size=(height, width), mode="bicubic", align_corners=False)
+        return (50.0 - inverse[0, 0]) / 19.0
+
+    def _predict_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise MediaError(f"depth prediction needs an HxWx3 uint8 RGB image; got {image.dtype} "
+                             f"{tuple(image.shape)}")
+        height, width = image.shape[:2]
+        pixels = prepare_input_tensor(image.to(self.device), self.family)
+        if self.device.type == "cuda":
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        inverse = self._forward(pixels)
         inverse = F.interpolate(inverse.unsqueeze(1), size=(height, width), mode="bicubic", align_corners=False)
         return (50.0 - inverse[0, 0]) / 19.0
 
@@ -163,6 +182,18 @@ def prepare_input(image: np.ndarray, family: DepthFamily) -> torch.Tensor:
     pixels = cv2.resize(pixels, (new_width, new_height), interpolation=cv2.INTER_CUBIC)
     pixels = (pixels - np.float32(family.mean)) / np.float32(family.std)
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32))
+
+
+def prepare_input_tensor(image: torch.Tensor, family: DepthFamily) -> torch.Tensor:
+    """``prepare_input`` of an HxWx3 uint8 tensor on its device: torch's bicubic (a = -0.75, as OpenCV's
+    INTER_CUBIC, edge pixels repeated) instead of ``cv2.resize``; equal to it up to float rounding."""
+    height, width = image.shape[:2]
+    size = network_size(height, width, family)
+    pixels = (image.to(torch.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+    pixels = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False)
+    mean = torch.tensor(family.mean, dtype=torch.float32, device=image.device).view(1, 3, 1, 1)
+    std = torch.tensor(family.std, dtype=torch.float32, device=image.device).view(1, 3, 1, 1)
+    return (pixels - mean) / std
 
 
 def network_size(height: int, width: int, family: DepthFamily) -> tuple[int, int]:

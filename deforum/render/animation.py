@@ -105,9 +105,13 @@ class AnimationLoop:
         if self.depth is None:
             return None
         if self._depth_key != state.next_idx and self._depth_stale(state):
-            self._depth_cache, self._depth_frame = self.depth(steps.to_uint8(state.next_img)), state.next_idx
+            self._depth_cache, self._depth_frame = self.depth(self._depth_input(state)), state.next_idx
         self._depth_key = state.next_idx
         return self._depth_cache
+
+    def _depth_input(self, state: AnimationState) -> np.ndarray:
+        """The image depth is predicted from: the newest key as it is now, uint8."""
+        return steps.to_uint8(state.next_img)
 
     def _depth_stale(self, state: AnimationState) -> bool:
         every = self.settings.depth.depth_every
@@ -283,7 +287,8 @@ def redo_seed(seed: int) -> int:
     return random.Random(f"redo/{seed}").randint(0, 2**32 - 1)
 
 
-def key_generator(generator: Any, settings: Settings, first_init: Image.Image | None = None) -> KeyGenerator:
+def key_generator(generator: Any, settings: Settings, first_init: Image.Image | None = None, *,
+                  keep_on_device: bool = False) -> KeyGenerator:
     """The loop's ``generate(row, init, strength, mask, overlay)`` on a ``deforum.generate.Generator``.
 
     Frame 0 is txt2img, or img2img of ``first_init`` (the run's init image, ``inputs.init.image``) with the
@@ -296,6 +301,7 @@ def key_generator(generator: Any, settings: Settings, first_init: Image.Image | 
     from deforum.image.convert import image_to_sample
 
     base = steps.generation_request(settings, 0)  # every key replaces the seed with its row's
+    base = dataclasses.replace(base, keep_on_device=keep_on_device)
 
     def generate(row: FrameRow, init: torch.Tensor | None, strength: float, mask: np.ndarray | None = None,
                  overlay: np.ndarray | None = None) -> torch.Tensor:
@@ -371,9 +377,13 @@ def render_animation(settings: Settings, identity: RunIdentity, generator: Any, 
             from PIL import Image
 
             first_init = Image.fromarray(video.frame(0))
-    loop = AnimationLoop(plan, settings, identity, key_generator(generator, settings, first_init),
-                         depth=depth_fn, save_depth=save_depth, device=device, on_frame=on_frame,
-                         mask=frame0_mask(settings, inputs), hybrid=video)
+    from deforum.render.device_loop import DeviceAnimationLoop, use_device_loop  # it imports this module
+
+    on_device = use_device_loop(settings, device)
+    loop_class = DeviceAnimationLoop if on_device else AnimationLoop
+    generate = key_generator(generator, settings, first_init, keep_on_device=on_device)
+    loop = loop_class(plan, settings, identity, generate, depth=depth_fn, save_depth=save_depth, device=device,
+                      on_frame=on_frame, mask=frame0_mask(settings, inputs), hybrid=video)
     return loop.run(resume=resume, state=state)
 
 
