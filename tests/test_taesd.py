@@ -235,3 +235,17 @@ def test_bad_value_and_bad_folders(model, models):
     with pytest.raises(ModelError, match="_class_name"):
         use_vae(model, "taesd", models_path=str(models))
     assert not isinstance(model.vae, TinyVAE)
+
+
+def test_a_compiled_unet_compiles_taesd_with_static_shapes(model, models, monkeypatch):
+    from deforum.models import taesd
+
+    compiled = []
+    monkeypatch.setattr(taesd, "compile_tiny_vae", lambda vae, mode=None: compiled.append((vae, mode)))
+    monkeypatch.setattr(model, "unet_compiled", True, raising=False)
+    try:
+        use_vae(model, "taesd", models_path=str(models))
+        assert len(compiled) == 1 and compiled[0][0] is model.vae and compiled[0][1] is None  # CPU: no CUDA graphs
+    finally:
+        use_vae(model, "default")
+    assert model.compile_options() == {"dynamic": False}

@@ -120,9 +120,15 @@ class LatentDiffusionModel:
         return {type(p).__name__ for p in self.unet.attn_processors.values()}
 
     def compile_unet(self) -> None:
-        """torch.compile the UNet in place (the first call is slow; later calls are faster)."""
-        self.unet.compile()
+        """torch.compile the UNet in place with static shapes (a run's frame size never changes); on CUDA in
+        'reduce-overhead' mode, which also records CUDA graphs. The first call is slow; later calls are faster.
+        A TAESD autoencoder in use then (``deforum.models.taesd.use_vae``) is compiled the same way."""
+        self.unet.compile(**self.compile_options())
         self.unet_compiled = True
+
+    def compile_options(self) -> dict:
+        """The ``torch.compile`` options of ``compile_unet``: static shapes, CUDA graphs on CUDA."""
+        return {"dynamic": False} | ({"mode": "reduce-overhead"} if torch.device(self.device).type == "cuda" else {})
 
     def __repr__(self) -> str:
         return (f"LatentDiffusionModel({self.name!r}, config={self.config_name!r}, "

@@ -298,6 +298,8 @@ def use_vae(model: Any, vae: str, *, models_path: str | Path = "models", endpoin
         _move(current, torch.device("cpu"))  # frees its accelerator memory while TAESD is in use
     model.vae = tiny
     _set_tiling(model, tiling, tile_size)
+    if getattr(model, "unet_compiled", False):  # compile_unet covers the autoencoder of few-step runs too
+        compile_tiny_vae(tiny, mode=model.compile_options().get("mode"))
     log.info("VAE: %s from %s", repo_id, folder)
 
 
