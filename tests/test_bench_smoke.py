@@ -107,3 +107,14 @@ def test_flow_tiny_prints_its_table():
         assert int(size) in (64, 128) and float(est) > 0 and float(warp) > 0
         assert float(total) == pytest.approx(float(est) + float(warp), abs=0.02) and float(fps) > 0
     assert "skipped: RAFT (raft_large):" in out or "RAFT (raft_large)" in out
+
+
+@pytest.mark.slow
+def test_loop_fps_tiny_prints_every_row_of_a_model():
+    out = run_bench("loop_fps.py", "--tiny", "--models", "sd21", "--sizes", "64")
+    rows = [line.split() for line in out.splitlines() if line.startswith("SD-Turbo 1 step + TAESD")]
+    assert [(r[5], r[6], r[7]) for r in rows] == [("2D", "64", "1"), ("2D", "64", "3"), ("3D", "64", "1"),
+                                                   ("3D", "64", "3")]
+    for row in rows:
+        fps, ms = float(row[8]), float(row[9])
+        assert fps > 0 and fps == pytest.approx(1000 / ms, rel=0.02)
