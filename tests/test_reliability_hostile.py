@@ -197,9 +197,9 @@ def started_run(tiny, tmp_path_factory):
     class Killed(Exception):
         pass
 
-    import deforum.render.animation as animation
+    import deforum.render.steps as steps
 
-    real = animation.sample_to_float_image
+    real = steps.sample_to_float_image
     calls = []
 
     def convert(sample):
@@ -209,7 +209,7 @@ def started_run(tiny, tmp_path_factory):
         return real(sample)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(animation, "sample_to_float_image", convert)
+        patch.setattr(steps, "sample_to_float_image", convert)
         with pytest.raises(Killed):
             render(ARGS, RESUME_ANIM, None, PROMPTS, root_for(tiny, output), progress=False)
     (state,) = output.glob("*/StableFun/*_state")
