@@ -267,9 +267,13 @@ def _dispatch(prepared: Prepared, identity: RunIdentity, inputs: RunInputs, gene
     settings, plan = prepared.settings, prepared.plan
     mode = settings.animation.animation_mode
     if mode in ("2D", "3D"):
-        from deforum.render.animation import render_animation
+        from deforum.render.animation import model_device, render_animation
+        from deforum.render.device_loop import loop_class_for
+
+        device = model_device(generator)
         result = render_animation(settings, identity, generator, plan, inputs, resume=prepared.state is not None,
-                                  state=prepared.state, on_frame=bar)
+                                  state=prepared.state, on_frame=bar, device=device,
+                                  loop_class=loop_class_for(settings, device))
         return result.frames, None
     if mode == "Video Input":
         from deforum.render.video_input import render_input_video

@@ -784,15 +784,15 @@ def interpolate_folder(frames: str | Path | Iterable[str | Path], out_folder: st
     """Write the frames with ``n - 1`` frames made between each two, along their optical flow, into ``out_folder``.
 
     ``frames`` as ``make_video`` takes them (a numbered pattern, a folder plus ``pattern``, or a list of paths).
-    The made frames are ``deforum.render.cadence.flow_tween`` of the two frames around them at t = k / n (the
+    The made frames are ``deforum.motion.flow.flow_tween`` of the two frames around them at t = k / n (the
     optical-flow cadence's warp and blend, flow factor 1). The output is ``(F - 1) * n + 1`` PNGs named
     ``00000.png`` ... in order (``INTERPOLATED_PATTERN``), each written atomically; none overwrites a file
     deforum did not write, and frames a longer earlier interpolation left after the last are removed. ``method``
     is a ``deforum.motion.flow`` method. Returns the paths in order.
     """
     from deforum.image.io import write_atomic
+    from deforum.motion.flow import estimate_flow, flow_tween
     from deforum.outputs import is_ours, png_info
-    from deforum.render.cadence import FlowTweener, flow_tween
 
     n = check_interpolate(n, field)
     paths = _frame_list(frames, pattern)
@@ -804,7 +804,8 @@ def interpolate_folder(frames: str | Path | Iterable[str | Path], out_folder: st
         raise MediaError(f"{field}: {str(out_folder)!r} is a file, not a folder for the interpolated frames")
     for index in range(total):  # every refusal before the first frame is written
         check_output_path(interpolated_path(out_folder, index), "png", field)
-    flow = FlowTweener(method, str(models_path)).flow
+    def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return estimate_flow(a, b, method, models_path=str(models_path))
     written: list[Path] = []
 
     def save(image: np.ndarray) -> None:

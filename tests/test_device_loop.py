@@ -309,3 +309,26 @@ def test_compiled_taesd_gives_the_same_latents_and_images():
         assert taesd.encoder._compiled_call_impl is not None and taesd.decoder._compiled_call_impl is not None
         torch.testing.assert_close(vae.encode(image).latent_dist.parameters, latent)
         torch.testing.assert_close(vae.decode(z).sample, decoded)
+
+
+@pytest.mark.parametrize("mode", ["2D", "3D"])
+def test_the_runner_renders_in_the_loop_frame_loop_names(tiny, tmp_path, monkeypatch, mode):
+    from helpers import root_for
+
+    from deforum.render import device_loop as device_loop_module
+    from deforum.runner import render as run
+
+    used = []
+    real = device_loop_module.loop_class_for
+    monkeypatch.setattr(device_loop_module, "loop_class_for", lambda s, d: used.append(real(s, d)) or used[-1])
+    args = dict(W=64, H=64, seed=5, steps=2, sampler="euler", scale=7.5)
+    frames = {}
+    for choice in ("host", "device"):
+        anim = {"animation_mode": mode, "max_frames": 3, "translation_x": "0:(2)", "frame_loop": choice,
+                "use_depth_warping": False}
+        result = run(args, anim, None, {0: "a red apple"}, root_for(tiny, tmp_path / choice), progress=False)
+        frames[choice] = [np.asarray(Image.open(p)).astype(int) for p in result.frames]
+    assert [c.__name__ for c in used] == ["AnimationLoop", "DeviceAnimationLoop"]
+    assert len(frames["device"]) == 3
+    for host, device in zip(frames["host"], frames["device"], strict=True):
+        assert np.abs(host - device).max() <= 1

@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 
 from deforum.errors import ModelError
-from deforum.motion.flow import warp_by_flow
+from deforum.motion.flow import flow_tween, sampling_map, warp_by_flow
 from deforum.plan import CadenceRole, make_plan
 from deforum.render import cadence
 from deforum.render import preview as preview_module
 from deforum.render.animation import AnimationLoop
-from deforum.render.cadence import FlowTweener, flow_tween, sampling_map, tweener_for
+from deforum.render.cadence import FlowTweener, tweener_for
 from deforum.render.preview import preview_frames
 from deforum.settings import RunIdentity
 from deforum.testing import settings_for_test

@@ -73,6 +73,8 @@ class AnimationLoop:
     generate keys, predict depth and make the frames between keys (``tweener``: ``tweener_for(settings)``
     unless given); ``hybrid``: the run's hybrid video (``HybridVideo``), when it uses one."""
 
+    keeps_frames_on_device = False  # the generator may return its images on the CPU
+
     def __init__(self, plan: RenderPlan, settings: Settings, identity: RunIdentity, generate: KeyGenerator,
                  depth: DepthFn | None = None, save_depth: DepthWriter | None = None, device: str = "cpu",
                  on_frame: Callable[[int, Path], None] | None = None, mask: np.ndarray | None = None,
@@ -356,9 +358,11 @@ def depth_functions(settings: Settings, device: str) -> tuple[DepthFn | None, De
 def render_animation(settings: Settings, identity: RunIdentity, generator: Any, plan: RenderPlan,
                      inputs: RunInputs, *, depth: tuple[DepthFn | None, DepthWriter | None] | None = None,
                      device: str | None = None, resume: bool = False, state: AnimationState | None = None,
-                     on_frame: Callable[[int, Path], None] | None = None) -> AnimationResult:
+                     on_frame: Callable[[int, Path], None] | None = None,
+                     loop_class: type[AnimationLoop] | None = None) -> AnimationResult:
     """Render a 2D/3D animation: ``plan`` (``make_plan(settings, identity.seed)``) into ``identity.outdir``
-    with ``generator`` (a ``deforum.generate.Generator``).
+    with ``generator`` (a ``deforum.generate.Generator``) in ``loop_class`` (default ``AnimationLoop``, the host
+    loop; the runner picks ``deforum.render.device_loop.loop_class_for(settings, device)``).
 
     ``inputs`` are the run's images (``read_inputs(settings)``): frame 0's init is ``inputs.init`` and the
     mask ``inputs.mask_of(inputs.init)``. ``depth`` is ``depth_functions(settings, device)`` when the caller
@@ -366,8 +370,8 @@ def render_animation(settings: Settings, identity: RunIdentity, generator: Any, 
     state (``state`` when the caller already loaded and validated it, see ``resume_state``). ``device`` is
     where depth is predicted and the 3D warp runs (default: the generator's model's device, else the CPU).
     """
-    if device is None:
-        device = str(getattr(getattr(generator, "model", None), "device", "cpu"))
+    device = model_device(generator) if device is None else device
+    loop_class = AnimationLoop if loop_class is None else loop_class
     depth_fn, save_depth = depth if depth is not None else depth_functions(settings, device)
     first_init = inputs.init.image if inputs.init is not None else None
     video = None
@@ -377,14 +381,15 @@ def render_animation(settings: Settings, identity: RunIdentity, generator: Any, 
             from PIL import Image
 
             first_init = Image.fromarray(video.frame(0))
-    from deforum.render.device_loop import DeviceAnimationLoop, use_device_loop  # it imports this module
-
-    on_device = use_device_loop(settings, device)
-    loop_class = DeviceAnimationLoop if on_device else AnimationLoop
-    generate = key_generator(generator, settings, first_init, keep_on_device=on_device)
+    generate = key_generator(generator, settings, first_init, keep_on_device=loop_class.keeps_frames_on_device)
     loop = loop_class(plan, settings, identity, generate, depth=depth_fn, save_depth=save_depth, device=device,
                       on_frame=on_frame, mask=frame0_mask(settings, inputs), hybrid=video)
     return loop.run(resume=resume, state=state)
+
+
+def model_device(generator: Any) -> str:
+    """Where a generator's model runs (the CPU for a generator without one): depth and the 3D warp run there."""
+    return str(getattr(getattr(generator, "model", None), "device", "cpu"))
 
 
 def hybrid_video(settings: Settings, inputs: RunInputs, device: str | None = None,

@@ -93,6 +93,11 @@ def use_device_loop(settings: Settings, device: str | torch.device) -> bool:
     return device_loop_unsupported(settings) is None and torch.device(device).type == "cuda"
 
 
+def loop_class_for(settings: Settings, device: str | torch.device) -> type[AnimationLoop]:
+    """The loop a run renders in (``use_device_loop``): ``DeviceAnimationLoop`` or the host ``AnimationLoop``."""
+    return DeviceAnimationLoop if use_device_loop(settings, device) else AnimationLoop
+
+
 # ------------------------------------------------------------------------------------------ host copies
 
 
@@ -135,6 +140,8 @@ class DeviceAnimationLoop(AnimationLoop):
     ``depth`` must accept an HxWx3 uint8 tensor on the device (``DepthModel.predict`` does); ``generate``
     gets its init sample on the device and returns the decoded sample there.
     """
+
+    keeps_frames_on_device = True  # the generator returns its images on the device (keep_on_device)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
