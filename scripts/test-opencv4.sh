@@ -15,8 +15,10 @@ shift || true
 VERSION="4.14.0.94"
 TARGET="$PWD/.cache/opencv4"
 # Tests whose results depend on cv2 arithmetic: the 2D warp (warpPerspective / remap), colour coherence
-# (calcHist, LUT, cvtColor), depth-model input resizing (resize), and the 3D warp and noise oracles.
-TESTS=(tests/test_warp2d.py tests/test_colors.py tests/test_depth.py tests/test_warp3d.py tests/test_noise.py)
+# (calcHist, LUT, cvtColor), depth-model input resizing (resize), the 3D warp and noise oracles, and the device
+# loop's torch warp and colour match, which must equal cv2's on either version.
+TESTS=(tests/test_warp2d.py tests/test_colors.py tests/test_depth.py tests/test_warp3d.py tests/test_noise.py
+       tests/test_warp2d_torch.py tests/test_colors_torch.py)
 
 if [ ! -d "$TARGET/opencv_python_headless-$VERSION.dist-info" ]; then
     echo "installing opencv-python-headless==$VERSION into $TARGET" >&2
