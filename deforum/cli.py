@@ -37,6 +37,7 @@ SET_GROUPS = ("args", "anim_args", "root", "video")  # where an unprefixed --set
 FILE_VIDEO_KEYS = ("fps", "make_gif", "add_soundtrack", "soundtrack_path")  # video-cell fields a file may carry
 NULL_WORDS = ("null", "none")
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+GRID_NAME = re.compile(r"\d{14}_\d{5}_grid_\d+\.png")  # a None-mode batch's grid (not a frame of the contact sheet)
 
 log = logging.getLogger("deforum.cli")
 
@@ -202,41 +203,62 @@ def _failure(path: Any, exc: BaseException) -> int:
 def cmd_render(ns: argparse.Namespace) -> int:
     sets = parse_sets(ns.set)
     root = make_root(ns, sets)
-    codes = []
-    for path in ns.settings:
+    if getattr(ns, "ray", None) is not None and os.path.isfile(ns.ray):
+        ns.settings.insert(0, ns.ray)  # `render --ray A.txt B.txt`: A.txt is a settings file, not an address
+        ns.ray = "local"
+    codes, _ = render_files(ns.settings, ns, sets, root)
+    return exit_code(codes)
+
+
+def render_files(paths: Sequence[str], ns: argparse.Namespace, sets: Mapping[str, Mapping[str, Any]],
+                 root: SimpleNamespace) -> tuple[list[int], list[Any]]:
+    """Render settings files one after another (or on Ray with ``ns.ray``); each file's exit code and its
+    RunResult (None where it failed). A failure is reported and the next file still renders."""
+    if getattr(ns, "ray", None) is not None:
+        return render_on_ray(paths, ns, sets, root)
+    codes, results = [], []
+    for path in paths:
         try:
-            render_one(path, ns, sets, root)
+            results.append(render_one(path, ns, sets, root))
             codes.append(EXIT_OK)
         except BrokenPipeError:
             raise
         except Exception as exc:  # reported; even a bug in one file's run must not stop the next file
+            results.append(None)
             codes.append(_failure(path, exc))
+    return codes, results
+
+
+def exit_code(codes: Sequence[int]) -> int:
+    """The first failure's code (0 when all succeeded); with several files, how many rendered."""
     failed = [c for c in codes if c != EXIT_OK]
-    if len(ns.settings) > 1:
+    if len(codes) > 1:
         print(f"{len(codes) - len(failed)} of {len(codes)} settings files rendered", file=sys.stderr)
     return failed[0] if failed else EXIT_OK
 
 
 def render_one(path: str, ns: argparse.Namespace, sets: Mapping[str, Mapping[str, Any]],
-               root: SimpleNamespace) -> None:
-    """Render one settings file, then make its video (animation modes, unless --no-video).
+               root: SimpleNamespace) -> Any:
+    """Render one settings file, then make its video (animation modes, unless --no-video); its RunResult.
 
     Before the model loads: the notes (values used differently from how they were given), one line each,
     and the size of the run (frames x sampler steps); once frames come, an estimate of the time left.
     """
     from deforum.runner import render
 
-    job = load_job(path, sets)
-    if ns.resume:
-        job.anim_args.update(resume_from_timestring=True, resume_timestring=ns.resume)
-    for note in job.notes:
-        print(f"deforum: note: {path}: {note}", file=sys.stderr)
+    job = load_render_job(path, ns, sets)
     note = cpu_note(str(root.map_location))
     if note:
         print(f"deforum: note: {note}", file=sys.stderr)
     report = RenderReport(str(path))
     result = render(job.args, job.anim_args, job.prompts, job.animation_prompts, root, progress=not ns.quiet,
                     step_progress=bool(getattr(ns, "verbose", False)) and not ns.quiet, display=report)
+    print(finish_run(path, job, result, ns))
+    return result
+
+
+def finish_run(path: Any, job: Job, result: Any, ns: argparse.Namespace) -> str:
+    """After a run: its video (animation modes, unless --no-video) and the lines that say what was written."""
     lines = [f"{path}: {len(result.frames)} frame(s) in {result.outdir}"]
     if result.settings_path is not None:
         lines.append(f"  settings: {result.settings_path}")
@@ -254,7 +276,124 @@ def render_one(path: str, ns: argparse.Namespace, sets: Mapping[str, Mapping[str
             lines.append(f"  video: {made.mp4_path} ({made.frame_count} frames at {made.fps:g} fps)")
             if made.gif_path is not None:
                 lines.append(f"  gif: {made.gif_path}")
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def load_render_job(path: str, ns: argparse.Namespace, sets: Mapping[str, Mapping[str, Any]]) -> Job:
+    """A settings file as ``deforum render`` renders it (``--resume`` applied), its notes said on stderr."""
+    job = load_job(path, sets)
+    if getattr(ns, "resume", None):
+        job.anim_args.update(resume_from_timestring=True, resume_timestring=ns.resume)
+    for note in job.notes:
+        print(f"deforum: note: {path}: {note}", file=sys.stderr)
+    return job
+
+
+def render_on_ray(paths: Sequence[str], ns: argparse.Namespace, sets: Mapping[str, Mapping[str, Any]],
+                  root: SimpleNamespace) -> tuple[list[int], list[Any]]:
+    """``--ray [local|ADDRESS]``: every settings file resolved and its run claimed here, then one Ray task
+    each (deforum.scale.ray_render); each run's lines and video as it finishes. Returns what
+    ``render_files`` does."""
+    import datetime
+
+    from deforum.scale import require_ray
+    from deforum.scale.ray_render import render_on_ray as dispatch
+    from deforum.scale.tasks import plan_task
+
+    require_ray()  # before anything is resolved or claimed: the message naming the extra
+    now = datetime.datetime.now()
+    codes: dict[int, int] = {}
+    results: list[Any] = [None] * len(paths)
+    tasks, jobs, where = [], [], []
+    for index, path in enumerate(paths):
+        try:
+            job = load_render_job(path, ns, sets)
+            tasks.append(plan_task(str(path), job.args, job.anim_args, job.prompts, job.animation_prompts, root,
+                                   now=now))
+            jobs.append(job)
+            where.append(index)
+        except Exception as exc:  # reported; the other files still render
+            codes[index] = _failure(path, exc)
+
+    def reported(task_index: int, result: Any) -> None:
+        index = where[task_index]
+        path = paths[index]
+        if isinstance(result, BaseException):
+            codes[index] = _failure(path, result)
+            return
+        results[index] = result
+        try:
+            print(finish_run(path, jobs[task_index], result, ns), flush=True)
+            codes[index] = EXIT_OK
+        except Exception as exc:  # the video of one run must not stop the report of the others
+            codes[index] = _failure(path, exc)
+
+    if tasks:
+        dispatch(tasks, root, address=ns.ray, workers=getattr(ns, "workers", None), progress=not ns.quiet,
+                 on_result=reported, device_from_driver="map_location" in sets.get("root", {}))
+    return [codes.get(index, EXIT_FAILED) for index in range(len(paths))], results
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+
+
+def cmd_sweep(ns: argparse.Namespace) -> int:
+    """``deforum sweep SETTINGS --vary NAME=VALUES ...``: every variant loaded and checked, written as a
+    settings file into ``sweep_{timestring}/`` in the output folder, rendered (one after another, or on Ray),
+    then the contact sheet and sweep.json beside those files (deforum.scale.sweep)."""
+    import datetime
+
+    from deforum.runner import prepare
+    from deforum.scale.contact_sheet import SheetRow, save_contact_sheet
+    from deforum.scale.sweep import (
+        file_name,
+        label,
+        parse_vary,
+        sweep_folder,
+        variant_sets,
+        variants,
+        write_manifest,
+        write_variant,
+    )
+    from deforum.settings import output_folder
+
+    if ns.ray is not None:
+        from deforum.scale import require_ray
+
+        require_ray()
+    sets = parse_sets(ns.set)
+    root = make_root(ns, sets)
+    varies = [parse_vary(text) for text in ns.vary]
+    combos = variants(varies)
+    jobs = []
+    for values in combos:  # every variant loaded, checked and planned before anything is written or rendered
+        try:
+            job = load_job(ns.settings, variant_sets(sets, varies, values))
+            prepare(job.args, job.anim_args, job.prompts, job.animation_prompts, root)
+        except DeforumError as exc:
+            kind = SettingsError if isinstance(exc, SettingsError) else DeforumError
+            raise kind(f"--vary {label(values)}: {located(ns.settings, exc)}") from None
+        jobs.append(job)
+    for note in jobs[0].notes:
+        print(f"deforum: note: {ns.settings}: {note}", file=sys.stderr)
+    now = datetime.datetime.now()
+    outdir = Path(output_folder(root.output_path, jobs[0].args["batch_name"], now))
+    folder, _ = sweep_folder(outdir, now.strftime("%Y%m%d%H%M%S"))
+    files = [write_variant(folder / file_name(i, values), job)
+             for i, (values, job) in enumerate(zip(combos, jobs, strict=True))]
+    print(f"sweep: {len(files)} variant(s) of {ns.settings} in {folder}", file=sys.stderr)
+    codes, results = render_files([str(f) for f in files], argparse.Namespace(**{**vars(ns), "resume": None}),
+                                  parse_sets([]), root)
+    rows, manifest = [], []
+    for values, path, result in zip(combos, files, results, strict=True):
+        frames = [f for f in result.frames if not GRID_NAME.fullmatch(f.name)] if result is not None else []
+        rows.append(SheetRow(label(values), frames))
+        manifest.append({"file": path.name, "values": values, **({"error": True} if result is None else {
+            "timestring": result.timestring, "outdir": str(result.outdir), "frames": len(result.frames)})})
+    sheet = save_contact_sheet(rows, folder / "contact_sheet.png")
+    write_manifest(folder, str(ns.settings), varies, manifest)
+    print(f"sweep: contact sheet {sheet}")
+    return exit_code(codes)
 
 
 def cpu_note(device: str) -> str | None:
@@ -779,6 +918,26 @@ def _add_common(p: argparse.ArgumentParser, *, quiet: bool = True) -> None:
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging and a bar over each image's steps")
 
 
+def _add_ray_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const="local", metavar="local|ADDRESS",
+                   help="render the runs as Ray tasks, one per GPU (needs the ray extra: pip install "
+                        "'deforum-stable-diffusion[ray]'): 'local' (the default) starts Ray on this machine, "
+                        "ADDRESS joins a cluster (auto, HOST:6379, ray://HOST:10001); docs/scale.md")
+    p.add_argument("--workers", type=positive_int, metavar="N",
+                   help="with --ray: at most N workers (default: one per GPU, or per CPU without GPUs)")
+
+
+def positive_int(text: str) -> int:
+    """A count of 1 or more (``--workers``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deforum", description="Deforum Stable Diffusion: render settings files, plan and preview motion.",
@@ -789,8 +948,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="render settings files (frames, settings file, video)",
                        formatter_class=raw,
-                       description="Render each settings file (v0.6 .txt/.json or ours) one after another. "
-                                   "A failure in one file is reported and the next still runs.",
+                       description="Render each settings file (v0.6 .txt/.json or ours) one after another, or "
+                                   "with --ray as Ray tasks over the GPUs of this machine or a cluster "
+                                   "(docs/scale.md). A failure in one file is reported and the next still runs.",
                        epilog="--set keys (`deforum settings fields` prints each with its help):\n\n"
                               + fields_text(with_help=False))
     p.add_argument("settings", nargs="+", metavar="SETTINGS", help="settings file(s)")
@@ -802,8 +962,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", action="store_true", help="do not make the mp4")
     p.add_argument("--fps", type=fps_value, help="video frames per second (default: the settings' fps, or 12)")
     p.add_argument("--gif", action="store_true", help="also write a gif")
+    _add_ray_options(p)
     _add_common(p)
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("sweep", help="render variations of a settings file (--vary) and a contact sheet",
+                       description="Render the cartesian product of the --vary values over one settings file: "
+                                   "each variant is written as a settings file into sweep_{timestring}/ in the "
+                                   "output folder, rendered like `deforum render` (or on Ray with --ray), and "
+                                   "shown in contact_sheet.png there (first and last frame of each run).")
+    p.add_argument("settings", metavar="SETTINGS", help="the settings file to vary")
+    p.add_argument("--vary", action="append", required=True, metavar="NAME=VALUES",
+                   help="a field and its values: a range a..b of whole numbers (both included) or a comma list "
+                        "(| between values that hold commas), e.g. --vary seed=1..8 --vary cfg_scale=5,7,9; NAME "
+                        "is a field (`deforum settings fields`) or A1111 Deforum's name for it; repeat for more")
+    p.add_argument("--checkpoint", metavar="PATH|NAME",
+                   help="checkpoint file, or a catalogue name in models_path (downloaded if missing)")
+    p.add_argument("--config", metavar="YAML", help="LDM yaml file, or a config name (default: detected)")
+    p.add_argument("--output", metavar="DIR", help="output root (frames go to DIR/YYYY-MM/batch_name)")
+    p.add_argument("--no-video", action="store_true", help="do not make the mp4s")
+    p.add_argument("--fps", type=fps_value, help="video frames per second (default: the settings' fps, or 12)")
+    p.add_argument("--gif", action="store_true", help="also write gifs")
+    _add_ray_options(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("plan", help="print the render plan (no model)",
                        description="Print every frame's role, prompt, seed, cadence and schedule values.")

@@ -195,7 +195,8 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
     inputs = None
     try:
         inputs = preflight(settings, identity)  # init images, mask, video frames: read before the model loads
-        return _render_prepared(prepared, identity, inputs, root, display, progress, step_progress)
+        return render_prepared(prepared, identity, inputs, root, display=display, progress=progress,
+                               step_progress=step_progress)
     finally:
         if inputs is not None and inputs.video is not None:
             inputs.video.release()  # other runs may extract into inputframes/ again
@@ -203,29 +204,36 @@ def render(args: Any = None, anim_args: Any = None, prompts: list[str] | None = 
             release_claim(identity.outdir, identity.timestring)  # only an empty claim: a 2D/3D run's state stays
 
 
-def _render_prepared(prepared: Prepared, identity: RunIdentity, inputs: RunInputs, root: Any, display: Any,
-                     progress: bool, step_progress: bool) -> RunResult:
-    """Load the model, write the settings and run the mode's renderer."""
-    settings, plan = prepared.settings, prepared.plan
-    mode = settings.animation.animation_mode
-    if display is not None and hasattr(display, "plan"):
-        display.plan(plan, settings)  # the size of the run (plan None: the None mode, Video Input)
-
+def make_generator(settings: Settings, root: Any, progress: Any = None) -> Any:
+    """The run's ``Generator``: the model kept in ``root.model`` (loaded once per process or notebook), this
+    run's LoRAs and autoencoder, its guidance wrapper; ``progress(step, total)`` counts sampler steps."""
     from deforum.generate import Generator
+    from deforum.guidance import make_denoiser_wrapper
+    from deforum.models.lora import apply_loras
+    from deforum.models.taesd import use_vae
+
     model = _root_model(root)
     if model is None:
         from deforum.models import load_root_model
         model = load_root_model(settings.model)
         if root is not None and not isinstance(root, Mapping):
             root.model = model  # keep it for the next run of the notebook cell
-    from deforum.models.lora import apply_loras
-    from deforum.models.taesd import use_vae
     apply_loras(model, settings.model.lora, models_path=settings.model.models_path)  # this run's LoRAs only
     use_vae(model, settings.model.vae, models_path=settings.model.models_path)  # this run's autoencoder
-    from deforum.guidance import make_denoiser_wrapper
-    guidance = make_denoiser_wrapper(settings, model)
+    return Generator(model, denoiser_wrapper=make_denoiser_wrapper(settings, model), progress=progress)
+
+
+def render_prepared(prepared: Prepared, identity: RunIdentity, inputs: RunInputs, root: Any, *, display: Any = None,
+                    progress: bool = True, step_progress: bool = False) -> RunResult:
+    """Load the model, write the settings and run the mode's renderer (a prepared, preflighted run: the
+    runner's ``render`` and a Ray worker's task)."""
+    settings, plan = prepared.settings, prepared.plan
+    mode = settings.animation.animation_mode
+    if display is not None and hasattr(display, "plan"):
+        display.plan(plan, settings)  # the size of the run (plan None: the None mode, Video Input)
+
     steps_bar = _StepBar() if step_progress else None
-    generator = Generator(model, denoiser_wrapper=guidance, progress=steps_bar)
+    generator = make_generator(settings, root, progress=steps_bar)
     if display is not None and hasattr(display, "generation_started"):
         display.generation_started()  # the model is loaded: time from here on is rendering
 

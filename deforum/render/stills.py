@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ from deforum.settings import save_run_settings
 
 if TYPE_CHECKING:
     from deforum.generate import Generator
+    from deforum.plan import FrameRow
     from deforum.render.inputs import RunInputs
     from deforum.settings import RunIdentity, Settings
 
@@ -70,30 +71,17 @@ def render_image_batch(settings: Settings, identity: RunIdentity, generator: Gen
     prompts = settings.prompts.prompts
     if not prompts:
         raise SettingsError("prompts: the None mode needs at least one prompt in the prompts list")
-    output, use_mask = settings.output, settings.init.use_mask
-    inits = {init.source: init for init in inputs.inits}
-    plan = make_plan(settings, identity.seed, init_images=[init.source for init in inputs.inits] or None)
-
+    output = settings.output
     identity.outdir.mkdir(parents=True, exist_ok=True)
     sink = FrameSink(identity.outdir, identity.timestring)
     if output.save_settings:
         sink.written.append(save_run_settings(sink.settings_path(), settings, identity))
 
-    base = dataclasses.replace(generation_request(settings, identity.seed), frame=0, progress=progress,
-                               show_step=_show_step(display, settings))
     show = display is not None and output.display_samples
     per_prompt: dict[str, list[tuple[int, np.ndarray]]] = {}
-    for row in plan.rows:
-        init = inits[row.init_image] if row.init_image is not None else None
-        step_dir = sink.step_dir(row.seed) if output.save_sample_per_step else None
-        sample = generator.generate(dataclasses.replace(
-            base, seed=row.seed, prompt=row.prompt, init_image=None if init is None else init.image,
-            mask=inputs.mask_of(init) if use_mask else None, step_dir=step_dir))
-        check_finite(sample, row.frame, "generated image", noun="image")
-        image = sample_to_uint8(sample)
+    for row, image in generate_stills(settings, identity, generator, inputs, sink, progress=progress,
+                                      display=display):
         per_prompt.setdefault(row.prompt, []).append((row.seed, image))
-        if output.save_samples:
-            sink.write_still(image, output.filename_format, row.frame, row.prompt, row.seed)
         if show:
             display(Image.fromarray(image))
 
@@ -107,6 +95,33 @@ def render_image_batch(settings: Settings, identity: RunIdentity, generator: Gen
             if show:
                 display(Image.fromarray(grid))
     return sink.written
+
+
+def generate_stills(settings: Settings, identity: RunIdentity, generator: Generator, inputs: RunInputs,
+                    sink: FrameSink, *, rows: Iterable[int] | None = None,
+                    progress: Callable[[int, int], None] | None = None,
+                    display: Callable[[Image.Image], None] | None = None,
+                    ) -> Iterator[tuple[FrameRow, np.ndarray]]:
+    """Generate the still images of the plan's ``rows`` (indices; default every row) and save each
+    (``save_samples``), yielding (row, uint8 image). Each row's seed, prompt and init come from the plan, so
+    any slice of the rows, rendered by any process, gives the files a whole run gives (``deforum.scale``)."""
+    output, use_mask = settings.output, settings.init.use_mask
+    inits = {init.source: init for init in inputs.inits}
+    plan = make_plan(settings, identity.seed, init_images=[init.source for init in inputs.inits] or None)
+    base = dataclasses.replace(generation_request(settings, identity.seed), frame=0, progress=progress,
+                               show_step=_show_step(display, settings))
+    for index in range(len(plan.rows)) if rows is None else rows:
+        row = plan.rows[index]
+        init = inits[row.init_image] if row.init_image is not None else None
+        step_dir = sink.step_dir(row.seed) if output.save_sample_per_step else None
+        sample = generator.generate(dataclasses.replace(
+            base, seed=row.seed, prompt=row.prompt, init_image=None if init is None else init.image,
+            mask=inputs.mask_of(init) if use_mask else None, step_dir=step_dir))
+        check_finite(sample, row.frame, "generated image", noun="image")
+        image = sample_to_uint8(sample)
+        if output.save_samples:
+            sink.write_still(image, output.filename_format, row.frame, row.prompt, row.seed)
+        yield row, image
 
 
 def _show_step(display: Callable[[Image.Image], None] | None, settings: Settings):
