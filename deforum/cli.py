@@ -708,8 +708,26 @@ def cmd_video(ns: argparse.Namespace) -> int:
     if not folder.is_dir():
         raise SettingsError(f"FRAMES_DIR {str(folder)!r} is not a folder")
     pattern = ns.pattern or detect_pattern(folder)
-    mp4 = Path(ns.output) if ns.output else folder / f"{pattern.split('%')[0].rstrip('_') or 'video'}.mp4"
+    name = pattern.split('%')[0].rstrip('_') or 'video'
+    if ns.interpolate is not None:
+        name += f"_x{ns.interpolate}"  # beside the plain video, not over it
+    mp4 = Path(ns.output) if ns.output else folder / f"{name}.mp4"
     field = "--output" if ns.output else "the default video path"
+    if ns.keep_fps and ns.interpolate is None:
+        raise SettingsError("--keep-fps needs --interpolate N")
+    if ns.interpolate is not None:
+        from deforum.video import interpolated_video
+
+        frames = mp4.with_suffix("")  # <prefix>_xN/ beside <prefix>_xN.mp4
+        result = interpolated_video(folder, mp4, float(ns.fps), ns.interpolate, pattern=pattern,
+                                    keep_fps=ns.keep_fps, out_folder=frames, method=ns.flow, make_gif=ns.gif,
+                                    max_frames=ns.max_frames, field=field, gif_field="--gif", audio=ns.audio,
+                                    audio_field="--audio")
+        print(f"video: {result.mp4_path} ({result.frame_count} frames at {result.fps:g} fps, {ns.interpolate}x "
+              f"interpolated along the {ns.flow} flow; frames in {frames})")
+        if ns.gif:
+            print(f"gif: {result.gif_path}")
+        return EXIT_OK
     path = make_video(folder, mp4, float(ns.fps), pattern=pattern, make_gif=ns.gif, max_frames=ns.max_frames,
                       field=field, gif_field="--gif", audio=ns.audio, audio_field="--audio")
     print(f"video: {path}" + (f" (sound: {ns.audio})" if ns.audio else ""))
@@ -1025,6 +1043,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, metavar="N", help="use only the first N frames")
     p.add_argument("--audio", metavar="FILE", help="mux this file's sound (wav, flac, ogg, mp3, a video...) into "
                                                    "the mp4 as AAC, cut or padded with silence to the video's length")
+    p.add_argument("--interpolate", type=int, metavar="N",
+                   help="make N-1 frames between each two along their optical flow (2 to 16; docs/motion.md); the "
+                        "video plays at fps x N (default name: <prefix>_xN.mp4)")
+    p.add_argument("--keep-fps", action="store_true",
+                   help="with --interpolate: keep --fps (N times longer: slow motion) instead of fps x N")
+    p.add_argument("--flow", default="DIS Medium", choices=A.FLOW_METHODS,
+                   help="the optical flow of --interpolate (default 'DIS Medium'; RAFT needs its weights)")
     p.set_defaults(func=cmd_video)
 
     p = sub.add_parser("audio", help="a schedule from a sound file: one value a frame (docs/audio.md)",

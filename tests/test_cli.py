@@ -152,6 +152,32 @@ def test_video_makes_an_mp4_and_gif_from_a_frames_folder(tmp_path):
     assert mp4.with_suffix(".gif").is_file()
 
 
+def test_video_interpolate_writes_the_in_between_frames_and_a_faster_video(tmp_path):
+    from tests.helpers import measured_shift, shifted, texture
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    base = texture(64, seed=3)
+    for i in range(4):
+        Image.fromarray(shifted(base, 4 * i, 0)).save(frames / f"20220101000000_{i:05}.png")
+    proc = run_cli("video", frames, "--fps", "8", "--interpolate", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    mp4 = frames / "20220101000000_x2.mp4"
+    info = probe_video(mp4)
+    assert (info.frame_count, info.fps) == (7, 16)  # (4 - 1) * 2 + 1 frames at 8 x 2 fps
+    made = sorted((frames / "20220101000000_x2").glob("*.png"))
+    assert len(made) == 7
+    middle = np.asarray(Image.open(made[1]))  # between frames 0 and 1: moved half of their 4 px
+    assert abs(measured_shift(base, middle)[0] - 2) < 0.5
+    assert (frames / "20220101000000.mp4").exists() is False  # the plain video is not touched
+    slow = run_cli("video", frames, "--fps", "8", "--interpolate", "3", "--keep-fps", cwd=tmp_path)
+    assert slow.returncode == 0, slow.stderr
+    assert probe_video(frames / "20220101000000_x3.mp4").fps == 8
+    for bad in (["--interpolate", "1"], ["--keep-fps"]):
+        proc = run_cli("video", frames, *bad, cwd=tmp_path)
+        assert proc.returncode == 2 and ("--interpolate" in proc.stderr), proc.stderr
+
+
 def test_python_m_deforum_is_the_console_script(tmp_path, capsys):
     pyproject = (REPO / "pyproject.toml").read_text()  # tomllib is 3.11+; the package supports 3.10
     assert re.search(r'^\[project\.scripts\]\s*\ndeforum = "deforum\.cli:main"$', pyproject, re.MULTILINE)

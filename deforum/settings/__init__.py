@@ -31,6 +31,7 @@ from deforum.settings.fields import (  # noqa: F401
     DEPTH_MODELS,
     FIELDS,
     FILENAME_FORMATS,
+    FLOW_METHODS,
     GRID_MEMORY_LIMIT,
     GROUP_TITLES,
     GROUPS,
