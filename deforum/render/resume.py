@@ -30,7 +30,8 @@ import numpy as np
 
 from deforum.errors import DeforumError, StateError
 from deforum.image.io import write_atomic
-from deforum.settings import FIELDS, MAX_FRAMES_LIMIT, SEED_MAX, RunIdentity, v06_groups
+from deforum.keyframes import MAX_SCHEDULE_LENGTH
+from deforum.settings import FIELDS, MAX_FRAMES_LIMIT, SEED_MAX, RunIdentity, schedule_fields, v06_groups
 
 if TYPE_CHECKING:
     from deforum.settings import Settings
@@ -40,9 +41,10 @@ STATE_FILE = "state.json"
 IMAGE_FIELDS = ("prev_img", "next_img", "color_ref", "mask_img", "overlay_img")
 RECORD_KEYS = ("version", "next_key", "prev_idx", "next_idx", "mask_idx", "depth_range", "complete", "images",
                "settings")
-# state.json holds a few numbers and the settings that shape the frames (15 schedules of at most 100 kB
-# each, the prompts): 64 MiB is far above any real one and still cheap to read.
-MAX_STATE_BYTES = 64 * 2**20
+# state.json holds a few numbers and the settings that shape the frames: the schedules (every keyframe schedule
+# and seed_schedule, each at most MAX_SCHEDULE_LENGTH characters, which JSON's escapes may double) and the
+# prompts. A real one is kilobytes; the bound only has to admit the largest settings this version accepts.
+MAX_STATE_BYTES = 2 * (len(schedule_fields()) + 1) * MAX_SCHEDULE_LENGTH + 64 * 2**20
 MAX_STATE_INDEX = 2 * MAX_FRAMES_LIMIT  # frame indices and keys; load_state bounds them by the run's own plan
 TIMESTRING_FORMAT = "%Y%m%d%H%M%S"
 MAX_CLAIM_TRIES = 10_000  # seconds after the wanted timestring that a new run may move on to

@@ -41,7 +41,7 @@ MAX_PALETTE_COLORS = 256  # colour-match palette (k-means clusters); a gif palet
 GRID_MEMORY_LIMIT = 8 * 2**30
 MAX_NAME_BYTES = 255  # a file or folder name (batch_name): the limit of ext4, APFS, NTFS and FAT
 ANIMATION_MODES = ("None", "2D", "3D", "Video Input", "Interpolation")
-SCHEDULED_MODES = ("2D", "3D", "Video Input")  # v0.6 parses all 15 schedules in these modes only
+SCHEDULED_MODES = ("2D", "3D", "Video Input")  # v0.6 parses its schedules in these modes only (so do we)
 DEFAULT_OUTPUT_PATH = "output"
 
 TYPES = ("int", "float", "bool", "str", "intstr", "schedule", "inject_timing", "lora", "runtime")

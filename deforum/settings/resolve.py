@@ -309,7 +309,7 @@ def check(args: Any, anim_args: Any, root: Any = None, *, prompts: Any = None,
           animation_prompts: Any = None) -> Report:
     """Every problem and note of complete settings groups at once (nothing raised, nothing loaded).
 
-    Fields, the 15 schedules (in 2D/3D/Video Input, or when animation_mode itself is bad), the mask rule,
+    Fields, the keyframe schedules (in 2D/3D/Video Input, or when animation_mode itself is bad), the mask rule,
     the sizes and counts the values imply together (a still batch's grid memory, the Interpolation frame
     count) and, when ``prompts`` / ``animation_prompts`` are given, the prompts the mode uses (frame keys,
     back-ticked weights at every frame they are used, prompts past max_frames).
@@ -368,7 +368,8 @@ def _valid(group: str, name: str, value: Any) -> bool:
 
 
 def schedule_problems(anim: Mapping[str, Any]) -> list[str]:
-    """Parse the schedules like v0.6 did: all 15, in 2D, 3D and Video Input runs; one problem per schedule.
+    """Parse the schedules like v0.6 did: all of them (v0.6's 15 and the new ones), in 2D, 3D and Video Input
+    runs; one problem per schedule.
 
     Also when animation_mode itself is bad (the intended mode may use them). A bad max_frames is reported
     on its own; the schedules are then checked over the default frame count, so one problem never hides
@@ -662,5 +663,5 @@ def identify(settings: Settings, now: datetime.datetime | None = None,
 
 
 def schedule_strings(settings: Settings) -> dict[str, str]:
-    """The 15 keyframe schedules of typed settings, by name, in v0.6 order (the plan parses them)."""
+    """The keyframe schedules of typed settings, by name, in table order (v0.6's 15 first; the plan parses them)."""
     return {name: getattr(getattr(settings, FIELDS["anim_args"][name].concern), name) for name in schedule_fields()}
