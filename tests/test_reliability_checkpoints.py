@@ -243,6 +243,17 @@ def test_damaged_checkpoints_give_a_model_error_or_load(tmp_path_factory, pristi
     assert all(isinstance(v, torch.Tensor) for v in loaded.values())
 
 
+def test_a_zip64_locator_claiming_several_disks_is_a_model_error(tmp_path):
+    """zipfile.is_zipfile raises BadZipFile on it instead of answering (found by the fuzz test above)."""
+    raw = bytearray(ckpt_bytes(SMALL))
+    at = raw.rfind(b"PK\x06\x07")  # the zip64 end-of-central-directory locator: its last field is the disk count
+    raw[at + 16:at + 20] = (2).to_bytes(4, "little")
+    path = tmp_path / "m.ckpt"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match="neither a .safetensors file nor a zip-format .ckpt"):
+        load_state_dict(path)
+
+
 @pytest.mark.parametrize("content", [b"", b"\x00" * 8, b"PK\x03\x04" + bytes(100), ckpt_bytes(SMALL)[:30]],
                          ids=["empty", "zeros", "zip local header only", "first 30 bytes"])
 def test_empty_and_stub_files(tmp_path, content):

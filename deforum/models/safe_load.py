@@ -277,6 +277,15 @@ def extract_state_dict(obj: Any, path: Path) -> StateDict:
     return sd
 
 
+def _is_zip(path: Path) -> bool:
+    """``zipfile.is_zipfile``, which raises instead of answering for some damaged end records (a zip64 locator
+    that claims several disks): such a file is not a zip checkpoint we can read."""
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:
+        return False
+
+
 def load_state_dict(path: str | Path) -> StateDict:
     """Every tensor of a .safetensors or .ckpt file, on the CPU, without executing code from the file."""
     path = Path(path)
@@ -284,7 +293,7 @@ def load_state_dict(path: str | Path) -> StateDict:
         raise ModelError(f"checkpoint file not found: {path}")
     if _looks_like_safetensors(path):
         return load_safetensors(path)
-    if not zipfile.is_zipfile(path):
+    if not _is_zip(path):
         raise ModelError(f"{path}: neither a .safetensors file nor a zip-format .ckpt (truncated, or saved "
                          "with torch older than 1.6); re-download it or convert it to .safetensors")
     return extract_state_dict(load_ckpt(path), path)
