@@ -637,7 +637,7 @@ def format_table(plan: Any, prompt_width: int = 40) -> str:
 
 
 def cmd_preview(ns: argparse.Namespace) -> int:
-    from deforum.render.preview import choose_depth, render_preview, start_image
+    from deforum.render.preview import choose_depth, preview_video, render_preview, start_image
 
     sets = parse_sets(ns.set)
     if ns.frames is not None:
@@ -653,6 +653,7 @@ def cmd_preview(ns: argparse.Namespace) -> int:
     W, H = settings.image.W, settings.image.H
     first = start_image(W, H, ns.image or settings.init.init_image)  # init_image is None without use_init
     depth = choose_depth(settings, W, H, ns.depth)
+    hybrid = preview_video(settings, mp4.parent / f"{identity.timestring}_preview_inputframes")  # hybrid_motion
     fps = ns.fps or job.video_setting("fps")
     bar = None
     if not ns.quiet:
@@ -661,13 +662,16 @@ def cmd_preview(ns: argparse.Namespace) -> int:
         bar = tqdm(total=len(plan), unit="frame", desc="preview")
     try:
         result = render_preview(plan, settings, first, mp4_path=mp4, fps=float(fps), frames_dir=frames_dir,
-                                depth=depth, on_frame=(lambda _i: bar.update(1)) if bar else None)
+                                depth=depth, on_frame=(lambda _i: bar.update(1)) if bar else None, hybrid=hybrid)
     finally:
         if bar is not None:
             bar.close()
     print(f"{ns.settings}: preview of {result.frame_count} {mode} frame(s), depth "
           f"{result.depth}, {result.seconds:.1f} s")
     print(f"  video: {result.mp4_path} ({result.fps:g} fps)")
+    if hybrid is not None:
+        print(f"  moved with the video's motion too ({settings.hybrid.hybrid_motion}): "
+              f"{settings.video_input.video_init_path}")
     if result.frames_dir is not None:
         print(f"  frames: {result.frames_dir}")
         print(f"  another fps or a gif: {video_command(result.frames_dir, result.fps)}")

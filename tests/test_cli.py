@@ -109,6 +109,31 @@ def test_preview_writes_the_camera_motion_video(tmp_path):
     assert "depth flat" in proc.stdout
 
 
+def test_preview_moves_with_the_video_of_hybrid_motion(tmp_path):
+    import imageio_ffmpeg
+
+    from tests.helpers import measured_shift, shifted, texture
+
+    video = tmp_path / "in.mp4"
+    writer = imageio_ffmpeg.write_frames(str(video), (128, 128), fps=8, codec="libx264", quality=10,
+                                         macro_block_size=16, ffmpeg_log_level="error")
+    writer.send(None)
+    for i in range(5):
+        writer.send(np.ascontiguousarray(shifted(texture(128, 1), 3 * i, 0)))
+    writer.close()
+    sets = ["max_frames=5", "W=128", "H=128", "zoom=0:(1)", "angle=0:(0)", "translation_x=0:(0)",
+            "translation_y=0:(0)", "hybrid_motion=Affine", f"video_init_path={video}"]
+    proc = run_cli("preview", REPO / "settings" / "default_animation.txt", *[a for s in sets for a in ("--set", s)],
+                   "--output", tmp_path / "p.mp4", "--png", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "moved with the video's motion too (Affine)" in proc.stdout
+    frames = [np.asarray(Image.open(p)) for p in sorted(tmp_path.glob("*_preview/preview_*.png"))]
+    assert len(frames) == 5
+    for before, after in zip(frames, frames[1:], strict=False):
+        sx, sy = measured_shift(before, after)
+        assert abs(sx - 3) < 1 and abs(sy) < 1, (sx, sy)
+
+
 def test_plan_prints_and_writes_the_plan(tmp_path):
     settings = REPO / "settings" / "default_animation.txt"
     proc = run_cli("plan", settings, "--set", "max_frames=5", "--set", "seed=3", "--csv", tmp_path / "p.csv",

@@ -211,6 +211,22 @@ def flow_cadence_frames(warped: Iterator[np.ndarray], plan: Any, tweener: Any) -
     yield from held[1:]  # the tail after the last key
 
 
+def preview_video(settings: Settings, folder: str | os.PathLike[str]) -> Any:
+    """The video whose motion moves the preview's frames (``hybrid_motion`` on), its frames extracted into
+    ``folder`` (an earlier extraction of the same video is reused); None without hybrid motion."""
+    if settings.hybrid.hybrid_motion == "None":
+        return None
+    from deforum.render.hybrid_video import HybridVideo
+    from deforum.video import extract_frames
+
+    video = settings.video_input
+    if not video.video_init_path:
+        raise MediaError("video_init_path: is empty; hybrid_motion moves the preview with that video's motion")
+    frames = extract_frames(video.video_init_path, folder, video.extract_nth_frame, overwrite=False,
+                            field="video_init_path")
+    return HybridVideo(frames, settings)
+
+
 def write_png(frame: np.ndarray, path: Path) -> None:
     """A fast PNG (zlib level 1): previews favour speed over size. It carries deforum's mark, so a later
     preview may replace it (``deforum.outputs``)."""
