@@ -250,19 +250,42 @@ def test_use_device_loop_follows_frame_loop_and_the_device():
 
 
 @pytest.mark.parametrize("field, value, reason", [
-    ("noise_type", "perlin", "noise_type"),
-    ("amount_schedule", "0:(0), 3:(0.5)", "anti-blur"),
+    ("kernel_schedule", "0:(201)", "kernel_schedule"),  # with amount_schedule on (below): wider than the frame
     ("hybrid_motion", "Perspective", "hybrid_motion"),
     ("hybrid_composite", "Normal", "hybrid_composite"),
     ("optical_flow_cadence", "DIS Fine", "optical_flow_cadence"),
     ("optical_flow_redo_generation", "DIS Fine", "optical_flow_redo_generation"),
 ])
 def test_features_of_the_host_loop_keep_auto_on_the_host(field, value, reason):
-    settings = make_settings(**{field: value})
+    settings = make_settings(amount_schedule="0:(0.5)", **{field: value})
     assert reason in device_loop_unsupported(settings)
     assert use_device_loop(settings, "cuda") is False
     with pytest.raises(SettingsError, match=reason):
-        use_device_loop(make_settings(frame_loop="device", **{field: value}), "cuda")
+        use_device_loop(make_settings(frame_loop="device", amount_schedule="0:(0.5)", **{field: value}), "cuda")
+
+
+@pytest.mark.parametrize("mode", ["2D", "3D"])
+def test_perlin_noise_and_anti_blur_give_the_host_frames(tmp_path, mode):
+    settings = make_settings(mode, cadence=1, frames=6, use_depth_warping=True, noise_type="perlin", perlin_w=3,
+                             perlin_h=2, noise_schedule="0:(0.2)", amount_schedule="0:(0.8), 3:(0)",
+                             kernel_schedule="0:(5), 4:(9)", sigma_schedule="0:(1.5)", threshold_schedule="0:(2)")
+    assert device_loop_unsupported(settings) is None
+    assert_within_one_level(settings, tmp_path, depth=fake_depth if mode == "3D" else None)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize(("amount", "kernel", "sigma", "threshold"),
+                         [(0.5, 5, 1.0, 0), (1.5, 8, 0, 4), (0.3, 3, 2.5, 0)])
+def test_the_torch_unsharp_mask_is_opencvs(dtype, amount, kernel, sigma, threshold):
+    from deforum.image.sharpen import unsharp_mask
+    from deforum.render.device_loop import unsharp_mask_torch
+
+    image = np.random.default_rng(3).uniform(0, 255, (24, 40, 3))
+    image = image.astype(np.uint8) if dtype == torch.uint8 else image.astype(np.float32)
+    ours = unsharp_mask_torch(torch.from_numpy(image), amount, kernel, sigma, threshold).numpy()
+    theirs = unsharp_mask(image, amount, kernel, sigma, threshold)
+    assert ours.dtype == theirs.dtype
+    assert np.abs(ours.astype(np.float64) - theirs).max() <= (1 if dtype == torch.uint8 else 1e-3)
 
 
 def test_depth_every_reuses_the_map_between_predictions(tmp_path):

@@ -31,11 +31,12 @@ import torch.nn.functional as F
 
 from deforum.errors import SettingsError
 from deforum.image.colors_torch import maintain_colors_torch
+from deforum.image.noise import PerlinParams, perlin_noise
 from deforum.motion.warp2d_torch import warp2d_torch
 from deforum.motion.warp3d import PADDING_MODES, SAMPLE_OFFSET, sampling_grid
 from deforum.plan import FrameRow, rng_seed
 from deforum.render import steps
-from deforum.render.animation import AnimationLoop, AnimationResult
+from deforum.render.animation import AnimationLoop, AnimationResult, noise_settings
 from deforum.render.resume import AnimationState, save_state
 
 if TYPE_CHECKING:
@@ -58,17 +59,23 @@ def device_loop_unsupported(settings: Settings) -> str | None:
                         ("hybrid_motion", hybrid.hybrid_motion), ("hybrid_composite", hybrid.hybrid_composite)):
         if value != "None":
             return f"{name} is {value!r}"
-    if coherence.noise_type != "uniform":
-        return f"noise_type is {coherence.noise_type!r}"
-    if _schedule_is_on(coherence.amount_schedule, animation.max_frames):
-        return f"anti-blur is on (amount_schedule {coherence.amount_schedule!r})"
+    kernel = _largest_blur_kernel(settings)
+    if kernel // 2 >= min(settings.image.W, settings.image.H):
+        return (f"anti-blur's kernel of {kernel} px is wider than the {settings.image.W} x {settings.image.H} "
+                "frame (kernel_schedule)")
     return None
 
 
-def _schedule_is_on(text: str, max_frames: int) -> bool:
+def _largest_blur_kernel(settings: Settings) -> int:
+    """The widest anti-blur kernel of a frame whose amount is not 0 (1: anti-blur off)."""
+    from deforum.image.sharpen import odd_kernel
     from deforum.keyframes import parse_schedule
 
-    return bool(np.any(parse_schedule(text, max(1, int(max_frames)), field="amount_schedule") != 0))
+    frames = max(1, int(settings.animation.max_frames))
+    c = settings.coherence
+    amount = parse_schedule(c.amount_schedule, frames, field="amount_schedule")
+    kernel = parse_schedule(c.kernel_schedule, frames, field="kernel_schedule")
+    return max((odd_kernel(k) for k in kernel[amount != 0]), default=1)
 
 
 def check_frame_loop(settings: Settings) -> None:
@@ -269,8 +276,12 @@ class DeviceAnimationLoop(AnimationLoop):
                 self._slots["color_ref"] = warped.clone()
             else:
                 warped = maintain_colors_torch(warped, self._slots["color_ref"], mode)
+        values = row.values
+        warped = unsharp_mask_torch(warped, values.amount_schedule, values.kernel_schedule, values.sigma_schedule,
+                                    values.threshold_schedule)
         generator = torch.Generator().manual_seed(rng_seed(row.seed))
-        init = init_sample_torch(warped, row.values.contrast_schedule, row.values.noise_schedule, generator)
+        init = init_sample_torch(warped, values.contrast_schedule, values.noise_schedule, generator,
+                                 *noise_settings(self.settings))
         self._check(init, row.frame, "init (warped, contrast, noise)", row.values)
         strength = min(max(row.values.strength_schedule, 0.0), 1.0)
         return init, strength, depth
@@ -364,16 +375,51 @@ def sample_to_float_tensor(sample: torch.Tensor) -> torch.Tensor:
 
 
 def init_sample_torch(image: torch.Tensor, contrast: float, noise: float, generator: torch.Generator,
+                      noise_type: str = "uniform", perlin: PerlinParams | None = None,
                       dtype: torch.dtype = torch.float16) -> torch.Tensor:
     """``steps.init_sample`` on the device: contrast gain (float64), [-1, 1] as ``dtype`` (float16, v0.6's
     init precision), plus ``noise`` times normals drawn from ``generator`` on the CPU (the host loop's
-    stream; into pinned memory and up without a sync on CUDA)."""
+    stream; into pinned memory and up without a sync on CUDA); "perlin" shapes them as ``add_noise`` does,
+    from the same generator."""
     x = image.to(torch.float64) * float(contrast)
     sample = ((x / 255.0) * 2 - 1).permute(2, 0, 1).unsqueeze(0).contiguous().to(dtype)
     pinned = image.device.type == "cuda"
     normals = torch.empty(sample.shape, dtype=torch.float32, pin_memory=pinned)
     torch.randn(sample.shape, generator=generator, dtype=torch.float32, out=normals)
+    if noise_type == "perlin":
+        height, width = sample.shape[-2:]
+        p = perlin_noise(height, width, perlin.res_w, perlin.res_h, perlin.octaves, perlin.persistence, generator)
+        normals = normals * ((p + 1) / 2).to(torch.float32)
+        normals = normals.pin_memory() if pinned else normals
     return sample + normals.to(image.device, non_blocking=pinned) * noise
+
+
+def unsharp_mask_torch(image: torch.Tensor, amount: float, kernel: float, sigma: float,
+                       threshold: float) -> torch.Tensor:
+    """``deforum.image.sharpen.unsharp_mask`` of an H x W x 3 tensor on its device: OpenCV's Gaussian kernel
+    (``cv2.getGaussianKernel``, computed on the CPU from the frame's values, no device read), its
+    reflect-101 border, float64 arithmetic; the image itself when ``amount`` is 0."""
+    if amount == 0:
+        return image
+    import cv2
+
+    from deforum.image.sharpen import odd_kernel
+
+    k = odd_kernel(kernel)
+    weights = torch.from_numpy(cv2.getGaussianKernel(k, float(sigma), ktype=cv2.CV_64F)[:, 0]).to(image.device)
+    source = image.to(torch.float64)
+    x = source.permute(2, 0, 1).unsqueeze(1)  # 3 x 1 x H x W: each channel alone
+    pad = k // 2
+    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # OpenCV's BORDER_REFLECT_101
+    x = F.conv2d(x, weights.view(1, 1, 1, k))
+    x = F.conv2d(x, weights.view(1, 1, k, 1))
+    blurred = x.squeeze(1).permute(1, 2, 0)
+    sharpened = (source * (1 + amount) - blurred * amount).clamp(0, 255)
+    if threshold > 0:
+        sharpened = torch.where((source - blurred).abs() < threshold, source, sharpened)
+    if image.dtype == torch.uint8:
+        return sharpened.round().to(torch.uint8)
+    return sharpened.to(image.dtype)
 
 
 def warp3d_tensor(image: torch.Tensor, depth: torch.Tensor | None, values, settings: Settings) -> torch.Tensor:
