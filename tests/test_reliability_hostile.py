@@ -37,6 +37,7 @@ from deforum.errors import FrameError, ModelError, SettingsError, StateError
 from deforum.generate import Generator
 from deforum.models import load_config, load_model
 from deforum.plan import make_plan
+from deforum.render.resume import MAX_STATE_BYTES
 from deforum.runner import prepare, render
 from deforum.testing import oracle_checkpoint, oracle_config, tiny_config
 
@@ -291,7 +292,7 @@ def attack(case: str, state: Path, tmp_path: Path) -> str:
         return "state folder.*symbolic link"
     if case == "state.json too big":
         with open(state / "state.json", "r+b") as f:
-            f.truncate(200 * 2**20)  # sparse: no disk used
+            f.truncate(MAX_STATE_BYTES + 1)  # sparse: no disk used
         return "state.json.*at most"
     if case == "state.json not JSON":
         (state / "state.json").write_bytes(b"\xff\xfe{not json")
