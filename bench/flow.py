@@ -1,4 +1,5 @@
-"""Per-frame cost of optical flow: estimate_flow + warp_by_flow at 512x512 and 1024x1024, per method.
+"""Per-frame cost of optical flow: estimate_flow + warp_by_flow at 512x512 and 1024x1024, per method, and one
+frame of optical-flow cadence (``flow_tween``: the flows both ways, both keys moved, the cross-fade).
 
     python bench/flow.py [--repeat N] [--threads N] [--models-path models] [--tiny]
 
@@ -19,7 +20,7 @@ import time
 import cv2
 import numpy as np
 
-from deforum.motion.flow import CV2_METHODS, RAFT_WEIGHTS, estimate_flow, raft_weights_file, warp_by_flow
+from deforum.motion.flow import CV2_METHODS, RAFT_WEIGHTS, estimate_flow, flow_tween, raft_weights_file, warp_by_flow
 
 SHIFT = (2.3, -1.6)
 
@@ -45,6 +46,22 @@ def time_method(method: str, size: int, repeat: int, **kwargs) -> tuple[float, f
         warp.append((time.perf_counter() - middle) * 1000)
         estimate.append((middle - started) * 1000)
     return statistics.median(estimate), statistics.median(warp), np.median(flow.reshape(-1, 2), axis=0)
+
+
+def time_tween(method: str, size: int, repeat: int, **kwargs) -> float:
+    """ms of one in-between frame of optical-flow cadence at tween 0.5 (median of ``repeat`` after a warm-up)."""
+    prev, nxt = (frame.astype(np.float32) for frame in frames(size))
+
+    def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return estimate_flow(a, b, method, **kwargs)
+
+    flow_tween(prev, nxt, 0.5, 1.0, flow)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        flow_tween(prev, nxt, 0.5, 1.0, flow)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -81,6 +98,11 @@ def main() -> None:
             total = est + warp
             print(f"{label:<22} {size:>5} {est:>12.2f} {warp:>8.2f} {total:>9.2f} {1000 / total:>9.1f}  "
                   f"{median[0]:.2f}, {median[1]:.2f}")
+    print(f"\n{'flow cadence frame':<22} {'size':>5} {'ms':>12} {'frames/s':>9}")
+    for size in sizes:
+        for label, kwargs in runs:
+            ms = time_tween("RAFT" if label.startswith("RAFT") else label, size, repeat, **kwargs)
+            print(f"{label:<22} {size:>5} {ms:>12.2f} {1000 / ms:>9.1f}")
 
 
 if __name__ == "__main__":
