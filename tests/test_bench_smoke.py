@@ -100,8 +100,17 @@ def test_overhead_tiny_sdxl_counts_unet_calls_per_frame():
 def test_flow_tiny_prints_its_table():
     out = run_bench("flow.py", "--tiny")
     assert re.search(r"machine: .*cv2 \d", out)
-    rows = [line for line in out.splitlines() if re.match(r"(DIS Medium|DIS Fine|DIS UltraFast|Farneback)\s+\d", line)]
-    assert len(rows) == 8, out  # 4 cv2 methods x 2 sizes
+    flows, tweens = out.split("flow cadence frame")
+
+    def rows_of(text):
+        return [line for line in text.splitlines() if re.match(r"(DIS Medium|DIS Fine|DIS UltraFast|Farneback)\s+\d",
+                                                                line)]
+
+    rows = rows_of(flows)
+    assert len(rows) == 8 and len(rows_of(tweens)) == 8, out  # 4 cv2 methods x 2 sizes, in each table
+    for row in rows_of(tweens):
+        ms, fps = map(float, row.split()[-2:])
+        assert fps == pytest.approx(1000 / ms, rel=0.02)
     for row in rows:
         size, est, warp, total, fps = row.rsplit(None, 7)[-7:-2]
         assert int(size) in (64, 128) and float(est) > 0 and float(warp) > 0
