@@ -231,3 +231,25 @@ def test_the_preview_makes_the_in_between_frames_along_the_flow_between_keys():
         # the flow puts the card where the camera has it at j; the cross-fade of the keys shows it twice
         assert psnr(flow[j][inner], plain[j][inner]) > psnr(faded[inner], plain[j][inner]) + 10, j
         assert psnr(flow[j][inner], plain[j][inner]) > 30, j
+
+
+def test_sampling_map_follows_its_definition_pixel_by_pixel():
+    """Each pixel lands at round(p + amount * flow(p)); where several land on one pixel the smallest error wins
+    (ties: the first pixel); where none lands the pixel's own flow is used. Checked against a plain loop."""
+    rng = np.random.default_rng(4)
+    h, w, amount = 7, 9, 0.7
+    flow = rng.uniform(-3, 3, (h, w, 2)).astype(np.float32)
+    error = rng.choice([0.0, 0.5, 1.0, np.inf], (h, w)).astype(np.float32)  # many ties and collisions
+    expected = -(amount * flow).astype(np.float32)
+    best = {}
+    for y in range(h):
+        for x in range(w):
+            mx, my = (amount * flow[y, x]).astype(np.float32)
+            tx, ty = np.rint(np.float32(x) + mx), np.rint(np.float32(y) + my)
+            if 0 <= tx < w and 0 <= ty < h:
+                key = (int(ty), int(tx))
+                if key not in best or error[y, x] < best[key][0]:
+                    best[key] = (error[y, x], (y, x))
+    for (ty, tx), (_, (y, x)) in best.items():
+        expected[ty, tx] = -(amount * flow[y, x]).astype(np.float32)
+    np.testing.assert_array_equal(sampling_map(flow, amount, error), expected)
