@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +37,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_frame import median_ms, synchronize  # noqa: E402  (the timing helpers of the GPU benchmark)
 
 from deforum.plan import make_plan  # noqa: E402
 from deforum.render import device_loop, steps  # noqa: E402
@@ -210,22 +212,6 @@ def bounded(depth):
 
 # -- timing -----------------------------------------------------------------------------------------------
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_ms(fn, device: torch.device, repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 class Timer:
