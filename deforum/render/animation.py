@@ -131,20 +131,32 @@ class AnimationLoop:
         warped = self._camera(image, values, depth, frame)
         return warped if self.hybrid is None else self.hybrid.move(warped, frame, values)
 
-    def _write_frame(self, state: AnimationState, j: int) -> None:
+    def _cadence_image(self, state: AnimationState, name: str):
+        """Key image ``name`` ("prev_img" or "next_img") as this loop holds it (the device loop: on the device)."""
+        return getattr(state, name)
+
+    def _set_cadence_image(self, state: AnimationState, name: str, image) -> None:
+        setattr(state, name, image)
+
+    def _tween(self, state: AnimationState, j: int):
+        """Output frame ``j`` from the two newest keys, each warped up to ``j`` first (and kept so), made by the
+        run's Tweener (not yet checked or truncated)."""
         row = self.plan.rows[j]
         role = row.cadence
         # The older key is only warped while it is still shown: at tween 1 it drops out for good.
         warp_prev = role.blended and state.prev_idx < j
         warp_next = state.next_idx < j
         depth = self._depth_of_next(state) if (warp_prev or warp_next) and self._warps_with_depth() else None
-        if warp_prev:
-            state.prev_img = self._warp(state.prev_img, row.values, depth, j)
-            state.prev_idx = j
-        if warp_next:
-            state.next_img = self._warp(state.next_img, row.values, depth, j)
-            state.next_idx = j
-        blended = self.tweener(state.prev_img if role.blended else None, state.next_img, role, row.values)
+        for name, index, due in (("prev_img", "prev_idx", warp_prev), ("next_img", "next_idx", warp_next)):
+            if due:
+                self._set_cadence_image(state, name, self._warp(self._cadence_image(state, name), row.values, depth, j))
+                setattr(state, index, j)
+        prev = self._cadence_image(state, "prev_img") if role.blended else None
+        return self.tweener(prev, self._cadence_image(state, "next_img"), role, row.values)
+
+    def _write_frame(self, state: AnimationState, j: int) -> None:
+        row = self.plan.rows[j]
+        blended = self._tween(state, j)
         steps.check_finite(blended, j, "warped frame", row.values)
         image = steps.to_uint8(blended)
         depth_map = None

@@ -188,19 +188,16 @@ class DeviceAnimationLoop(AnimationLoop):
         return warped.to(torch.uint8) if image.dtype == torch.uint8 else warped
 
     # -- one tween/output frame ---------------------------------------------------------------------------
+    def _cadence_image(self, state: AnimationState, name: str) -> torch.Tensor | None:
+        return self._slots[name]
+
+    def _set_cadence_image(self, state: AnimationState, name: str, image: torch.Tensor) -> None:
+        self._slots[name] = image
+
     def _write_frame(self, state: AnimationState, j: int) -> None:
-        slots = self._slots
         snapshot = self._take_snapshot(state) if self._state_due and j == state.next_idx else None
         row = self.plan.rows[j]
-        role = row.cadence
-        warp_prev = role.blended and state.prev_idx < j
-        warp_next = state.next_idx < j
-        depth = self._depth_of_next(state) if (warp_prev or warp_next) and self._warps_with_depth() else None
-        if warp_prev:
-            slots["prev_img"], state.prev_idx = self._warp(slots["prev_img"], row.values, depth, j), j
-        if warp_next:
-            slots["next_img"], state.next_idx = self._warp(slots["next_img"], row.values, depth, j), j
-        blended = self.tweener(slots["prev_img"] if role.blended else None, slots["next_img"], role)
+        blended = self._tween(state, j)
         self._check(blended, j, "warped frame", row.values)
         parts = [("frame", _to_uint8(blended))]
         if self.save_depth is not None and self.depth is not None:
