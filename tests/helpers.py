@@ -191,3 +191,17 @@ def measured_shift(before: np.ndarray, after: np.ndarray, crop: int = 8) -> tupl
     a, b = grey(before), grey(after)
     (sx, sy), _response = cv2.phaseCorrelate(a, b, cv2.createHanningWindow(a.shape[::-1], cv2.CV_64F))
     return sx, sy
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 8) -> Path:
+    """An H.264 mp4 of uint8 RGB ``frames`` (all one size, a multiple of 16)."""
+    import imageio_ffmpeg
+
+    height, width = frames[0].shape[:2]
+    writer = imageio_ffmpeg.write_frames(str(path), (width, height), fps=fps, codec="libx264", quality=10,
+                                         macro_block_size=16, ffmpeg_log_level="error")
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    return path

@@ -110,17 +110,9 @@ def test_preview_writes_the_camera_motion_video(tmp_path):
 
 
 def test_preview_moves_with_the_video_of_hybrid_motion(tmp_path):
-    import imageio_ffmpeg
+    from tests.helpers import measured_shift, shifted, texture, write_video
 
-    from tests.helpers import measured_shift, shifted, texture
-
-    video = tmp_path / "in.mp4"
-    writer = imageio_ffmpeg.write_frames(str(video), (128, 128), fps=8, codec="libx264", quality=10,
-                                         macro_block_size=16, ffmpeg_log_level="error")
-    writer.send(None)
-    for i in range(5):
-        writer.send(np.ascontiguousarray(shifted(texture(128, 1), 3 * i, 0)))
-    writer.close()
+    video = write_video(tmp_path / "in.mp4", [shifted(texture(128, 1), 3 * i, 0) for i in range(5)])
     sets = ["max_frames=5", "W=128", "H=128", "zoom=0:(1)", "angle=0:(0)", "translation_x=0:(0)",
             "translation_y=0:(0)", "hybrid_motion=Affine", f"video_init_path={video}"]
     proc = run_cli("preview", REPO / "settings" / "default_animation.txt", *[a for s in sets for a in ("--set", s)],

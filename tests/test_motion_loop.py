@@ -4,7 +4,6 @@ redo generation, Perlin noise and anti-blur, each seen in the frames and inits a
 from pathlib import Path
 from types import SimpleNamespace
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
@@ -21,7 +20,7 @@ from deforum.render.steps import sample_to_float_image
 from deforum.runner import preflight
 from deforum.settings import RunIdentity
 from deforum.testing import settings_for_test
-from tests.helpers import measured_shift, shifted, texture
+from tests.helpers import measured_shift, shifted, texture, write_video
 
 SIZE = 128
 STILL = dict(zoom="0:(1)", angle="0:(0)", translation_x="0:(0)", translation_y="0:(0)", noise_schedule="0:(0)",
@@ -163,16 +162,6 @@ def test_a_render_starts_from_the_videos_first_frame_with_a_composite_on(tmp_pat
     animation.render_animation(unused, RunIdentity("U", tmp_path, 3), generator, make_plan(unused, 3), inputs,
                                depth=(None, None), device="cpu")
     assert generator.requests[0].init_image is None
-
-
-def write_video(path: Path, frames: list[np.ndarray]) -> Path:
-    writer = imageio_ffmpeg.write_frames(str(path), (SIZE, SIZE), fps=8, codec="libx264", quality=10,
-                                         macro_block_size=16, ffmpeg_log_level="error")
-    writer.send(None)
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame))
-    writer.close()
-    return path
 
 
 def test_preflight_extracts_the_video_of_a_hybrid_2d_run(tmp_path):

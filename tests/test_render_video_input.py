@@ -25,6 +25,7 @@ from deforum.render.video_input import (
 )
 from deforum.settings import FrameValues, RunIdentity
 from deforum.testing import oracle_checkpoint, oracle_config, settings_for_test
+from tests import helpers
 
 TIMESTRING = "20240102030405"
 N_FRAMES = 30
@@ -43,13 +44,7 @@ def brightness(i: int) -> int:
 
 
 def write_video(path: Path, frames: list[np.ndarray]) -> Path:
-    writer = imageio_ffmpeg.write_frames(str(path), (64, 64), fps=FPS, codec="libx264", quality=10,
-                                         macro_block_size=16, ffmpeg_log_level="error")
-    writer.send(None)
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame))
-    writer.close()
-    return path
+    return helpers.write_video(path, frames, FPS)
 
 
 @pytest.fixture(scope="module")
